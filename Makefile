@@ -7,7 +7,6 @@ ARGS = $(if $(DATA),--data $(DATA)) $(if $(STEPS),--steps $(STEPS)) $(if $(EVERY
 
 setup:  ## create .venv and install torch (CPU build) first, then dimlapse with dev tools
 	python3 -m venv .venv
-	.venv/bin/pip install --quiet --upgrade pip
 	.venv/bin/pip install --quiet torch==2.13.0
 	.venv/bin/pip install --quiet -e '.[dev]'
 
