@@ -1,0 +1,112 @@
+"""CLI validation: unknown names, bad numbers, existing runs, lazily imported commands."""
+
+import subprocess
+import sys
+
+import pytest
+
+from dimlapse.pipelines import _cli
+from dimlapse.pipelines._cli import main
+
+
+def _err(capsys, argv):
+    status = main(argv)
+    return status, capsys.readouterr().err
+
+
+def test_unknown_model_lists_valid_ones(capsys, tmp_path):
+    status, err = _err(capsys, ["capture", "--model", "gpt5", "--out-dir", str(tmp_path)])
+    assert status == 2
+    assert "Unknown model 'gpt5'; expected one of: mlp, cnn, resnet, transformer, vit" in err
+
+
+def test_unknown_data_lists_valid_ones(capsys, tmp_path):
+    status, err = _err(capsys, ["capture", "--data", "imagenet", "--out-dir", str(tmp_path)])
+    assert status == 2
+    assert (
+        "Unknown data 'imagenet'; expected one of: mnist1d, digits, modadd, mnist, cifar10" in err
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--steps", "0"], "Expected `steps` to be a positive int, got 0"),
+        (["--steps", "-20"], "Expected `steps` to be a positive int, got -20"),
+        (["--every", "0"], "Expected `every` to be a positive int, got 0"),
+        (["--codec", "lz4"], "Expected `codec` to be one of"),
+        (["--run", "../x"], "Expected `run` to be a name"),
+        (["--threads", "0"], "Expected `--threads` to be a positive int, got 0"),
+    ],
+)
+def test_bad_values_are_one_line_errors(capsys, tmp_path, extra, message):
+    status, err = _err(capsys, ["capture", "--out-dir", str(tmp_path), *extra])
+    assert status == 2
+    assert message in err
+    assert "Traceback" not in err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_non_integer_steps_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["capture", "--steps", "ten"])
+    assert exc.value.code == 2
+    assert "invalid int value: 'ten'" in capsys.readouterr().err
+
+
+def test_overwrite_and_resume_are_exclusive(capsys):
+    with pytest.raises(SystemExit):
+        main(["capture", "--overwrite", "--resume"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_existing_run_is_refused_with_both_remedies(capsys, tmp_path):
+    (tmp_path / "mlp-mnist1d-s0.zarr").mkdir()
+    status, err = _err(capsys, ["capture", "--out-dir", str(tmp_path)])
+    assert status == 2
+    assert "mlp-mnist1d-s0.zarr already exists" in err
+    assert "--overwrite" in err and "--resume" in err
+
+
+def test_resume_needs_an_existing_run(capsys, tmp_path):
+    status, err = _err(capsys, ["capture", "--resume", "--run", "x", "--out-dir", str(tmp_path)])
+    assert status == 2 and "Cannot --resume: no run store at" in err
+
+
+def test_replay_without_runs_and_with_missing_run(capsys, tmp_path):
+    status, err = _err(capsys, ["replay", "--out-dir", str(tmp_path)])
+    assert status == 2 and f"No runs in {tmp_path}" in err
+    status, err = _err(capsys, ["replay", "--run", "nope", "--out-dir", str(tmp_path)])
+    assert status == 2 and "No run store at" in err
+
+
+def test_lazy_command_missing_module_is_a_clear_error(capsys, monkeypatch):
+    monkeypatch.setitem(_cli._LAZY, "report", ("_no_such_module", "add", "run", "write a report"))
+    status, err = _err(capsys, ["report"])
+    assert status == 2
+    assert "the `report` command is not available yet" in err
+    assert "dimlapse.pipelines._no_such_module" in err
+
+
+def test_help_lists_every_command_without_importing_lazy_modules():
+    code = (
+        "import sys\n"
+        "from dimlapse.pipelines._cli import build_parser\n"
+        "h = build_parser().format_help()\n"
+        "print(h)\n"
+        "print('LOADED' if 'dimlapse.pipelines._cmd_analyze' in sys.modules else 'LAZY')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    for command in ("capture", "replay", "analyze", "report", "bench-capture", "bench-analyze"):
+        assert command in out.stdout
+    assert out.stdout.strip().endswith("LAZY")
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "dimlapse.pipelines", "capture", "--model", "nope"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2 and "Unknown model 'nope'" in out.stderr
