@@ -132,9 +132,10 @@ def _layer_twonn(da: xr.DataArray, *, stride: int, discard_fraction: float) -> x
     return xr.DataArray(out, dims=("twonn_step",), coords={"twonn_step": sub["step"].values})
 
 
-def _summary(f: Callable[..., Any]) -> str:
-    doc = inspect.getdoc(f) or f.__name__
-    return doc.split("\n\n")[0].replace("\n", " ")
+def _definition(f: Callable[..., Any]) -> str:
+    """A function's docstring up to its numpydoc sections: the formula and the reference."""
+    doc = inspect.getdoc(f) or getattr(f, "__name__", repr(f))
+    return doc.split("\nParameters\n")[0].strip().replace("\n", " ")
 
 
 def dimensionality(
@@ -211,7 +212,8 @@ def dimensionality(
             )
         )
     dim = xr.concat(kinds, dim="kind", join="outer", fill_value=np.nan)
-    dim = dim.transpose("kind", "layer", "step", "metric")
+    order = list(dict.fromkeys([*weights, *acts]))  # store order, not the join's sort
+    dim = dim.sel(layer=order).transpose("kind", "layer", "step", "metric")
     dim.attrs = {"long_name": "spectral dimensionality", "units": "1"}
     out = xr.Dataset({"dimensionality": dim})
 
@@ -240,8 +242,8 @@ def dimensionality(
         "job": "dimensionality",
         "parameters": json.dumps(params, sort_keys=True),
         **{k: v for k, v in params.items() if not isinstance(v, list)},
-        "metric_definitions": json.dumps({k: _summary(f) for k, f in chosen.items()}),
-        "twonn_definition": _summary(twonn),
+        "metric_definitions": json.dumps({k: _definition(f) for k, f in chosen.items()}),
+        "twonn_definition": _definition(twonn),
     }
     every = getattr(run, "attrs", {}).get("every") if hasattr(run, "attrs") else None
     if isinstance(every, int):

@@ -151,12 +151,18 @@ def energy_rank(s: np.ndarray, *, fraction: float) -> np.ndarray:
 
 
 def energy_rank_90(s: np.ndarray) -> np.ndarray:
-    """Cumulative-energy rank at 90 %: :func:`energy_rank` with ``fraction=0.9``."""
+    """Cumulative-energy rank at 90 %: fewest k with ``sum_{i<=k} s_i**2 >= 0.9 sum s**2``.
+
+    :func:`energy_rank` with ``fraction=0.9`` (cumulative explained variance, as in PCA).
+    """
     return energy_rank(s, fraction=0.9)
 
 
 def energy_rank_99(s: np.ndarray) -> np.ndarray:
-    """Cumulative-energy rank at 99 %: :func:`energy_rank` with ``fraction=0.99``."""
+    """Cumulative-energy rank at 99 %: fewest k with ``sum_{i<=k} s_i**2 >= 0.99 sum s**2``.
+
+    :func:`energy_rank` with ``fraction=0.99`` (cumulative explained variance, as in PCA).
+    """
     return energy_rank(s, fraction=0.99)
 
 
@@ -181,7 +187,7 @@ def numerical_rank(s: np.ndarray, *, rtol: float | None = None) -> np.ndarray:
     the same components there. 0 for an all-zero or empty spectrum, NaN for a non-finite one
     (both with a :class:`DegenerateSpectrumWarning`).
     """
-    s, bad, zero = _prepare(s, "numerical_rank")
+    s, bad, _zero = _prepare(s, "numerical_rank")
     if rtol is None:
         rtol = max(s.shape[-1], 1) * _EPS
     top = s.max(axis=-1, keepdims=True, initial=0.0)
@@ -200,7 +206,7 @@ def epsilon_rank(s: np.ndarray, *, epsilon: float = 1e-3, n_samples: int = 1) ->
     threshold, so it depends on the scale of the data. 0 for an all-zero or empty spectrum,
     NaN for a non-finite one (both with a :class:`DegenerateSpectrumWarning`).
     """
-    s, bad, zero = _prepare(s, "epsilon_rank")
+    s, bad, _zero = _prepare(s, "epsilon_rank")
     k = (s**2 / n_samples > epsilon).sum(axis=-1).astype(np.float64)
     return np.where(bad, np.nan, k)
 

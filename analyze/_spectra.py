@@ -32,13 +32,21 @@ _blas_limiter: threadpool_limits | None = None
 
 @contextmanager
 def blas_single_thread() -> Iterator[None]:
-    """Pin BLAS to one thread while any task inside this context runs.
+    """Pin BLAS to one thread while any user of this context is inside it.
 
     BLAS thread counts are process-wide, so a per-task ``threadpool_limits`` would race: one
-    task restoring the old limit un-pins its neighbours. This context counts its users and
-    pins on the first entry, restoring on the last exit. Dask worker threads running spectra
-    thus each use one BLAS thread (``STORAGE_NOTES.md``, "Dask on 2 cores": oversubscribed
-    BLAS made the parallel job slower than a plain loop).
+    task restoring the old limit un-pins its neighbours. This context counts its users, pins
+    on the first entry and restores on the last exit. Spectral tasks enter it themselves;
+    callers should also wrap their ``compute()`` in it, so the pin is set and restored once,
+    from the calling thread (OpenBLAS 0.3.31 reported inconsistent thread counts when a pool
+    thread set and restored the limit). With Dask's threaded scheduler each worker thread then
+    uses one BLAS thread (``STORAGE_NOTES.md``, "Dask on 2 cores": oversubscribed BLAS made
+    the parallel job slower than a plain loop).
+
+    Examples
+    --------
+    >>> with blas_single_thread():
+    ...     result = dimensionality(run).compute()  # doctest: +SKIP
     """
     global _blas_users, _blas_limiter
     with _blas_lock:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ._metrics import DegenerateSpectrumWarning
 
-__all__ = ["twonn", "two_nearest_distances"]
+__all__ = ["two_nearest_distances", "twonn"]
 
 _BLOCK_ROWS = 1024  # rows per distance block: 1024 x n float64 stays small
 _CANDIDATES = 4  # neighbours re-measured exactly after the BLAS distance pass
@@ -97,7 +97,7 @@ def twonn(x: np.ndarray, *, discard_fraction: float = 0.1) -> float:
     keep = r2 > r1  # drop ties (Ansuini et al.'s "degeneracies")
     mu = np.sort(r2[keep] / r1[keep])
     n = mu.size
-    n_fit = min(int(math.floor(n * (1.0 - discard_fraction))), n - 1)
+    n_fit = min(math.floor(n * (1.0 - discard_fraction)), n - 1)
     if n_fit < 1:
         warnings.warn(
             f"twonn: {n} usable ratios leave nothing to fit; returning NaN",

@@ -1,0 +1,164 @@
+"""The dimensionality job on small run-like objects in the store layout."""
+
+from types import SimpleNamespace
+
+import dask.array as dsa
+import numpy as np
+import pytest
+import xarray as xr
+
+from dimlapse.analyze import (
+    SPECTRAL_METRICS,
+    DegenerateSpectrumWarning,
+    blas_single_thread,
+    dimensionality,
+    twonn,
+)
+
+STEPS = 5 * np.arange(12)
+
+
+def svd_metric(name, x, *, center, **kw):
+    """Independent answer: full SVD, then the metric."""
+    x = np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1)
+    if center:
+        x = x - x.mean(axis=0)
+    return SPECTRAL_METRICS[name](np.linalg.svd(x, compute_uv=False), **kw)
+
+
+def make_run(*, chunk=4, seed=0, dead_step=None):
+    rng = np.random.default_rng(seed)
+    t = len(STEPS)
+
+    def lazy(values, dims, attrs):
+        data = dsa.from_array(values.astype(np.float32), chunks=(chunk, *values.shape[1:]))
+        return xr.DataArray(data, dims=dims, coords={"step": STEPS}, attrs=attrs)
+
+    w1 = rng.standard_normal((t, 8, 20))  # fc1.weight (out, in)
+    conv = rng.standard_normal((t, 4, 3, 2, 2))  # conv.weight (out, in, kh, kw)
+    attn_in = rng.standard_normal((t, 12, 4))  # two matrices owned by one module
+    attn_out = rng.standard_normal((t, 4, 4))
+    bias = rng.standard_normal((t, 8))
+    a1 = rng.standard_normal((t, 30, 8)) @ np.diag(0.6 ** np.arange(8))  # (step, sample, feat)
+    a2 = rng.standard_normal((t, 30, 3))
+    if dead_step is not None:
+        a2[dead_step] = 0.0
+    weights = xr.Dataset(
+        {
+            "fc1.weight": lazy(w1, ("step", "fc1.weight.d0", "fc1.weight.d1"), {"layer": "fc1"}),
+            "conv.weight": lazy(conv, ("step", "c0", "c1", "c2", "c3"), {"layer": "conv"}),
+            "attn.in_proj_weight": lazy(attn_in, ("step", "i0", "i1"), {"layer": "attn"}),
+            "attn.out_proj_weight": lazy(attn_out, ("step", "o0", "o1"), {"layer": "attn"}),
+            "fc1.bias": lazy(bias, ("step", "fc1.bias.d0"), {"layer": "fc1"}),
+        }
+    )
+    acts = xr.Dataset(
+        {
+            "fc1": lazy(a1, ("step", "fc1.sample", "fc1.feature"), {"layer": "fc1"}),
+            "fc2": lazy(a2, ("step", "fc2.sample", "fc2.feature"), {"layer": "fc2"}),
+        }
+    )
+    raw = {"fc1.weight": w1, "conv.weight": conv, "attn.in_proj_weight": attn_in, "fc1": a1}
+    raw["attn.out_proj_weight"], raw["fc2"] = attn_out, a2
+    return SimpleNamespace(weights=weights, activations=acts, attrs={"every": 5}), raw
+
+
+def test_layout_and_laziness():
+    run, _ = make_run()
+    ds = dimensionality(run, twonn_stride=3)
+    dim = ds["dimensionality"]
+    assert dim.dims == ("kind", "layer", "step", "metric")
+    assert isinstance(dim.data, dsa.Array) and isinstance(ds["twonn"].data, dsa.Array)
+    assert list(dim["kind"].values) == ["weight", "activation"]
+    assert set(dim["layer"].values) == {
+        "fc1",
+        "conv",
+        "attn.in_proj_weight",
+        "attn.out_proj_weight",
+        "fc2",
+    }
+    assert list(dim["metric"].values) == list(SPECTRAL_METRICS)
+    np.testing.assert_array_equal(dim["step"], STEPS)
+    np.testing.assert_array_equal(ds["twonn"]["twonn_step"], STEPS[::3])
+    assert ds.attrs["job"] == "dimensionality" and ds.attrs["every"] == 5
+    assert "Roy and Vetterli" in ds.attrs["metric_definitions"]
+    assert ds.attrs["epsilon_rank_epsilon"] == 1e-3
+
+
+def test_values_match_an_independent_svd():
+    run, raw = make_run()
+    with blas_single_thread():
+        ds = dimensionality(run, twonn_stride=4).compute()
+    dim = ds["dimensionality"]
+    eps = np.finfo(np.float64).eps
+    cases = [("weight", "fc1", "fc1.weight", False), ("weight", "conv", "conv.weight", False)]
+    cases += [("activation", "fc1", "fc1", True), ("activation", "fc2", "fc2", True)]
+    cases += [("weight", "attn.in_proj_weight", "attn.in_proj_weight", False)]
+    for kind, layer, key, center in cases:
+        x = raw[key].astype(np.float32)
+        n, d = x.shape[1], int(np.prod(x.shape[2:]))
+        for name in SPECTRAL_METRICS:
+            kw = {"numerical_rank": {"rtol": max(n, d) * eps}}.get(name, {})
+            if name == "epsilon_rank":
+                kw = {"epsilon": 1e-3, "n_samples": n if center else 1}
+            ref = [svd_metric(name, x[i], center=center, **kw) for i in range(len(STEPS))]
+            got = dim.sel(kind=kind, layer=layer, metric=name).values
+            np.testing.assert_allclose(got, ref, rtol=1e-8, err_msg=f"{kind} {layer} {name}")
+    # absent (kind, layer) pairs are NaN
+    assert np.isnan(dim.sel(kind="activation", layer="conv")).all()
+    assert np.isnan(dim.sel(kind="weight", layer="fc2")).all()
+    ref_tw = [twonn(raw["fc1"][i].astype(np.float32)) for i in range(0, len(STEPS), 4)]
+    np.testing.assert_allclose(ds["twonn"].sel(layer="fc1").values, ref_tw, rtol=1e-12)
+
+
+def test_chunking_does_not_change_results():
+    one = dimensionality(make_run(chunk=1)[0], twonn_stride=0).compute()
+    many = dimensionality(make_run(chunk=12)[0], twonn_stride=0).compute()
+    xr.testing.assert_allclose(one, many, rtol=1e-12)
+    assert "twonn" not in one
+    # chunks of 1 step are merged into multiples of the store's chunk (16-64 per task)
+    lazy = dimensionality(make_run(chunk=1)[0], twonn_stride=0)["dimensionality"]
+    assert lazy.data.numblocks[2] == 1
+
+
+def test_metric_subset_and_custom_metric():
+    run, raw = make_run()
+    ds = dimensionality(run, metrics=["stable_rank"], twonn_stride=0)
+    assert list(ds["metric"].values) == ["stable_rank"]
+    top = {"top": lambda s: s[..., 0]}
+    got = dimensionality(run, metrics=top, twonn_stride=0)["dimensionality"]
+    x = raw["fc1.weight"][3].astype(np.float32).astype(np.float64)
+    np.testing.assert_allclose(
+        got.sel(kind="weight", layer="fc1", metric="top").values[3],
+        np.linalg.norm(x, 2),
+        rtol=1e-9,
+    )
+
+
+def test_dead_layer_warns_and_gives_nan():
+    run, _ = make_run(dead_step=2)
+    with pytest.warns(DegenerateSpectrumWarning, match="all zero"):
+        ds = dimensionality(run, metrics=["stable_rank", "numerical_rank"], twonn_stride=0)
+        dim = ds["dimensionality"].sel(kind="activation", layer="fc2").compute()
+    assert np.isnan(dim.sel(metric="stable_rank").values[2])
+    assert dim.sel(metric="numerical_rank").values[2] == 0
+    assert np.isfinite(dim.sel(metric="stable_rank").values[[0, 1, 3]]).all()
+
+
+def test_validation_messages():
+    run, _ = make_run()
+    with pytest.raises(ValueError, match=r"Unknown `metrics` \['nope'\]; valid names"):
+        dimensionality(run, metrics=["nope"])
+    with pytest.raises(ValueError, match="Expected `metrics` to be a list of names"):
+        dimensionality(run, metrics="stable_rank")
+    with pytest.raises(ValueError, match="Expected `metrics` values to be callables"):
+        dimensionality(run, metrics={"x": 3})
+    with pytest.raises(ValueError, match=r"Expected `twonn_stride` to be an int >= 0"):
+        dimensionality(run, twonn_stride=-1)
+    with pytest.raises(ValueError, match="Expected `epsilon` to be a positive float"):
+        dimensionality(run, epsilon=0)
+    with pytest.raises(TypeError, match=r"Expected `run` to have `\.weights` and `\.activations`"):
+        dimensionality(object())
+    empty = SimpleNamespace(weights=xr.Dataset(), activations=xr.Dataset())
+    with pytest.raises(ValueError, match="at least one activation"):
+        dimensionality(empty)

@@ -1,0 +1,172 @@
+"""Gram-trick spectra against a full SVD, eagerly and through Dask."""
+
+import threading
+
+import dask
+import dask.array as dsa
+import numpy as np
+import pytest
+import xarray as xr
+from threadpoolctl import threadpool_info
+
+from dimlapse.analyze import (
+    SPECTRAL_METRICS,
+    DegenerateSpectrumWarning,
+    blas_single_thread,
+    singular_values,
+    spectra,
+)
+
+
+def svd(x, *, center):
+    x = np.asarray(x, dtype=np.float64)
+    if center:
+        x = x - x.mean(axis=-2, keepdims=True)
+    return np.linalg.svd(x, compute_uv=False)
+
+
+@pytest.mark.parametrize("shape", [(40, 12), (12, 40), (3, 25, 25), (2, 3, 64, 9)])
+@pytest.mark.parametrize("center", [True, False])
+def test_matches_full_svd(shape, center):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape) * rng.exponential(size=shape[-1])  # uneven columns
+    s = singular_values(x, center=center)
+    assert s.shape == (*shape[:-2], min(shape[-2:]))
+    assert s.dtype == np.float64
+    ref = svd(x, center=center)
+    if center and shape[-2] <= shape[-1]:
+        # centring n rows removes one direction: the last value is rounding noise in the SVD
+        np.testing.assert_allclose(s[..., -1], 0.0, atol=0)
+        s, ref = s[..., :-1], ref[..., :-1]
+    np.testing.assert_allclose(s, ref, rtol=1e-9)
+    assert (np.diff(s, axis=-1) <= 0).all()
+
+
+@pytest.mark.parametrize("name", sorted(SPECTRAL_METRICS))
+@pytest.mark.parametrize("shape", [(64, 20), (20, 64)])
+def test_metrics_from_gram_match_metrics_from_svd(name, shape):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5, *shape)) @ np.diag(0.7 ** np.arange(shape[1]))
+    f = SPECTRAL_METRICS[name]
+    np.testing.assert_allclose(
+        f(singular_values(x, center=True)), f(svd(x, center=True)), rtol=1e-9
+    )
+
+
+def test_float64_gram_on_steep_float32_spectrum():
+    # a float32 Gram lost up to 4 % effective rank on such spectra (STORAGE_NOTES)
+    rng = np.random.default_rng(2)
+    q1, _ = np.linalg.qr(rng.standard_normal((256, 64)))
+    q2, _ = np.linalg.qr(rng.standard_normal((64, 64)))
+    x = ((q1 * 0.8 ** np.arange(64)) @ q2.T).astype(np.float32)  # (256, 64)
+    er = SPECTRAL_METRICS["effective_rank"]
+    np.testing.assert_allclose(
+        er(singular_values(x, center=False)), er(svd(x, center=False)), rtol=1e-6
+    )
+
+
+def test_centering_subtracts_the_sample_mean():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((30, 8)) + 100.0  # big common offset
+    np.testing.assert_allclose(
+        singular_values(x, center=True), svd(x - x.mean(axis=0), center=False), rtol=1e-9
+    )
+    assert singular_values(x, center=False)[0] > 100 * np.sqrt(30) * np.sqrt(8) * 0.9
+
+
+@pytest.mark.parametrize("shape", [(50, 20), (20, 50)])
+def test_rank_deficient_gives_exact_zeros(shape):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((shape[0], 3)) @ rng.standard_normal((3, shape[1]))
+    s = singular_values(x, center=False)
+    assert (s[3:] == 0).all() and (s[:3] > 0).all()
+    numerical_rank = SPECTRAL_METRICS["numerical_rank"]
+    assert numerical_rank(s, rtol=max(shape) * np.finfo(float).eps) == np.linalg.matrix_rank(x)
+
+
+def test_dead_layer_is_all_zero_without_warning():
+    s = singular_values(np.zeros((2, 16, 8)), center=True)
+    np.testing.assert_array_equal(s, np.zeros((2, 8)))
+
+
+def test_nan_matrix_gives_nan_spectrum_with_warning():
+    x = np.ones((3, 10, 4)) * np.arange(4)
+    x[1, 2, 3] = np.nan
+    with pytest.warns(DegenerateSpectrumWarning, match="1 of 3 matrices hold NaN"):
+        s = singular_values(x, center=False)
+    assert np.isnan(s[1]).all()
+    assert np.isfinite(s[[0, 2]]).all()
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0), (2, 0, 0)])
+def test_empty(shape):
+    assert singular_values(np.zeros(shape), center=True).shape == (*shape[:-2], 0)
+
+
+def test_one_by_one_and_tiny_probe():
+    np.testing.assert_allclose(singular_values(np.array([[-3.0]]), center=False), [3.0])
+    np.testing.assert_allclose(singular_values(np.array([[-3.0]]), center=True), [0.0])
+    # n = 2 centred rows span one direction: s_1 = |x_1 - x_2| / sqrt(2)
+    x = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
+    np.testing.assert_allclose(singular_values(x, center=True), [np.sqrt(8) / np.sqrt(2), 0.0])
+
+
+def test_one_dimensional_input_is_rejected():
+    with pytest.raises(ValueError, match=r"Expected `x` with shape \(\.\.\., n, d\)"):
+        singular_values(np.ones(3), center=True)
+
+
+def _stack(steps=10, n=12, d=7, seed=5):
+    rng = np.random.default_rng(seed)
+    data = rng.standard_normal((steps, n, d)).astype(np.float32)
+    return xr.DataArray(
+        data, dims=("step", "fc1.sample", "fc1.feature"), coords={"step": 5 * np.arange(steps)}
+    )
+
+
+@pytest.mark.parametrize("center", [True, False])
+def test_spectra_numpy_and_dask_agree(center):
+    da = _stack()
+    eager = spectra(da, center=center)
+    lazy = spectra(da.chunk({"step": 3, "fc1.sample": 5}), center=center)
+    assert isinstance(lazy.data, dsa.Array)
+    assert lazy.chunks == ((3, 3, 3, 1), (7,))  # aligned with the step chunks
+    assert lazy.dims == ("step", "component")
+    np.testing.assert_array_equal(lazy["step"], da["step"])
+    xr.testing.assert_allclose(eager, lazy.compute(), rtol=1e-12)
+    ref = svd(da.values, center=center)
+    np.testing.assert_allclose(eager.values[:, :6], ref[:, :6], rtol=1e-9)
+
+
+def test_spectra_reshapes_conv_kernels():
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((4, 6, 3, 2, 2))  # (step, out, in, kh, kw)
+    da = xr.DataArray(w, dims=("step", "o", "i", "h", "w")).chunk({"step": 2})
+    s = spectra(da, center=False).compute()
+    assert s.shape == (4, 6)
+    np.testing.assert_allclose(s.values, svd(w.reshape(4, 6, 12), center=False), rtol=1e-9)
+
+
+def test_spectra_rejects_non_matrices():
+    with pytest.raises(ValueError, match=r"Expected `da` to be an xarray.DataArray"):
+        spectra(xr.DataArray(np.ones((3, 4)), dims=("step", "x")), center=True)
+
+
+def test_blas_pinned_around_compute_and_restored_after():
+    def blas_threads():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    before = blas_threads()
+    seen = []
+
+    def probe(block):
+        with blas_single_thread():  # nested inside the caller's pin: no set/restore here
+            seen.extend(blas_threads())
+            threading.Event().wait(0.01)
+        return block
+
+    arr = dsa.ones(8, chunks=1).map_blocks(probe, dtype=float, meta=np.empty(0))
+    with blas_single_thread(), dask.config.set(scheduler="threads", num_workers=2):
+        arr.compute()
+    assert seen and set(seen) == {1}
+    assert blas_threads() == before
