@@ -1,0 +1,166 @@
+"""Open a run store (docs/store-layout.md) as lazy xarray datasets: the reader side of capture."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.errors import GroupNotFoundError
+
+LAYOUT_VERSION = 1
+_TARGET_STEP_CHUNK = 64  # dask chunks along step: a multiple of the store's chunk, ~64 rows
+
+
+def _valid_prefix(steps: np.ndarray) -> int:
+    bad = np.flatnonzero(steps < 0)
+    return int(bad[0]) if bad.size else int(steps.size)
+
+
+def _quiet_open(root: zarr.Group, key: str) -> Any:
+    with warnings.catch_warnings():
+        # bitround runs use a numcodecs codec, which zarr flags as outside the v3 spec
+        warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr")
+        return root[key]
+
+
+class Run:
+    """A captured run: lazy ``weights``, ``activations``, ``scalars``, ``state``, ``probe``.
+
+    Every access re-opens the store's arrays (Zarr caches metadata), so a run that is still
+    being written shows its newest complete snapshot. Each group is trimmed to the valid
+    prefix of its ``step`` index, the crash rule of the layout.
+    """
+
+    def __init__(self, path: Any, root: zarr.Group) -> None:
+        self.path = path
+        self._store = root.store
+
+    def _root(self) -> zarr.Group:
+        return zarr.open_group(self._store, mode="r", use_consolidated=False)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Root attributes (status, config, provenance, schedule, ...)."""
+        return dict(self._root().attrs)
+
+    @property
+    def status(self) -> str:
+        """``running``, ``complete``, ``crashed`` or ``degraded``."""
+        return str(self.attrs.get("status"))
+
+    def _group(self, name: str) -> xr.Dataset:
+        root = self._root()
+        if name not in root:
+            return xr.Dataset(coords={"step": np.zeros(0, np.int64)})
+        group = _quiet_open(root, name)
+        keys = sorted(k for k in group.array_keys() if k != "step")
+        arrays = {k: _quiet_open(group, k) for k in keys}
+        n = 0
+        if "step" in group:
+            steps = np.asarray(group["step"][:])
+            n = _valid_prefix(steps)
+        n = min([n, *(a.shape[0] for a in arrays.values())])  # data written before the index
+        data_vars = {}
+        for key, arr in arrays.items():
+            store_chunk = arr.chunks[0]
+            step_chunk = store_chunk * max(1, _TARGET_STEP_CHUNK // store_chunk)
+            chunks = (step_chunk, *arr.shape[1:])
+            lazy = da.from_zarr(arr, chunks=chunks, name=f"dimlapse-{name}-{key}-{arr.shape}")
+            dims = arr.metadata.dimension_names or (
+                "step",
+                *(f"{key}.d{i}" for i in range(arr.ndim - 1)),
+            )
+            data_vars[key] = xr.Variable(dims, lazy[:n], attrs=dict(arr.attrs))
+        coords = {"step": steps[:n] if n else np.zeros(0, np.int64)}
+        return xr.Dataset(data_vars, coords=coords, attrs=dict(group.attrs))
+
+    @property
+    def weights(self) -> xr.Dataset:
+        """``(step, ...)`` parameter snapshots; step 0 is the initial state."""
+        return self._group("weights")
+
+    @property
+    def activations(self) -> xr.Dataset:
+        """``(step, <module>.sample, <module>.feature)`` probe activations."""
+        return self._group("activations")
+
+    @property
+    def scalars(self) -> xr.Dataset:
+        """Per-optimizer-step scalars (loss, wall_time, lr, user scalars)."""
+        return self._group("scalars")
+
+    @property
+    def state(self) -> xr.Dataset:
+        """Parameters not under ``weights`` and all buffers, per capture step (for replay)."""
+        return self._group("state")
+
+    @property
+    def probe(self) -> xr.Dataset:
+        """The fixed probe batch (``inputs``, and ``targets`` when stored)."""
+        root = self._root()
+        if "probe" not in root:
+            return xr.Dataset()
+        group = root["probe"]
+        data_vars = {}
+        for key in group.array_keys():
+            arr = group[key]
+            dims = arr.metadata.dimension_names or tuple(f"probe.d{i}" for i in range(arr.ndim))
+            data_vars[key] = xr.Variable(dims, da.from_zarr(arr, chunks=arr.shape))
+        return xr.Dataset(data_vars)
+
+    def __repr__(self) -> str:
+        return f"Run({self.path!r}, status={self.status!r})"
+
+
+def open_run(path: Any) -> Run:
+    """Open a dimlapse run store for analysis.
+
+    Works on complete, running, crashed and degraded runs: every group is trimmed to its
+    last complete snapshot (the valid prefix of its ``step`` index).
+
+    Parameters
+    ----------
+    path : str, os.PathLike or zarr store
+        Local path, fsspec URL (``memory://run.zarr``, ``s3://...``) or a Zarr store.
+
+    Returns
+    -------
+    Run
+        With lazy (dask-backed) ``weights``, ``activations``, ``scalars`` datasets, each with
+        a ``step`` coordinate, plus ``probe``, ``attrs`` and ``path``.
+
+    Examples
+    --------
+    >>> run = open_run("data/runs/mlp-mnist1d-s0.zarr")  # doctest: +SKIP
+    >>> run.activations["fc1"].isel(step=-1).shape  # doctest: +SKIP
+    (512, 256)
+    """
+    if isinstance(path, str | os.PathLike) and "://" not in os.fspath(path):
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"No run store at {os.fspath(path)!r}; expected a directory written by "
+                "dimlapse.capture.Recorder (see data/runs/)"
+            )
+    try:
+        root = zarr.open_group(path, mode="r", use_consolidated=False)
+    except (FileNotFoundError, GroupNotFoundError) as exc:
+        raise FileNotFoundError(
+            f"No run store at {path!r}; expected a Zarr group written by dimlapse.capture.Recorder"
+        ) from exc
+    version = root.attrs.get("layout_version")
+    if version is None:
+        raise ValueError(
+            f"Expected a dimlapse run store at {path!r}, got a Zarr group without a "
+            "`layout_version` attr"
+        )
+    if version != LAYOUT_VERSION:
+        raise ValueError(
+            f"Expected a run store with layout_version {LAYOUT_VERSION} at {path!r}, got "
+            f"{version!r}; upgrade dimlapse to read it"
+        )
+    return Run(path, root)

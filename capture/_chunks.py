@@ -1,0 +1,196 @@
+"""Whole-chunk buffered writing of one store group (``weights``, ``activations``, ...).
+
+Every array of a group shares the leading ``step`` axis and its chunk length. Rows are
+buffered in memory and written one whole chunk at a time (STORAGE_NOTES traps 4-6): one
+writer per chunk, no read-modify-write, arrays grown by resizing in chunk-sized steps. At each
+flush the data arrays are resized and written first and the group's ``step`` array last, so
+after a crash the valid prefix of ``step`` marks the last complete row.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import zarr
+
+_CODECS = ("zstd", "none", "float16")
+
+
+def parse_codec(codec: str) -> str:
+    """Validate a codec name: ``zstd`` | ``none`` | ``float16`` | ``bitround-<bits>``."""
+    if isinstance(codec, str):
+        if codec in _CODECS:
+            return codec
+        if codec.startswith("bitround-"):
+            bits = codec.removeprefix("bitround-")
+            if bits.isdigit() and 1 <= int(bits) <= 23:
+                return codec
+    raise ValueError(
+        f"Expected `codec` to be 'zstd', 'none', 'float16' or 'bitround-<bits>' with bits in "
+        f"1..23 (e.g. 'bitround-10'), got {codec!r}"
+    )
+
+
+def codec_kwargs(codec: str) -> dict[str, Any]:
+    """``create_array`` keyword arguments (dtype, filters, compressors) for a data array."""
+    zstd = zarr.codecs.ZstdCodec(level=1)
+    if codec == "none":
+        return {"dtype": "float32", "compressors": None}
+    if codec == "float16":
+        return {"dtype": "float16", "compressors": zstd}
+    if codec.startswith("bitround-"):
+        with warnings.catch_warnings():
+            # numcodecs codecs are not in the Zarr v3 spec; we record the codec in root attrs.
+            warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr")
+            from zarr.codecs.numcodecs import BitRound
+
+            filt = BitRound(keepbits=int(codec.removeprefix("bitround-")))
+        return {"dtype": "float32", "filters": [filt], "compressors": zstd}
+    return {"dtype": "float32", "compressors": zstd}
+
+
+def valid_prefix(steps: np.ndarray) -> int:
+    """Length of the longest prefix of a step index holding written (>= 0) entries."""
+    bad = np.flatnonzero(steps < 0)
+    return int(bad[0]) if bad.size else int(steps.size)
+
+
+class ChunkedGroup:
+    """Buffered, whole-chunk writer for one group whose arrays share a ``step`` axis.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        The group (created by the caller).
+    chunk : int
+        Rows per chunk along ``step`` (= rows per flush).
+    codec : str
+        Codec name for float data arrays (see :func:`parse_codec`).
+    """
+
+    def __init__(self, group: zarr.Group, *, chunk: int, codec: str) -> None:
+        self.group = group
+        self.chunk = chunk
+        self.codec = codec
+        self.arrays: dict[str, zarr.Array] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+        if "step" in group:
+            self.step_array = group["step"]
+        else:
+            self.step_array = group.create_array(
+                "step",
+                shape=(0,),
+                chunks=(chunk,),
+                dtype="int64",
+                fill_value=-1,
+                dimension_names=("step",),
+            )
+        self.step_buffer = np.full(chunk, -1, dtype=np.int64)
+        self.base = 0  # first row held by the buffers (a multiple of chunk)
+        self.count = 0  # rows held
+        self.bytes_raw = 0
+
+    @property
+    def rows(self) -> int:
+        """Rows appended so far (written or buffered)."""
+        return self.base + self.count
+
+    def trim(self, n: int) -> None:
+        """Resume support: keep the first ``n`` rows and reload the partial last chunk."""
+        for name, arr in self.group.arrays():
+            if name != "step":
+                self.arrays[name] = arr
+        self.base = (n // self.chunk) * self.chunk
+        self.count = n - self.base
+        for arr in [*self.arrays.values(), self.step_array]:
+            arr.resize((n, *arr.shape[1:]))
+        self.step_buffer[:] = -1
+        self.step_buffer[: self.count] = self.step_array[self.base : n]
+        for name, arr in self.arrays.items():
+            buf = self._new_buffer(arr.shape[1:], arr.dtype)
+            buf[: self.count] = arr[self.base : n]
+            self.buffers[name] = buf
+
+    def last_step(self) -> int | None:
+        """Step number of the last appended row."""
+        if self.count:
+            return int(self.step_buffer[self.count - 1])
+        if self.base:
+            return int(self.step_array[self.base - 1])
+        return None
+
+    def steps(self) -> np.ndarray:
+        """All appended step numbers (written and buffered)."""
+        written = self.step_array[: self.base] if self.base else np.zeros(0, np.int64)
+        return np.concatenate([written, self.step_buffer[: self.count]])
+
+    def _new_buffer(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        fill = np.nan if np.issubdtype(dtype, np.floating) else -1
+        return np.full((self.chunk, *shape), fill, dtype=dtype)
+
+    def _ensure(
+        self, name: str, value: np.ndarray, attrs: dict[str, Any], dims: Any, dtype: Any
+    ) -> None:
+        floating = np.issubdtype(value.dtype, np.floating)
+        kwargs = codec_kwargs(self.codec) if floating else {"dtype": value.dtype}
+        if dtype is not None:  # caller pins the dtype (e.g. float64 wall_time)
+            kwargs["dtype"] = dtype
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr")
+            arr = self.group.create_array(
+                name,
+                shape=(self.rows, *value.shape),
+                chunks=(self.chunk, *value.shape),
+                fill_value=np.nan if floating else -1,
+                dimension_names=dims,
+                attributes=attrs,
+                **kwargs,
+            )
+        self.arrays[name] = arr
+        self.buffers[name] = self._new_buffer(value.shape, arr.dtype)
+
+    def append(
+        self,
+        step: int,
+        values: dict[str, np.ndarray],
+        *,
+        attrs: dict[str, dict[str, Any]] | None = None,
+        dims: dict[str, tuple[str, ...]] | None = None,
+        dtypes: dict[str, Any] | None = None,
+    ) -> None:
+        """Add one row; arrays are created on first sight with ``attrs``, ``dims``, ``dtypes``."""
+        for name, value in values.items():
+            if name not in self.arrays:
+                self._ensure(
+                    name,
+                    value,
+                    dict((attrs or {}).get(name, {})),
+                    (dims or {}).get(name),
+                    (dtypes or {}).get(name),
+                )
+            self.buffers[name][self.count] = value
+            self.bytes_raw += value.nbytes
+        self.step_buffer[self.count] = step
+        self.count += 1
+        if self.count == self.chunk:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered rows (a whole chunk, or the partial last one at close)."""
+        if self.count == 0:
+            return
+        stop = self.base + self.count
+        for name, arr in self.arrays.items():
+            if arr.shape[0] < stop:
+                arr.resize((stop, *arr.shape[1:]))
+            arr[self.base : stop] = self.buffers[name][: self.count]
+        if self.step_array.shape[0] < stop:
+            self.step_array.resize((stop,))
+        self.step_array[self.base : stop] = self.step_buffer[: self.count]  # written LAST
+        if self.count == self.chunk:
+            self.base, self.count = stop, 0
+            self.step_buffer[:] = -1
+            for buf in self.buffers.values():
+                buf.fill(np.nan if np.issubdtype(buf.dtype, np.floating) else -1)

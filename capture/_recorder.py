@@ -1,0 +1,549 @@
+"""The Recorder: three lines in a training loop, everything heavy off the training thread."""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import datetime as dt
+import logging
+import queue
+import sys
+import time
+import weakref
+from typing import Any
+
+import torch
+import zarr
+from torch import nn
+
+from . import _store
+from ._chunks import parse_codec, valid_prefix
+from ._schedule import Schedule, as_schedule, describe_schedule, typical_interval
+from ._select import ModuleSelector, ParamSelector, make_taps, probe_forward, select_modules
+from ._select import select_params as _select_params
+from ._writer import Item, SnapshotSink, WriterThread
+
+log = logging.getLogger("dimlapse.capture")
+_OPEN: weakref.WeakSet[Recorder] = weakref.WeakSet()
+
+
+class CaptureError(RuntimeError):
+    """Capture failed on the writer thread (raised on the training thread when strict=True)."""
+
+
+def _close_open_recorders() -> None:  # at interpreter exit: flush what is buffered
+    status = "crashed" if hasattr(sys, "last_value") else "complete"
+    for rec in list(_OPEN):
+        rec.close(status=status)
+
+
+atexit.register(_close_open_recorders)
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"Expected `{name}` to be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _scalar(name: str, value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(
+                f"Expected scalar `{name}` to be a number or a one-element tensor, "
+                f"got a tensor of shape {tuple(value.shape)}"
+            )
+        return value.detach().clone()  # stays on its device until the writer reads it
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"Expected scalar `{name}` to be a number or a one-element tensor, got {value!r}"
+        ) from exc
+
+
+class Recorder:
+    """Record weights, probe activations and scalars of a training run into a Zarr store.
+
+    Construct it before training (this captures step 0, the initial state), call
+    :meth:`step` after every ``optimizer.step()``, and :meth:`close` it (or use ``with``).
+    The training thread only clones parameters and buffers on capture steps and enqueues
+    them; the probe forward (in a shadow copy of the model), compression and writes run on
+    one writer thread. See docs/store-layout.md for what is written.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model being trained.
+    store : str, os.PathLike or zarr store
+        Where the run goes: a local path, any fsspec URL (``memory://run.zarr``) or a store.
+    every : int or callable
+        Capture interval, or a schedule ``step -> bool`` (:func:`every_n`,
+        :func:`log_then_dense`).
+    probe : torch.Tensor, optional
+        Fixed probe batch ``(n, ...)``; without one, no activations are recorded.
+    probe_targets : torch.Tensor, optional
+        Targets of the probe batch, stored alongside it.
+    modules : None, list of types, glob str, list of globs or callable
+        Modules whose outputs are recorded (default: Linear, Conv1d/2d, MultiheadAttention,
+        transformer layers, Embedding).
+    params : str, list of str, callable or None
+        Parameter globs (among parameters with ndim >= 2), or ``callable(name, param)``.
+    activations : bool
+        False records weights only (replay activations later with :func:`replay`).
+    positions, tokens : int
+        Spatial positions / token positions sampled (fixed, seeded) per module.
+    flush_every : int
+        Snapshots per chunk and flush.
+    queue_size : int
+        Snapshots held in the bounded queue.
+    backpressure : {"block", "drop"}
+        When the queue is full: wait, or drop the snapshot and count it.
+    codec : str
+        ``zstd`` (lossless), ``none``, ``float16`` or ``bitround-<bits>``.
+    overwrite, resume : bool
+        Replace an existing store, or continue it after its last complete snapshot.
+    start_step : int, optional
+        Step number of the current model state (default 0, or the last snapshot on resume).
+    strict : bool
+        Re-raise writer errors on the training thread instead of degrading.
+    attrs : dict, optional
+        JSON values merged into the root attrs (config, seed, dataset, ...).
+
+    Examples
+    --------
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    >>> with Recorder(model, "memory://doc.zarr", every=2, probe=torch.randn(8, 4)) as rec:
+    ...     for _ in range(4):
+    ...         captured = rec.step(loss=0.5)
+    >>> rec.stats["snapshots"]
+    3
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        store: Any,
+        *,
+        every: int | Schedule = 5,
+        probe: torch.Tensor | None = None,
+        probe_targets: torch.Tensor | None = None,
+        modules: ModuleSelector = None,
+        params: ParamSelector = "*",
+        activations: bool = True,
+        positions: int = 16,
+        tokens: int = 4,
+        flush_every: int = 16,
+        queue_size: int = 64,
+        backpressure: str = "block",
+        codec: str = "zstd",
+        overwrite: bool = False,
+        resume: bool = False,
+        start_step: int | None = None,
+        strict: bool = False,
+        attrs: dict[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"Expected `model` to be a torch.nn.Module, got {model!r}")
+        self.schedule: Schedule = as_schedule(every)
+        _positive_int("positions", positions)
+        _positive_int("tokens", tokens)
+        flush_every = _positive_int("flush_every", flush_every)
+        queue_size = _positive_int("queue_size", queue_size)
+        if backpressure not in ("block", "drop"):
+            raise ValueError(
+                f"Expected `backpressure` to be 'block' or 'drop', got {backpressure!r}"
+            )
+        codec = parse_codec(codec)
+        if probe is not None and not isinstance(probe, torch.Tensor):
+            raise ValueError(
+                f"Expected `probe` to be a tensor (n, ...) or None, got {type(probe)!r}"
+            )
+        if probe_targets is not None and (
+            not isinstance(probe_targets, torch.Tensor)
+            or probe is None
+            or probe_targets.shape[0] != probe.shape[0]
+        ):
+            raise ValueError(
+                "Expected `probe_targets` to be a tensor with one entry per probe example "
+                f"({None if probe is None else probe.shape[0]}), got {probe_targets!r:.80}"
+            )
+        if overwrite and resume:
+            raise ValueError(
+                "Expected at most one of `overwrite` and `resume` to be True, got both"
+            )
+        if start_step is not None:
+            _positive_int("start_step", start_step, minimum=0)
+        user_attrs = _store.check_json(attrs)
+        self.model, self.store, self.strict = model, store, strict
+        self._modules_arg, self._positions, self._tokens = modules, positions, tokens
+        self._backpressure, self._flush_every = backpressure, flush_every
+        self.stored = _select_params(model, params)
+        selected = select_modules(model, modules) if (activations and probe is not None) else []
+        self.modules = [n for n, _ in selected]
+        self._taps = make_taps(model, selected, positions=positions, tokens=tokens)
+        stored = set(self.stored)
+        params_all = dict(model.named_parameters())
+        state = [n for n in params_all if n not in stored] + [n for n, _ in model.named_buffers()]
+        self._names = list(params_all) + [n for n, _ in model.named_buffers()]
+        self._tensors = [*params_all.values(), *(b for _, b in model.named_buffers())]
+        self._state = state
+        self.current_step = 0
+        self._pending: list[tuple[int, dict[str, Any]]] = []
+        self._scalar_chunk = flush_every * typical_interval(self.schedule)
+        self._queue: queue.Queue[Item | None] = queue.Queue(maxsize=queue_size)
+        self._dropped = 0
+        self._train_seconds = 0.0
+        self._queue_wait = 0.0
+        self._closed = False
+        self._writer: WriterThread | None = None
+        self.status = "running"
+        self._active = True
+        try:
+            root = _store.open_store(store, overwrite=overwrite, resume=resume)
+        except (_store.RunExistsError, _store.RunNotFoundError, ValueError):
+            raise
+        except Exception as exc:
+            if strict:
+                raise
+            self._disable(exc, "opening the store")
+            return
+        self.root = root
+        try:
+            self._setup(
+                root, probe, probe_targets, codec, resume, start_step, user_attrs, activations
+            )
+        except (ValueError, _store.RunExistsError):
+            raise
+        except Exception as exc:
+            if strict:
+                raise
+            self._disable(exc, "writing the store's metadata")
+            return
+        _OPEN.add(self)
+
+    # -- set-up --------------------------------------------------------------------------
+    def _disable(self, exc: BaseException, doing: str) -> None:
+        self._active, self.status, self._error = False, "degraded", exc
+        log.error(
+            "dimlapse: capture disabled, error while %s at %r: %s: %s. Training continues "
+            "(pass strict=True to raise instead).",
+            doing,
+            self.store,
+            type(exc).__name__,
+            exc,
+        )
+
+    def _setup(
+        self,
+        root: zarr.Group,
+        probe: torch.Tensor | None,
+        targets: torch.Tensor | None,
+        codec: str,
+        resume: bool,
+        start_step: int | None,
+        user_attrs: dict[str, Any],
+        activations: bool,
+    ) -> None:
+        prior = dict(root.attrs) if resume else {}
+        if resume:
+            for key, value in (("codec", codec), ("flush_every", self._flush_every)):
+                if prior.get(key) != value:
+                    raise ValueError(
+                        f"Expected `{key}` to match the run being resumed "
+                        f"({prior.get(key)!r}), got {value!r}"
+                    )
+            if probe is None and "probe" in root and "inputs" in root["probe"]:
+                probe, targets = _store.read_probe(root)  # resume with the run's own probe
+                selected = select_modules(self.model, self._modules_arg) if activations else []
+                self.modules = [n for n, _ in selected]
+                self._taps = make_taps(
+                    self.model, selected, positions=self._positions, tokens=self._tokens
+                )
+        self._probe_cpu = probe
+        n_probe = 0 if probe is None else int(probe.shape[0])
+        groups = ["scalars", "weights", "state"] + (["activations"] if self._taps else [])
+        sink = SnapshotSink(
+            root,
+            chunk=self._flush_every,
+            scalar_chunk=self._scalar_chunk,
+            codec=codec,
+            probe_examples=n_probe,
+            groups=tuple(groups),
+        )
+        self._sink = sink
+        resume_at, recapture = self._trim(sink, start_step) if resume else (None, False)
+        self._created = prior.get("created", _store.utcnow())
+        created = dt.datetime.fromisoformat(self._created).timestamp()
+        self._t0 = time.perf_counter() - (time.time() - created)
+        base = {
+            "layout_version": _store.LAYOUT_VERSION,
+            "status": "running",
+            "every": self.schedule.n if hasattr(self.schedule, "n") else repr(self.schedule),
+            "schedule": describe_schedule(self.schedule),
+            "config": user_attrs.pop("config", prior.get("config")),
+            "model": _store.model_summary(self.model),
+            "git_commit": _store.git_commit(),
+            "versions": _store.versions(),
+            "probe": None
+            if probe is None
+            else {
+                "n": n_probe,
+                "shape": list(probe.shape),
+                "dtype": str(probe.dtype).removeprefix("torch."),
+                "description": user_attrs.pop("probe_description", "fixed probe batch"),
+                "has_targets": targets is not None,
+            },
+            "codec": codec,
+            "flush_every": self._flush_every,
+            "scalar_chunk": self._scalar_chunk,
+            "modules": self.modules,
+            "params": self.stored,
+            "activations": bool(self._taps),
+            "created": self._created,
+            "finished": None,
+            "nonfinite": prior.get("nonfinite", {}),
+            "dropped_snapshots": prior.get("dropped_snapshots", 0),
+            "errors": prior.get("errors", []),
+        }
+        if resume:
+            base["resumed"] = [
+                *prior.get("resumed", []),
+                {"at_step": resume_at, "time": _store.utcnow()},
+            ]
+            sink.nonfinite = dict(base["nonfinite"])
+        root.attrs.update({**base, **user_attrs})
+        if probe is not None and not (resume and "probe" in root):
+            _store.write_probe(root, probe, targets)
+        self._inline = False
+        shadow = None
+        if self._taps:
+            try:
+                shadow = copy.deepcopy(self.model).eval().requires_grad_(False)
+            except Exception as exc:  # e.g. models holding locks, generators or file handles
+                log.info(
+                    "dimlapse: model cannot be deep-copied (%s); probe forward runs inline", exc
+                )
+                self._inline = True
+        device = self._tensors[0].device if self._tensors else torch.device("cpu")
+        self._cuda = device.type == "cuda"
+        self._probe = None if probe is None else probe.to(device)
+        self._writer = WriterThread(
+            sink,
+            self._queue,
+            names=self._names,
+            stored=self.stored,
+            state=self._state,
+            shadow=shadow,
+            taps={} if self._inline else self._taps,
+            probe=self._probe,
+        )
+        self._writer.start()
+        self.current_step = start_step or 0 if resume_at is None else resume_at
+        if resume_at is None or recapture:
+            self._capture(self.current_step)
+
+    def _trim(self, sink: SnapshotSink, start_step: int | None) -> tuple[int, bool]:
+        """Resume: cut every group back to the last complete snapshot (or ``start_step``).
+
+        Returns the step training continues from, and whether its state must be captured.
+        """
+        snap_groups = [g for name, g in sink.groups.items() if name != "scalars"]
+        steps = [g.step_array[:] for g in snap_groups]
+        n = min(valid_prefix(s) for s in steps)
+        if n == 0:
+            raise ValueError(
+                "Expected the run being resumed to hold a complete snapshot, found none; "
+                "start a new run with overwrite=True"
+            )
+        last = int(steps[0][n - 1])
+        if start_step is not None:
+            if start_step > last:
+                raise ValueError(
+                    f"Expected `start_step` <= {last} (the last complete snapshot) when resuming, "
+                    f"got {start_step}"
+                )
+            n = int((steps[0][:n] <= start_step).sum())
+            last = start_step
+        for g in snap_groups:
+            g.trim(n)
+        scalars = sink.groups["scalars"]
+        s = scalars.step_array[:]
+        m = valid_prefix(s)
+        scalars.trim(int((s[:m] <= last).sum()))
+        recapture = n == 0 or int(steps[0][n - 1]) != last
+        return last, recapture
+
+    # -- the training-thread API -------------------------------------------------------------
+    def step(self, loss: Any = None, **scalars: Any) -> bool:
+        """Record one optimizer step; snapshot it when the schedule says so.
+
+        Call after ``optimizer.step()``. ``loss`` and extra ``scalars`` (numbers or
+        one-element tensors, kept on their device) are recorded for every step.
+
+        Returns
+        -------
+        bool
+            Whether this step was captured (queued for writing).
+        """
+        t0 = time.perf_counter()
+        self.current_step += 1
+        if not self._active:
+            if self.strict and getattr(self, "_error", None) is not None:
+                raise CaptureError(f"capture failed: {self._error}") from self._error
+            return False
+        writer = self._writer
+        if writer is not None and writer.failed:
+            self._active, self.status, self._error = False, "degraded", writer.error
+            if self.strict:
+                raise CaptureError(
+                    f"capture failed on the writer thread: {writer.error}"
+                ) from writer.error
+            return False
+        row = {k: _scalar(k, v) for k, v in scalars.items()}
+        if loss is not None:
+            row["loss"] = _scalar("loss", loss)
+        row["wall_time"] = t0 - self._t0
+        self._pending.append((self.current_step, row))
+        captured = bool(self.schedule(self.current_step))
+        if captured:
+            captured = self._capture(self.current_step)
+        elif len(self._pending) >= self._scalar_chunk:
+            self._put(Item(self.current_step, scalars=self._pending), block=True)
+            self._pending = []
+        self._train_seconds += time.perf_counter() - t0
+        return captured
+
+    def _capture(self, step: int) -> bool:
+        if self._backpressure == "drop" and self._queue.full():
+            self._dropped += 1
+            return False
+        acts = None
+        with torch.no_grad():
+            tensors = [t.detach().clone() for t in self._tensors]  # device-side copy
+            if self._inline:
+                acts = self._inline_forward()
+        event = None
+        if self._cuda:
+            event = torch.cuda.Event()
+            event.record()
+        item = Item(step, tensors=tensors, activations=acts, scalars=self._pending, event=event)
+        if not self._put(item, block=self._backpressure == "block"):
+            self._dropped += 1
+            return False
+        self._pending = []
+        return True
+
+    def _inline_forward(self) -> dict[str, torch.Tensor]:
+        """Fallback probe forward on the training thread: eval, no_grad, RNG and modes restored."""
+        modes = [(m, m.training) for m in self.model.modules()]
+        cpu_rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if self._cuda else None
+        try:
+            self.model.eval()
+            acts = probe_forward(self.model, self._probe, self._taps)
+        finally:
+            for m, mode in modes:
+                m.training = mode
+            torch.set_rng_state(cpu_rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state_all(cuda_rng)
+        return {k: v.clone() for k, v in acts.items()}
+
+    def _put(self, item: Item, *, block: bool) -> bool:
+        if not block:
+            try:
+                self._queue.put_nowait(item)
+            except queue.Full:
+                return False
+            return True
+        t0 = time.perf_counter()
+        self._queue.put(item)
+        self._queue_wait += time.perf_counter() - t0
+        return True
+
+    # -- closing -------------------------------------------------------------------------------
+    def close(self, *, status: str = "complete") -> None:
+        """Flush everything, stop the writer, mark the run ``complete`` (or ``status``)."""
+        if self._closed:
+            return
+        self._closed = True
+        _OPEN.discard(self)
+        writer = self._writer
+        if writer is None:
+            if self.strict and getattr(self, "_error", None) is not None:
+                raise CaptureError(f"capture failed: {self._error}") from self._error
+            return
+        if self._pending and not writer.failed:
+            self._put(Item(self.current_step, scalars=self._pending), block=True)
+            self._pending = []
+        self._queue.put(None)
+        writer.join()
+        if writer.failed:
+            self.status, self._error = "degraded", writer.error
+            if self.strict:
+                raise CaptureError(
+                    f"capture failed on the writer thread: {writer.error}"
+                ) from writer.error
+            return
+        self.status = status
+        self._bytes_stored = self._stored_bytes()
+        try:
+            self.root.attrs.update(
+                {
+                    "status": status,
+                    "finished": _store.utcnow(),
+                    "nonfinite": self._sink.nonfinite,
+                    "dropped_snapshots": self._dropped,
+                    "stats": self.stats,
+                }
+            )
+        except Exception as exc:
+            writer.fail(exc, None)
+            self.status = "degraded"
+            if self.strict:
+                raise CaptureError(f"could not finalise the store: {exc}") from exc
+
+    def _stored_bytes(self) -> int | None:
+        from zarr.core.sync import sync
+
+        try:
+            return sum(
+                sync(self.root.store.getsize_prefix(f"{self.root.path}/{g}".lstrip("/")))
+                for g in self._sink.groups
+            )
+        except (NotImplementedError, OSError) as exc:
+            log.info("dimlapse: could not size the store: %s", exc)
+            return None
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Capture statistics (bytes_stored is known once the recorder is closed)."""
+        sink = getattr(self, "_sink", None)
+        raw = sink.bytes_raw if sink is not None else 0
+        stored = getattr(self, "_bytes_stored", None)
+        return {
+            "snapshots": sink.snapshots if sink is not None else 0,
+            "dropped": self._dropped,
+            "bytes_raw": raw,
+            "bytes_stored": stored,
+            "compression_ratio": raw / stored if stored else None,
+            "train_thread_capture_seconds": self._train_seconds,
+            "queue_wait_seconds": self._queue_wait,
+            "status": self.status,
+        }
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close(status="crashed")
+        except CaptureError as err:  # never mask the exception that ended training
+            log.error("dimlapse: %s", err)
+
+    def __repr__(self) -> str:
+        return f"Recorder(store={self.store!r}, step={self.current_step}, status={self.status!r})"
