@@ -129,16 +129,21 @@ def run_capture(args: argparse.Namespace) -> int:
         )
     if args.resume and "://" not in store and not exists:
         raise CLIError(f"Cannot --resume: no run store at {store}")
-    result = train(
-        recipe,
-        store,
-        overwrite=args.overwrite,
-        resume=args.resume,
-        progress=not args.no_progress,
-        device=args.device,
-        threads=args.threads,
-        cache_dir=args.cache_dir,
-    )
+    from dimlapse.capture import RunExistsError
+
+    try:
+        result = train(
+            recipe,
+            store,
+            overwrite=args.overwrite,
+            resume=args.resume,
+            progress=not args.no_progress,
+            device=args.device,
+            threads=args.threads,
+            cache_dir=args.cache_dir,
+        )
+    except RunExistsError as e:  # raised before training starts (remote stores)
+        raise CLIError(f"{e}; pass --overwrite to replace it or --resume to continue it") from e
     print(result.summary())
     return 0
 
@@ -168,8 +173,12 @@ def run_replay(args: argparse.Namespace) -> int:
         store = newest_run(args.out_dir)
     if "://" not in store and not Path(store).exists():
         raise CLIError(f"No run store at {store}; list runs with `ls {args.out_dir}`")
+    from dimlapse.capture import RunExistsError
+
     try:
         n = replay_run(store, overwrite=args.overwrite, device=args.device)
+    except RunExistsError as e:
+        raise CLIError(f"{e} (use --overwrite)") from e
     except ValueError as e:
         raise CLIError(str(e)) from e
     print(f"{store}: replayed activations for {n} snapshots")

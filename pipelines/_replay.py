@@ -43,19 +43,6 @@ def replay_run(store: str | Path, *, overwrite: bool = False, device: str = "cpu
 
     model, recipe = model_from_store(store)
     model = model.to(resolve_device(device))
-    result = replay(
+    return replay(
         str(store), model, positions=recipe.positions, tokens=recipe.tokens, overwrite=overwrite
     )
-    return _count(result, store)
-
-
-def _count(result, store) -> int:
-    if isinstance(result, int):
-        return result
-    import numpy as np
-    import zarr
-
-    from ._resume import complete_rows
-
-    group = zarr.open_group(str(store), mode="r")
-    return complete_rows(np.asarray(group["activations/step"][:]))

@@ -30,31 +30,34 @@ def complete_rows(steps: np.ndarray) -> int:
 
 
 def last_snapshot(store: str | Path, model: nn.Module) -> int:
-    """Load the last complete weight snapshot of ``store`` into ``model``; return its step.
+    """Load the last complete snapshot of ``store`` into ``model``; return its step.
 
-    Every parameter and buffer the store holds is restored; entries the store does not hold
-    (for example biases when only matrices were captured) raise ``ValueError``, because the
-    resumed run would silently differ from the original.
+    Parameters and buffers come from the ``weights`` group (matrices) and the ``state`` group
+    (everything else: biases, norms, BatchNorm statistics). The last complete snapshot is the
+    shortest valid ``step`` prefix across both groups. A tensor the store lacks raises
+    ``ValueError``, because the resumed run would silently differ from the original.
     """
     group = zarr.open_group(str(store), mode="r")
-    if "weights" not in group:
-        raise ValueError(f"Cannot resume {str(store)!r}: it has no weights group")
-    weights = group["weights"]
-    n = complete_rows(np.asarray(weights["step"][:]))
+    groups = [group[g] for g in ("weights", "state") if g in group]
+    if not groups:
+        raise ValueError(f"Cannot resume {str(store)!r}: it has no weights or state group")
+    steps = [np.asarray(g["step"][:]) for g in groups]
+    n = min(complete_rows(s) for s in steps)
     if n == 0:
         raise ValueError(f"Cannot resume {str(store)!r}: it holds no complete snapshot")
-    step = int(weights["step"][n - 1])
+    step = int(steps[0][n - 1])
     state = model.state_dict()
-    missing = [k for k, v in state.items() if v.is_floating_point() and k not in weights]
-    if missing:
-        raise ValueError(
-            f"Cannot resume {str(store)!r}: the store lacks {missing[:5]} "
-            f"({len(missing)} tensors); capture with params='*' to make runs resumable, "
-            f"or start over with --overwrite"
-        )
-    new = {
-        k: torch.as_tensor(np.asarray(weights[k][n - 1])).to(v) if k in weights else v
-        for k, v in state.items()
-    }
+    new = {}
+    for k, v in state.items():
+        source = next((g for g in groups if k in g), None)
+        if source is None:
+            if v.is_floating_point():
+                raise ValueError(
+                    f"Cannot resume {str(store)!r}: the store lacks {k!r}; start over with "
+                    f"--overwrite"
+                )
+            new[k] = v  # e.g. BatchNorm's num_batches_tracked when not stored
+            continue
+        new[k] = torch.as_tensor(np.asarray(source[k][n - 1])).to(v)
     model.load_state_dict(new)
     return step

@@ -260,13 +260,13 @@ def train(
     return RunResult(
         path=str(store),
         steps=recipe.steps - start,
-        snapshots=int(stats.get("snapshots", snapshots)),
-        bytes_raw=int(stats.get("bytes_raw", 0)),
-        bytes_stored=int(stats.get("bytes_stored", 0)),
-        compression_ratio=float(stats.get("compression_ratio", math.nan)),
+        snapshots=int(stats.get("snapshots") or snapshots),
+        bytes_raw=int(stats.get("bytes_raw") or 0),
+        bytes_stored=int(stats.get("bytes_stored") or 0),
+        compression_ratio=float(stats.get("compression_ratio") or math.nan),
         seconds=seconds,
         capture_seconds=capture_s,
-        final_loss=float(loss),
+        final_loss=float(loss.detach()),
         test_accuracy=float(accuracy(model, x_test, y_test)),
         stats=stats,
     )
