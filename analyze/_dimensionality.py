@@ -20,7 +20,6 @@ __all__ = ["DEFAULT_TWONN_STRIDE", "dimensionality"]
 DEFAULT_TWONN_STRIDE = 10  # capture steps between TwoNN estimates (160 points on 1,600 steps)
 DEFAULT_EPSILON = 1e-3  # epsilon-rank threshold on Gram eigenvalues
 _MIN_CHUNK, _MAX_CHUNK = 16, 64  # steps per task (STORAGE_NOTES "Dask on 2 cores")
-_EPS = np.finfo(np.float64).eps
 
 Metric = Callable[..., np.ndarray]
 
@@ -93,12 +92,18 @@ def _matrices(ds: xr.Dataset | None, *, min_ndim: int) -> dict[str, xr.DataArray
     }
 
 
+def _float_dtype(da: xr.DataArray) -> np.dtype:
+    return da.dtype if np.issubdtype(da.dtype, np.floating) else np.dtype(np.float64)
+
+
 def _layer_metrics(
     da: xr.DataArray, *, center: bool, metrics: dict[str, Metric], epsilon: float
 ) -> xr.DataArray:
     n, d = da.shape[1], int(np.prod(da.shape[2:]))
     special: dict[Any, dict[str, Any]] = {
-        numerical_rank: {"rtol": max(n, d) * _EPS},  # numpy.linalg.matrix_rank's tolerance
+        # numpy.linalg.matrix_rank's tolerance, with the eps of the stored dtype as numpy uses
+        # the input's: float32 rounding must not count as rank
+        numerical_rank: {"rtol": max(n, d) * float(np.finfo(_float_dtype(da)).eps)},
         epsilon_rank: {"epsilon": epsilon, "n_samples": n if center else 1},
     }
     funcs = [(f, special.get(f, {})) for f in metrics.values()]
@@ -134,7 +139,7 @@ def _layer_twonn(da: xr.DataArray, *, stride: int, discard_fraction: float) -> x
 
 def _definition(f: Callable[..., Any]) -> str:
     """A function's docstring up to its numpydoc sections: the formula and the reference."""
-    doc = inspect.getdoc(f) or getattr(f, "__name__", repr(f))
+    doc = inspect.getdoc(f) or str(getattr(f, "__name__", repr(f)))
     return doc.split("\nParameters\n")[0].strip().replace("\n", " ")
 
 
@@ -231,7 +236,8 @@ def dimensionality(
         "twonn_discard_fraction": twonn_discard_fraction,
         "epsilon_rank_epsilon": epsilon,
         "epsilon_rank_gram": "s**2 / n_rows for activations, s**2 for weights",
-        "numerical_rank_rtol": "max(n, d) * float64 eps per matrix (numpy.linalg.matrix_rank)",
+        "numerical_rank_rtol": "max(n, d) * eps of the stored dtype, per matrix "
+        "(numpy.linalg.matrix_rank's default)",
         "rankme_epsilon": 1e-7,
         "activations": "sample-centred (column means over probe rows removed)",
         "weights": "not centred; conv kernels reshaped to out x (in * k...); 1-D params skipped",
