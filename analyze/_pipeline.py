@@ -1,0 +1,270 @@
+"""``analyze_run``: every study job over one run store, saved as one DataTree plus figures."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import dask
+import xarray as xr
+from dask.callbacks import Callback
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
+
+from ._compare import compare
+from ._coupling import coupling
+from ._jobcommon import jsonable, vlen_strings
+from ._phases import phases
+from ._sampling import DEFAULT_INTERVALS, sampling
+from ._timing import timing
+
+DETECTORS = ("zscore", "meanshift", "pelt")
+JOBS = ("dimensionality", "transitions", "phases", "timing", "coupling", "sampling", "compare")
+
+
+def run_name(path: str | os.PathLike[str]) -> str:
+    """Run name of a store path or URL: its last path component without ``.zarr``."""
+    name = str(path).rstrip("/").split("/")[-1]
+    return name[: -len(".zarr")] if name.endswith(".zarr") else name
+
+
+class _TaskBar(Callback):
+    """A tqdm bar over the tasks of one local dask compute (threaded scheduler only)."""
+
+    def __init__(self, desc: str, *, enabled: bool) -> None:
+        super().__init__()
+        self._desc, self._enabled, self._bar = desc, enabled, None
+
+    def _start_state(self, dsk: Any, state: dict[str, Any]) -> None:
+        total = sum(len(state[k]) for k in ("ready", "waiting", "running", "finished"))
+        self._bar = tqdm(
+            total=total, desc=self._desc, unit="task", leave=False, disable=not self._enabled
+        )
+
+    def _posttask(self, *args: Any) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def _finish(self, *args: Any) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+@contextlib.contextmanager
+def scheduler_context(scheduler: Any = None) -> Iterator[Any]:
+    """Where the jobs' dask graphs run.
+
+    None: the local threaded scheduler, one worker thread per core, with BLAS pinned to one
+    thread (threadpoolctl) so worker threads do not oversubscribe the cores (STORAGE_NOTES,
+    "Dask on 2 cores"). A string: the address of a ``dask.distributed`` scheduler, connected
+    with ``Client(address)`` and closed afterwards. A ``distributed.Client``: used as is.
+    """
+    if scheduler is None:
+        with threadpool_limits(limits=1, user_api="blas"), dask.config.set(scheduler="threads"):
+            yield None
+        return
+    from distributed import Client
+
+    if isinstance(scheduler, Client):
+        with dask.config.set(scheduler=scheduler.get):
+            yield scheduler
+        return
+    if not isinstance(scheduler, str) or not scheduler:
+        raise ValueError(
+            "Expected `scheduler` to be None (local threads), a dask.distributed scheduler "
+            f"address such as 'tcp://127.0.0.1:8786', or a Client, got {scheduler!r}"
+        )
+    client = Client(scheduler)
+    try:
+        with dask.config.set(scheduler=client.get):
+            yield client
+    finally:
+        client.close()
+
+
+def _compute(obj: Any, desc: str, *, local: bool, progress: bool) -> Any:
+    """One compute for one job, with a task bar on the local scheduler."""
+    if local:
+        with _TaskBar(desc, enabled=progress):
+            return obj.compute()
+    return obj.compute()
+
+
+def _layers_chunked(da: xr.DataArray) -> xr.DataArray:
+    """Computed trajectories re-wrapped as dask, one chunk per (kind, layer) for parallel jobs."""
+    return da.chunk({d: 1 for d in ("kind", "layer") if d in da.dims} | {"step": -1})
+
+
+def _total_steps(run: Any, dim: xr.DataArray) -> float:
+    last = float(dim["step"].max())
+    scalars = getattr(run, "scalars", None)
+    if scalars is not None and "step" in scalars.coords and scalars.sizes.get("step", 0):
+        last = max(last, float(scalars["step"].max()))
+    return last
+
+
+def _root_attrs(run: Any, run_path: str, params: dict[str, Any]) -> dict[str, Any]:
+    run_attrs = dict(getattr(run, "attrs", {}) or {})
+    keep = (
+        "layout_version",
+        "status",
+        "every",
+        "config",
+        "model",
+        "seed",
+        "dataset",
+        "git_commit",
+        "versions",
+        "probe",
+        "codec",
+        "created",
+        "finished",
+    )
+    attrs = {f"run_{k}": jsonable(run_attrs[k]) for k in keep if k in run_attrs}
+    attrs.update(
+        run=run_name(run_path),
+        store=str(run_path),
+        analysed=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        jobs=list(JOBS),
+        **{k: jsonable(v) for k, v in params.items()},
+    )
+    return {k: ("null" if v is None else v) for k, v in attrs.items()}
+
+
+def save_tree(tree: xr.DataTree, path: str | os.PathLike[str]) -> None:
+    """Write the analysis DataTree as Zarr v3 (variable-length strings, JSON-safe attrs).
+
+    Metadata is consolidated so that ``xr.open_datatree(path, engine="zarr")`` opens it
+    without a fallback warning; zarr warns that consolidation is not in the v3 spec, which
+    is known and harmless for a file written once (STORAGE_NOTES item 8).
+    """
+    clean = {}
+    for node in tree.subtree:
+        ds = vlen_strings(node.to_dataset(inherit=False))
+        ds.attrs = {k: jsonable(v) for k, v in ds.attrs.items()}
+        for var in ds.variables.values():
+            var.attrs = {k: jsonable(v) for k, v in var.attrs.items()}
+            var.encoding = {}
+        clean[node.path] = ds
+    out = xr.DataTree.from_dict(clean)
+    from zarr.errors import ZarrUserWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=ZarrUserWarning)
+        out.to_zarr(str(path), mode="w", consolidated=True)
+
+
+def analyze_run(
+    run_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    scheduler: Any = None,
+    metrics: Sequence[str] | None = None,
+    detectors: Sequence[str] = DETECTORS,
+    alpha: float = 0.05,
+    intervals: Sequence[int] = DEFAULT_INTERVALS,
+    twonn_stride: int | None = None,
+    n_boot: int = 1000,
+    progress: bool = True,
+    figures: bool = True,
+) -> xr.DataTree:
+    """Run every study job on one run store; write ``analysis.zarr``, figures and report.md.
+
+    Parameters
+    ----------
+    run_path : str or path
+        A run store (local path or fsspec URL); crashed runs are trimmed by ``open_run``.
+    out_dir : str or path, optional
+        Default ``data/results/<run>/``, ``<run>`` the store's name without ``.zarr``.
+    scheduler : None, str or distributed.Client
+        None: local threads with BLAS pinned to one thread each; an address: a
+        ``dask.distributed`` scheduler.
+    metrics, detectors, alpha, intervals, twonn_stride, n_boot
+        Passed to the jobs (:func:`dimensionality`, :func:`transitions`, :func:`sampling`,
+        :func:`coupling`).
+    progress : bool
+        Show a bar over the jobs (and over tasks on the local scheduler).
+    figures : bool
+        Also render ``figures/*.png`` and ``report.md``.
+
+    Returns
+    -------
+    xr.DataTree
+        Groups ``/dimensionality``, ``/transitions``, ``/phases``, ``/timing``, ``/coupling``,
+        ``/sampling``, ``/compare``; root attrs hold the run's provenance and every parameter.
+        Saved to ``<out_dir>/analysis.zarr`` (``xr.open_datatree(path, engine="zarr")``).
+    """
+    from ._dimensionality import dimensionality
+    from ._run import open_run
+    from ._transitions import transitions
+
+    if isinstance(alpha, bool) or not isinstance(alpha, float | int) or not 0 < alpha < 1:
+        raise ValueError(f"Expected `alpha` to be a float in (0, 1), got {alpha!r}")
+    if isinstance(detectors, str) or not detectors:
+        raise ValueError(f"Expected `detectors` to be a non-empty list of names, got {detectors!r}")
+    out = Path("data/results") / run_name(run_path) if out_dir is None else Path(out_dir)
+    run = open_run(run_path)
+    params = {
+        "metrics": list(metrics) if metrics is not None else "all",
+        "detectors": list(detectors),
+        "alpha": float(alpha),
+        "intervals": [int(k) for k in intervals],
+        "n_boot": n_boot,
+        "scheduler": "local threads" if scheduler is None else str(scheduler),
+    }
+    local = scheduler is None
+    bar = tqdm(JOBS, desc="analyze", unit="job", disable=not progress)
+    results: dict[str, xr.Dataset] = {}
+
+    def step(job: str) -> None:
+        bar.set_postfix_str(job)
+        bar.update(1)
+
+    with scheduler_context(scheduler):
+        dims = dimensionality(run, metrics=metrics, twonn_stride=twonn_stride)
+        results["dimensionality"] = _compute(dims, "dimensionality", local=local, progress=progress)
+        step("dimensionality")
+        dim = results["dimensionality"]["dimensionality"]
+        every = results["dimensionality"].attrs.get("every")
+        dim.attrs["every"] = every if isinstance(every, int) else None
+        chunked = _layers_chunked(dim)
+        total = _total_steps(run, dim)
+        tr = transitions(chunked, detectors=tuple(detectors), alpha=alpha)
+        results["transitions"] = _compute(tr, "transitions", local=local, progress=progress)
+        step("transitions")
+        trans = results["transitions"]
+        jobs = {
+            "phases": lambda: phases(chunked),
+            "timing": lambda: timing(trans, total, start_step=float(dim["step"].min())),
+            "coupling": lambda: coupling(chunked, run.scalars, n_boot=n_boot),
+            "sampling": lambda: sampling(
+                dim,
+                intervals=intervals,
+                detectors=detectors,
+                alpha=alpha,
+                base=trans,
+                every=every if isinstance(every, int) else None,
+            ),
+            "compare": lambda: compare(chunked, trans, total_steps=total),
+        }
+        for job, build in jobs.items():
+            results[job] = _compute(build(), job, local=local, progress=progress)
+            step(job)
+    bar.close()
+    tree = xr.DataTree.from_dict(
+        {"/": xr.Dataset(attrs=_root_attrs(run, str(run_path), params)), **results}
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    save_tree(tree, out / "analysis.zarr")
+    if figures:
+        from ._figures import render_figures
+        from ._report import write_report
+
+        render_figures(tree, out / "figures")
+        write_report(tree, out / "report.md")
+    return tree

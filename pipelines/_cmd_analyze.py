@@ -1,0 +1,139 @@
+"""``analyze`` and ``report`` commands: the whole analysis of a run, and re-rendering its report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._cli import CLIError
+
+RUNS_DIR = "data/runs"
+RESULTS_DIR = "data/results"
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``python -m dimlapse.pipelines analyze``."""
+    parser.add_argument(
+        "--run",
+        help=f"run name in --runs-dir, a store path, or an fsspec URL (default: the newest run "
+        f"in {RUNS_DIR})",
+    )
+    parser.add_argument("--runs-dir", default=RUNS_DIR, help=f"where runs are (default {RUNS_DIR})")
+    parser.add_argument(
+        "--out-dir", help=f"where results go (default {RESULTS_DIR}/<run>/, <run> without .zarr)"
+    )
+    parser.add_argument(
+        "--scheduler",
+        help="address of a dask.distributed scheduler, e.g. tcp://10.0.0.5:8786 "
+        "(default: local threads)",
+    )
+    parser.add_argument("--metrics", type=_csv, help="comma-separated metric names (default all)")
+    parser.add_argument(
+        "--detectors",
+        type=_csv,
+        default=["zscore", "meanshift", "pelt"],
+        help="comma-separated transition detectors (default zscore,meanshift,pelt)",
+    )
+    parser.add_argument("--alpha", type=float, default=0.05, help="FDR level (default 0.05)")
+    parser.add_argument(
+        "--n-boot", type=int, default=1000, help="block-bootstrap resamples (default 1000)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``python -m dimlapse.pipelines report``."""
+    parser.add_argument(
+        "--run", help=f"run name (default: the newest analysed run in {RESULTS_DIR})"
+    )
+    parser.add_argument(
+        "--results-dir", default=RESULTS_DIR, help=f"where results are (default {RESULTS_DIR})"
+    )
+    parser.add_argument(
+        "--out-dir", help="a results folder holding analysis.zarr (overrides --run)"
+    )
+
+
+def resolve_store(run: str | None, runs_dir: str) -> str:
+    """The store to analyse: `run` as a path or URL, a run name in `runs_dir`, or the newest."""
+    if run:
+        if "://" in run or Path(run).exists():
+            return run
+        name = run if run.endswith(".zarr") else f"{run}.zarr"
+        if "://" in runs_dir:
+            return f"{runs_dir.rstrip('/')}/{name}"
+        store = Path(runs_dir) / name
+        if not store.exists():
+            known = sorted(p.name[:-5] for p in Path(runs_dir).glob("*.zarr"))
+            raise CLIError(
+                f"No run {run!r}: {store} does not exist; known runs: {', '.join(known) or 'none'}"
+                " (record one with `make capture MODEL=mlp`)"
+            )
+        return str(store)
+    runs = sorted(Path(runs_dir).glob("*.zarr"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise CLIError(
+            f"No runs in {runs_dir}/: record one first with `make capture MODEL=mlp`, or pass "
+            "--run PATH"
+        )
+    return str(runs[-1])
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    """``analyze``: all study jobs on one run -> analysis.zarr, figures/, report.md."""
+    from dimlapse.analyze._pipeline import analyze_run, run_name
+
+    store = resolve_store(args.run, args.runs_dir)
+    out = Path(args.out_dir) if args.out_dir else Path(RESULTS_DIR) / run_name(store)
+    if not 0 < args.alpha < 1:
+        raise CLIError(f"Expected `--alpha` in (0, 1), got {args.alpha!r}")
+    try:
+        analyze_run(
+            store,
+            out,
+            scheduler=args.scheduler,
+            metrics=args.metrics,
+            detectors=tuple(args.detectors),
+            alpha=args.alpha,
+            n_boot=args.n_boot,
+            progress=not args.no_progress,
+        )
+    except (ValueError, FileNotFoundError) as e:
+        raise CLIError(str(e)) from e
+    print(f"{store}: wrote {out / 'analysis.zarr'}, {out / 'figures'}/, {out / 'report.md'}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """``report``: re-render figures/ and report.md from an existing analysis.zarr."""
+    import xarray as xr
+
+    from dimlapse.analyze._figures import render_figures
+    from dimlapse.analyze._report import write_report
+
+    if args.out_dir:
+        out = Path(args.out_dir)
+    elif args.run:
+        out = Path(args.results_dir) / args.run.removesuffix(".zarr")
+    else:
+        done = sorted(
+            Path(args.results_dir).glob("*/analysis.zarr"), key=lambda p: p.stat().st_mtime
+        )
+        if not done:
+            raise CLIError(
+                f"No analysed runs in {args.results_dir}/: run `make analyze` first "
+                "(after `make capture MODEL=mlp`)"
+            )
+        out = done[-1].parent
+    path = out / "analysis.zarr"
+    if not path.exists():
+        raise CLIError(f"No {path}; run `make analyze RUN={out.name}` first")
+    tree = xr.open_datatree(path, engine="zarr").load()
+    render_figures(tree, out / "figures")
+    write_report(tree, out / "report.md")
+    print(f"wrote {out / 'report.md'} and {out / 'figures'}/")
+    return 0
