@@ -247,9 +247,14 @@ def format_report(result: dict[str, Any]) -> str:
             f"{a['ratio_of_medians']:>16.3f}x"
         )
     s = result["recorder_stats"]
+    n_steps = c["blocks"] * c["steps_per_block"] + c["warmup"]
     lines.append(
-        f"ratio = median over blocks of the arm's mean step time / plain's in the same block; "
-        f"Recorder close (final flush) {result['close_seconds']:.2f} s, "
+        "ratio = median over blocks of (the arm's mean step time / plain's in the same block)"
+    )
+    lines.append(
+        f"dimlapse: {1e3 * s['train_thread_capture_seconds'] / n_steps:.3f} ms/step inside "
+        f"rec.step on the training thread ({s['queue_wait_seconds']:.2f} s of it waiting on a "
+        f"full queue), final flush at close {result['close_seconds']:.2f} s, "
         f"{s.get('snapshots')} snapshots, {s.get('dropped', 0)} dropped"
     )
     lines.append(f"{'codec':<12} {'bytes/snapshot':>15} {'raw bytes':>12} {'compression':>12}")

@@ -1,0 +1,78 @@
+"""Benchmarks: the interleaving and ratio arithmetic, and quick runs of both scripts (slow)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dimlapse.pipelines._bench_capture import format_report, interleave, run_benchmark, summarise
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_interleave_rotates_arm_order_per_block():
+    calls = []
+    arms = {n: (lambda n=n: calls.append(n)) for n in ("a", "b", "c")}
+    times = interleave(arms, blocks=3, steps=2)
+    assert "".join(calls) == "aabbcc" + "bbccaa" + "ccaabb"
+    assert {k: [len(b) for b in v] for k, v in times.items()} == {k: [2, 2, 2] for k in "abc"}
+
+
+def test_summarise_block_paired_ratios_against_hand_computed_values():
+    times = {
+        "plain": [[1.0, 1.0], [2.0, 2.0], [1.0, 3.0]],
+        "arm": [[1.0, 2.0], [2.0, 4.0], [2.0, 2.0]],
+    }
+    s = summarise(times)
+    # per-block mean ratios 1.5, 1.5, 1.0 -> median 1.5
+    assert s["arm"]["ratio"] == pytest.approx(1.5)
+    assert s["plain"]["ratio"] == pytest.approx(1.0)
+    assert s["arm"]["median_ms"] == pytest.approx(2000.0)
+    assert s["arm"]["mean_ms"] == pytest.approx(1e3 * 13 / 6)
+    assert s["arm"]["ratio_of_medians"] == pytest.approx(2.0 / 1.5)
+
+
+@pytest.mark.slow
+def test_quick_bench_capture_runs_and_reports(tmp_path):
+    result = run_benchmark(blocks=2, steps=20, warmup=5, codec_steps=20, root=tmp_path)
+    assert set(result["arms"]) >= {"plain", "dimlapse"}
+    assert result["arms"]["plain"]["ratio"] == 1.0
+    assert result["arms"]["dimlapse"]["ratio"] > 0
+    z = result["codecs"]
+    assert z["zstd"]["snapshots"] == 5  # step 0 and every 5 of 20 steps
+    assert z["float16"]["compression_ratio"] > 1.8  # float32 -> float16 halves the bytes
+    text = format_report(result)
+    assert "dimlapse" in text and "bitround-10" in text
+
+
+@pytest.mark.slow
+def test_bench_capture_through_the_cli(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "dimlapse.pipelines", "bench-capture", "--blocks", "1",
+         "--steps", "10", "--warmup", "0", "--codec-steps", "10", "--no-ndtracker",
+         "--json", str(tmp_path / "b.json")],
+        capture_output=True, text=True, cwd=tmp_path, check=True,
+    )  # fmt: skip
+    assert "ratio" in out.stdout and (tmp_path / "b.json").exists()
+
+
+@pytest.mark.slow
+def test_bench_gpu_dry_run_on_cpu():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "pipelines" / "bench_gpu.py"), "--dry-run"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "resnet18:" in out.stdout and "vit:" in out.stdout and "dimlapse" in out.stdout
+
+
+def test_bench_gpu_refuses_cuda_when_absent():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "pipelines" / "bench_gpu.py")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 2 and "CUDA is not available" in out.stderr
