@@ -1,0 +1,194 @@
+"""End to end: analyze_run on tiny stores written by dimlapse.capture.Recorder."""
+
+import argparse
+import itertools
+import json
+import os
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+torch = pytest.importorskip("torch")
+
+from dimlapse.analyze._pipeline import JOBS, analyze_run, run_name, scheduler_context  # noqa: E402
+from dimlapse.capture import Recorder  # noqa: E402
+from dimlapse.pipelines._cli import CLIError  # noqa: E402
+from dimlapse.pipelines._cmd_analyze import (  # noqa: E402
+    add_analyze_arguments,
+    add_report_arguments,
+    resolve_store,
+    run_analyze,
+    run_report,
+)
+
+STEPS, EVERY = 300, 5
+
+
+def write_run(path, *, steps=STEPS, every=EVERY, seed=0):
+    """Train a 16-32-16-4 MLP on a planted rule and capture it (61 snapshots, 64 probes)."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    x = torch.randn(1024, 16, generator=g)
+    y = (x @ torch.randn(16, 4, generator=g)).argmax(1)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(16, 32),
+        torch.nn.ReLU(),
+        torch.nn.Linear(32, 16),
+        torch.nn.ReLU(),
+        torch.nn.Linear(16, 4),
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    with Recorder(model, str(path), every=every, probe=x[:64], flush_every=4) as rec:
+        for _ in range(steps):
+            idx = torch.randint(0, 1024, (32,), generator=g)
+            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+            opt.step()
+            rec.step(loss.detach(), grad_norm=gn)
+    return path
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    base = tmp_path_factory.mktemp("pipe")
+    store = write_run(base / "tiny-run.zarr")
+    tree = analyze_run(store, base / "results", progress=False, n_boot=100)
+    return store, base / "results", tree
+
+
+def test_tree_opens_with_every_job_and_named_dims(analysed):
+    _, out, tree = analysed
+    disk = xr.open_datatree(out / "analysis.zarr", engine="zarr")
+    assert set(disk.children) == set(JOBS)
+    dim = disk["dimensionality"]["dimensionality"]
+    assert dim.dims == ("kind", "layer", "step", "metric")
+    assert set(dim["kind"].values) == {"weight", "activation"}
+    assert dim.sizes["step"] == STEPS // EVERY + 1
+    assert "detector" in disk["transitions"].dims
+    assert {"target", "transform"} <= set(disk["coupling"].dims)
+    assert "interval" in disk["sampling"].dims
+    assert disk.attrs["run"] == "tiny-run"
+    assert json.loads(disk["phases"].attrs["parameters"])["tolerance"] == 0.1
+    # the saved tree holds the same numbers as the returned one
+    xr.testing.assert_allclose(disk["phases"].to_dataset().load(), tree["phases"].to_dataset())
+
+
+def test_figures_and_report_exist(analysed):
+    _, out, _ = analysed
+    for name in ("trajectories", "dimensionality_vs_loss", "sampling", "activation_vs_weight"):
+        png = out / "figures" / f"{name}.png"
+        assert png.stat().st_size > 5_000
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (out / "report.md").read_text()
+    assert "| claim | study | this run" in text
+    for claim in ("-0.951", "-0.701", "~85", "two thirds", "collapse 0-300", "coarse sampling"):
+        assert claim in text
+    assert "null surrogates" in text
+    assert "## Interpretation" in text
+
+
+def test_coupling_matches_an_independent_recomputation(analysed):
+    store, _, tree = analysed
+    from scipy.stats import spearmanr
+
+    from dimlapse.analyze import open_run
+
+    run = open_run(store)
+    loss = run.scalars["loss"].values
+    steps = run.scalars["step"].values
+    dim = tree["dimensionality"]["dimensionality"].sel(kind="activation", metric="stable_rank")
+    layer = str(dim["layer"].values[0])
+    capture = dim["step"].values
+    aligned = [loss[(steps > a) & (steps <= b)].mean() for a, b in itertools.pairwise(capture)]
+    expected = spearmanr(dim.sel(layer=layer).values[1:], aligned).statistic
+    got = tree["coupling"]["rho"].sel(
+        kind="activation", layer=layer, metric="stable_rank", target="loss", transform="raw"
+    )
+    np.testing.assert_allclose(got.item(), expected, atol=1e-9)
+
+
+def test_crashed_run_is_analysed_up_to_the_last_complete_snapshot(tmp_path):
+    store = write_run(tmp_path / "crashed.zarr", steps=200)
+    root = zarr.open_group(str(store), mode="r+")
+    root.attrs["status"] = "crashed"
+    for group in ("weights", "activations"):
+        step = root[f"{group}/step"]
+        step[-4:] = -1  # a kill mid-flush: the last chunk's index was never written
+    tree = analyze_run(store, tmp_path / "out", progress=False, n_boot=50, figures=False)
+    assert tree["dimensionality"].sizes["step"] == 200 // EVERY + 1 - 4
+    assert tree.attrs["run_status"] == "crashed"
+
+
+def test_run_name_and_store_resolution(tmp_path):
+    assert run_name("data/runs/mlp-mnist1d-s0.zarr") == "mlp-mnist1d-s0"
+    assert run_name("memory://x/abc.zarr/") == "abc"
+    with pytest.raises(CLIError, match="make capture"):
+        resolve_store(None, str(tmp_path))
+    with pytest.raises(CLIError, match="No run 'nope'"):
+        resolve_store("nope", str(tmp_path))
+    (tmp_path / "old.zarr").mkdir()
+    (tmp_path / "new.zarr").mkdir()
+    os.utime(tmp_path / "old.zarr", (1, 1))
+    assert resolve_store(None, str(tmp_path)).endswith("new.zarr")
+    assert resolve_store("old", str(tmp_path)).endswith("old.zarr")
+    assert resolve_store("memory://a.zarr", str(tmp_path)) == "memory://a.zarr"
+
+
+def test_cli_analyze_and_report(analysed, tmp_path, capsys):
+    store, _, _ = analysed
+    parser = argparse.ArgumentParser()
+    add_analyze_arguments(parser)
+    out = tmp_path / "cli"
+    args = parser.parse_args(
+        [
+            "--run",
+            str(store),
+            "--out-dir",
+            str(out),
+            "--no-progress",
+            "--n-boot",
+            "20",
+            "--detectors",
+            "zscore",
+        ]
+    )
+    assert run_analyze(args) == 0
+    assert (out / "report.md").exists()
+    (out / "report.md").unlink()
+    rparser = argparse.ArgumentParser()
+    add_report_arguments(rparser)
+    assert run_report(rparser.parse_args(["--out-dir", str(out)])) == 0
+    assert "| claim |" in (out / "report.md").read_text()
+    with pytest.raises(CLIError, match="make analyze"):
+        run_report(rparser.parse_args(["--out-dir", str(tmp_path / "none")]))
+    with pytest.raises(CLIError, match="make analyze"):
+        run_report(rparser.parse_args(["--results-dir", str(tmp_path / "empty")]))
+
+
+def test_validation_messages(tmp_path):
+    with pytest.raises(ValueError, match="`alpha` to be a float"):
+        analyze_run(tmp_path / "x.zarr", alpha=2.0)
+    with pytest.raises(ValueError, match="`scheduler` to be None"):
+        with scheduler_context(42):
+            pass
+
+
+@pytest.mark.slow
+def test_distributed_scheduler_gives_the_same_tree(analysed, tmp_path):
+    from distributed import LocalCluster
+
+    store, _, tree = analysed
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False) as cluster:
+        remote = analyze_run(
+            store,
+            tmp_path / "dist",
+            scheduler=cluster.scheduler_address,
+            progress=False,
+            n_boot=100,
+        )
+    for job in ("dimensionality", "phases", "coupling", "compare"):
+        xr.testing.assert_allclose(remote[job].to_dataset(), tree[job].to_dataset())
