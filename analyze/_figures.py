@@ -55,6 +55,7 @@ def trajectories(tree: xr.DataTree, path: Path) -> Path:
         figsize=(5.5 * len(kinds), 2.4 * max(1, len(layers))),
         squeeze=False,
         sharex=True,
+        layout="constrained",
     )
     dim = tree["dimensionality"]["dimensionality"]
     ph, tr = tree["phases"], tree["transitions"]
@@ -94,10 +95,13 @@ def trajectories(tree: xr.DataTree, path: Path) -> Path:
                     )
             ax.set_title(f"{kind} · {layer}", fontsize=9)
             ax.set_ylabel(metric, fontsize=8)
-            if r == 0 and c == len(kinds) - 1:
-                ax.legend(fontsize=6, loc="best")
     for ax in axes[-1]:
         ax.set_xlabel("step")
+    handles = {}
+    for ax in axes.ravel():
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, h)
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=6, fontsize=7)
     fig.suptitle(f"{tree.attrs.get('run', '')}: {metric}, phases and significant transitions")
     return _save(fig, path)
 
@@ -108,7 +112,7 @@ def dimensionality_vs_loss(tree: xr.DataTree, path: Path) -> Path:
     cp = tree["coupling"]
     loss = cp["aligned"].sel(target="loss") if "loss" in cp["target"].values else None
     kind = "activation" if "activation" in _kinds(tree) else _kinds(tree)[0]
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
     dim = tree["dimensionality"]["dimensionality"].sel(kind=kind, metric=metric)
     for layer in _layers(tree, kind, metric):
         y = dim.sel(layer=layer)
@@ -129,7 +133,7 @@ def dimensionality_vs_loss(tree: xr.DataTree, path: Path) -> Path:
     if loss is not None:
         twin = ax.twinx()
         twin.plot(loss["step"], loss, color="k", lw=0.8, ls=":", label="loss")
-        twin.set_ylabel("training loss (mean over each capture interval)")
+        twin.set_ylabel("loss (interval mean)")
         bx.set_xlabel("training loss")
         bx.set_ylabel(metric)
         bx.legend(fontsize=7)
@@ -144,7 +148,9 @@ def sampling(tree: xr.DataTree, path: Path) -> Path:
     sm = tree["sampling"]
     kind = "activation" if "activation" in _kinds(tree) else _kinds(tree)[0]
     dets = [str(d) for d in sm["detector"].values]
-    fig, axes = plt.subplots(1, len(dets), figsize=(4.2 * len(dets), 3.6), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(dets), figsize=(4.2 * len(dets), 3.6), squeeze=False, layout="constrained"
+    )
     x = sm["effective_interval"].values
     for ax, det in zip(axes[0], dets, strict=True):
         s = sm.sel(kind=kind, metric=metric, detector=det).sum("layer", min_count=1)
@@ -166,7 +172,9 @@ def activation_vs_weight(tree: xr.DataTree, path: Path) -> Path:
     cmp = tree["compare"]
     norm = cmp["normalised"].sel(metric=metric)
     layers = [str(x) for x in norm["layer"].values]
-    fig, axes = plt.subplots(len(layers), 2, figsize=(11, 2.4 * len(layers)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(layers), 2, figsize=(11, 2.4 * len(layers)), squeeze=False, layout="constrained"
+    )
     for r, layer in enumerate(layers):
         ax, bx = axes[r]
         for kind in [str(k) for k in norm["kind"].values]:

@@ -166,6 +166,9 @@ def claims_table(tree: xr.DataTree) -> tuple[str, dict[str, float]]:
         numbers[f"{name}_raw_abs"] = (
             float(np.nanmedian([abs(r["raw"][0]) for r in rr])) if rr else np.nan
         )
+        numbers[f"{name}_diff_abs"] = (
+            float(np.nanmedian([abs(r["diff"][0]) for r in rr])) if rr else np.nan
+        )
         numbers[f"{name}_diff_zero"] = sum(r["diff"][1] <= 0 <= r["diff"][2] for r in rr)
         numbers[f"{name}_n"] = len(rr)
     return "\n".join(lines), numbers
@@ -194,13 +197,21 @@ def interpretation(tree: xr.DataTree, n: dict[str, float]) -> list[str]:
             f"{n['share']:.0%} of training (uniform spread: {n['share']:.0%})."
         )
     for name, label in (("loss", "loss"), ("grad", "gradient norm")):
-        if n[f"{name}_n"]:
-            out.append(
-                f"Median |rho| with {label} on raw series is {n[f'{name}_raw_abs']:.2f}; on first "
-                f"differences the interval covers 0 in {n[f'{name}_diff_zero']} of "
-                f"{n[f'{name}_n']} layers. A raw rho that does not survive differencing reflects "
-                "shared trends, not step-to-step coupling."
-            )
+        k, zero = n[f"{name}_n"], n[f"{name}_diff_zero"]
+        if not k:
+            continue
+        reading = (
+            "so the raw correlation reflects shared trends, not step-to-step coupling"
+            if zero == k
+            else "so some step-to-step coupling survives differencing"
+            if zero < k
+            else ""
+        )
+        out.append(
+            f"Median |rho| with {label}: {n[f'{name}_raw_abs']:.2f} on raw series, "
+            f"{n[f'{name}_diff_abs']:.2f} on first differences, where the interval covers 0 in "
+            f"{zero} of {k} layers, {reading}."
+        )
     if np.isfinite(n["coarse_found"]) and n["finest_sig"]:
         out.append(
             f"At intervals of 100 steps or more, on average {n['coarse_found']:.1f} of the "
