@@ -114,7 +114,9 @@ def mnist1d(
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, **arrays)
+            np.savez(
+                tmp, x=arrays["x"], y=arrays["y"], x_test=arrays["x_test"], y_test=arrays["y_test"]
+            )
             tmp.replace(path)  # atomic: a concurrent reader never sees half a file
     spec = DataSpec("mnist1d", "sequence", (1, arrays["x"].shape[1]), 10)
     return Dataset(

@@ -38,7 +38,7 @@ def last_snapshot(store: str | Path, model: nn.Module) -> int:
     ``ValueError``, because the resumed run would silently differ from the original.
     """
     group = zarr.open_group(str(store), mode="r")
-    groups = [group[g] for g in ("weights", "state") if g in group]
+    groups: list[Any] = [group[g] for g in ("weights", "state") if g in group]
     if not groups:
         raise ValueError(f"Cannot resume {str(store)!r}: it has no weights or state group")
     steps = [np.asarray(g["step"][:]) for g in groups]

@@ -40,6 +40,7 @@ class RunResult:
     capture_seconds: float
     final_loss: float
     test_accuracy: float
+    threads: int = 1
     stats: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -56,7 +57,8 @@ class RunResult:
             f"compression {self.compression_ratio:.2f}x), capture overhead "
             f"{100 * self.overhead:.1f}% ({self.capture_seconds:.2f} s in the Recorder of "
             f"{self.seconds:.1f} s), final loss {self.final_loss:.4f}, "
-            f"held-out accuracy {self.test_accuracy:.3f}"
+            f"held-out accuracy {self.test_accuracy:.3f}, {self.threads} torch thread(s) "
+            f"(one core left for the capture writer)"
         )
 
 
@@ -178,7 +180,8 @@ def train(
 
     from ._resume import last_snapshot
 
-    torch.set_num_threads(threads if threads is not None else default_threads())
+    threads = threads if threads is not None else default_threads()
+    torch.set_num_threads(threads)
     dev = resolve_device(device)
     data = load_dataset(recipe.data, cache_dir=cache_dir)
     if recipe.batch_size > len(data.y_train):
@@ -268,5 +271,6 @@ def train(
         capture_seconds=capture_s,
         final_loss=float(loss.detach()),
         test_accuracy=float(accuracy(model, x_test, y_test)),
+        threads=threads,
         stats=stats,
     )

@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -58,7 +59,8 @@ class _Arm:
         self.x = torch.randn(8, batch, 3, 32, 32, generator=g).to(device)  # 8 rotating batches
         self.y = torch.randint(10, (8, batch), generator=g).to(device)
         self.loss_fn = nn.CrossEntropyLoss()
-        self.name, self.n, self.hook = name, 0, None
+        self.name, self.n = name, 0
+        self.hook: Callable[[int, torch.Tensor], object] | None = None
 
     def step(self) -> None:
         i = self.n % len(self.x)

@@ -173,3 +173,15 @@ def test_replay_of_a_store_without_recipe_explains(tmp_path, capsys):
         pass
     assert main(["replay", "--store", str(store)]) == 2
     assert "has no recipe" in capsys.readouterr().err
+
+
+def test_store_opens_with_the_analysis_reader(inline_run):
+    from dimlapse.analyze import open_run
+
+    run = open_run(str(inline_run))
+    assert run.status == "complete"
+    np.testing.assert_array_equal(run.weights["step"].values, [0, 5, 10, 15, 20])
+    assert run.activations["fc2"].sizes["step"] == 5
+    acc = run.scalars["test_accuracy"].sel(step=[5, 10, 15, 20]).values
+    assert np.isfinite(acc).all()
+    assert run.attrs["config"]["model"] == "mlp"
