@@ -201,7 +201,7 @@ def analyze_run(
     """
     from ._dimensionality import dimensionality
     from ._run import open_run
-    from ._transitions import transitions
+    from ._transitions_many import transitions
 
     if isinstance(alpha, bool) or not isinstance(alpha, float | int) or not 0 < alpha < 1:
         raise ValueError(f"Expected `alpha` to be a float in (0, 1), got {alpha!r}")

@@ -83,7 +83,7 @@ def sampling(
         still finds within one interval); ``n_samples`` and ``effective_interval`` per
         interval.
     """
-    from ._transitions import transitions
+    from ._transitions_many import transitions
 
     da = as_trajectories(dim)
     every = infer_every(da, every)

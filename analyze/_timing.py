@@ -13,15 +13,20 @@ _COUNT_VARS = ("n_candidates", "n_significant", "n_null")
 def transition_counts(trans: xr.Dataset) -> xr.Dataset:
     """Raw, significant and null-surrogate counts per series of a transitions Dataset.
 
-    A candidate is an entry along ``transition`` with a finite ``step`` (shorter series are
-    padded with NaN); raw = every candidate, significant = ``significant`` is True. The
+    Uses the dataset's ``n_candidates`` and ``n_significant`` when present (NaN for series
+    that were not tested); otherwise a candidate is an entry along ``transition`` with a
+    finite ``step`` (shorter series are padded with NaN) and significant ones have
+    ``significant`` True. The
     null count is the dataset's ``n_null`` (the same detector on the surrogates, per series)
     when present, else NaN.
     """
     _check_transitions(trans)
     valid = trans["step"].notnull()
-    n_raw = valid.sum("transition")
-    n_sig = (valid & trans["significant"].fillna(False).astype(bool)).sum("transition")
+    if "n_candidates" in trans and "n_significant" in trans:  # NaN marks untested series
+        n_raw, n_sig = trans["n_candidates"], trans["n_significant"]
+    else:
+        n_raw = valid.sum("transition")
+        n_sig = (valid & trans["significant"].fillna(False).astype(bool)).sum("transition")
     n_null = trans["n_null"] if "n_null" in trans else xr.full_like(n_raw, np.nan, dtype=float)
     return xr.Dataset(
         {
