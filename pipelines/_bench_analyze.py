@@ -36,8 +36,10 @@ from dimlapse.analyze import (
     blas_single_thread,
     dimensionality,
     open_run,
+    singular_values,
     spectra,
 )
+from dimlapse.analyze._dimensionality import numerical_rank_rtol
 from dimlapse.analyze._metrics import epsilon_rank, numerical_rank
 
 DEFAULT_DIR = "data/bench"
@@ -79,13 +81,16 @@ def _metric_kwargs(da: xr.DataArray, *, center: bool) -> dict[Callable[..., Any]
     """The job's metric parameters for one array (see :func:`dimlapse.analyze.dimensionality`)."""
     n, d = da.shape[1], int(np.prod(da.shape[2:]))
     return {
-        numerical_rank: {"rtol": max(n, d) * float(np.finfo(da.dtype).eps)},
+        numerical_rank: {"rtol": numerical_rank_rtol(n, d, da.dtype)},
         epsilon_rank: {"epsilon": 1e-3, "n_samples": n if center else 1},
     }
 
 
-def naive(arrays: dict[tuple[str, str], xr.DataArray]) -> tuple[dict, float, float]:
-    """Full SVD per matrix, one process: metrics (kind, layer) -> (step, metric), read s, SVD s."""
+def naive(arrays: dict[tuple[str, str], xr.DataArray], *, limit: int) -> tuple[dict, float, float]:
+    """Full SVD per matrix, one process, on the first ``limit`` snapshots.
+
+    Returns metrics (kind, layer) -> (step, metric), seconds reading, seconds in SVD + metrics.
+    """
     read_s = svd_s = 0.0
     out = {}
     for (kind, layer), da in arrays.items():
@@ -93,9 +98,10 @@ def naive(arrays: dict[tuple[str, str], xr.DataArray]) -> tuple[dict, float, flo
         kwargs = _metric_kwargs(da, center=center)
         store_chunk = da.data.chunks[0][0]
         rows = []
-        for start in range(0, da.shape[0], store_chunk):
+        for start in range(0, min(limit, da.shape[0]), store_chunk):
+            stop = min(start + store_chunk, limit)
             t0 = time.perf_counter()
-            block = np.asarray(da.data[start : start + store_chunk].compute(scheduler="sync"))
+            block = np.asarray(da.data[start:stop].compute(scheduler="sync"))
             t1 = time.perf_counter()
             for x in block.astype(np.float64):
                 if center:
@@ -106,6 +112,25 @@ def naive(arrays: dict[tuple[str, str], xr.DataArray]) -> tuple[dict, float, flo
             svd_s += time.perf_counter() - t1
         out[(kind, layer)] = np.array(rows, dtype=np.float64)
     return out, read_s, svd_s
+
+
+def kernels(arrays: dict[tuple[str, str], xr.DataArray], *, reps: int = 5) -> dict[str, Any]:
+    """Median ms per matrix: full SVD (BLAS free) and centred float64 Gram + eigvalsh (1 thread)."""
+    out = {}
+    for (kind, layer), da in arrays.items():
+        x = np.asarray(da.data[0].compute(scheduler="sync"), dtype=np.float64)
+        center = kind == "activation"
+        svd_t, gram_t = [], []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            np.linalg.svd(x, compute_uv=False)
+            svd_t.append(time.perf_counter() - t0)
+            with blas_single_thread():
+                t0 = time.perf_counter()
+                singular_values(x, center=center)
+                gram_t.append(time.perf_counter() - t0)
+        out[f"{kind}/{layer}"] = (1e3 * float(np.median(svd_t)), 1e3 * float(np.median(gram_t)))
+    return out
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -126,7 +151,7 @@ def agreement(reference: dict, job: xr.DataArray) -> dict[str, float]:
     """Largest relative difference per metric between the naive and the Dask results."""
     worst = dict.fromkeys(SPECTRAL_METRICS, 0.0)
     for (kind, layer), ref in reference.items():
-        got = job.sel(kind=kind, layer=layer).values  # (step, metric)
+        got = job.sel(kind=kind, layer=layer).values[: len(ref)]  # (step, metric)
         for j, name in enumerate(SPECTRAL_METRICS):
             a, b = got[:, j], ref[:, j]
             both_nan = np.isnan(a) & np.isnan(b)
@@ -138,7 +163,14 @@ def agreement(reference: dict, job: xr.DataArray) -> dict[str, float]:
 
 
 def run_benchmark(
-    *, snapshots: int, every: int, out_dir: Path, workers: int, seed: int, end_to_end: bool
+    *,
+    snapshots: int,
+    every: int,
+    out_dir: Path,
+    workers: int,
+    seed: int,
+    end_to_end: bool,
+    naive_snapshots: int | None = None,
 ) -> dict[str, Any]:
     """Build (or reuse) the store, time every stage, check agreement; return the numbers."""
     store = out_dir / f"mlp-digits-{snapshots}x{every}-s{seed}.zarr"
@@ -150,7 +182,12 @@ def run_benchmark(
     res["shapes"] = {f"{k}/{layer}": tuple(da.shape[1:]) for (k, layer), da in arrays.items()}
     res["workers"] = workers
 
-    ref, res["naive_read_s"], res["naive_svd_s"] = naive(arrays)
+    res["kernels_ms"] = kernels(arrays)
+    limit = min(naive_snapshots or n_steps, n_steps)
+    ref, read_s, svd_s = naive(arrays, limit=limit)
+    scale = n_steps / limit  # extrapolated to the whole run when timed on a prefix
+    res["naive_measured"] = limit
+    res["naive_read_s"], res["naive_svd_s"] = read_s * scale, svd_s * scale
     res["naive_s"] = res["naive_read_s"] + res["naive_svd_s"]
     res["spectra_1_s"] = dask_spectra(arrays, workers=1)
     res["spectra_n_s"] = dask_spectra(arrays, workers=workers)
@@ -186,6 +223,10 @@ def format_report(res: dict[str, Any]) -> str:
     def row(label: str, seconds: float) -> str:
         return f"  {label:<34}{seconds:8.2f} s  {n / seconds:8.1f} snapshots/s"
 
+    lines.append("  per matrix: full SVD (BLAS free) vs centred float64 Gram + eigvalsh (1 thread)")
+    lines += [f"    {k:<16} {a:7.1f} ms  {b:7.1f} ms" for k, (a, b) in res["kernels_ms"].items()]
+    if res["naive_measured"] < n:
+        lines.append(f"  (naive timed on {res['naive_measured']} snapshots, scaled to {n})")
     lines += [
         row("naive: read + full SVD, 1 process", res["naive_s"]),
         f"    (read {res['naive_read_s']:.2f} s, SVD + metrics {res['naive_svd_s']:.2f} s)",
@@ -214,14 +255,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="dask threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-end-to-end", action="store_true", help="skip analyze_run")
+    p.add_argument(
+        "--naive-snapshots",
+        type=int,
+        help="time the naive loop on this many snapshots and scale up (default: all)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark; exit status 1 when results disagree beyond 1e-6 relative."""
-    for name in ("snapshots", "every", "workers"):
+    for name in ("snapshots", "every", "workers", "naive_snapshots"):
         value = getattr(args, name)
+        if value is None and name == "naive_snapshots":
+            continue
         if not isinstance(value, int) or value < 1:
-            raise SystemExit(f"Expected `--{name}` to be a positive int, got {value!r}")
+            flag = name.replace("_", "-")
+            raise SystemExit(f"Expected `--{flag}` to be a positive int, got {value!r}")
     res = run_benchmark(
         snapshots=args.snapshots,
         every=args.every,
@@ -229,6 +278,7 @@ def main(args: argparse.Namespace) -> int:
         workers=args.workers,
         seed=args.seed,
         end_to_end=not args.no_end_to_end,
+        naive_snapshots=args.naive_snapshots,
     )
     print(format_report(res))
     bad = {k: v for k, v in res["max_rel_diff"].items() if not v <= RTOL}

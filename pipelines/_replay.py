@@ -20,7 +20,7 @@ def model_from_store(store: str | Path):
         The model built from the store's ``config`` (recipe) and ``dataset`` (data spec) attrs.
     """
     attrs = store_attrs(store)
-    if "config" not in attrs or "dataset" not in attrs:
+    if not isinstance(attrs.get("config"), dict) or not isinstance(attrs.get("dataset"), dict):
         raise ValueError(
             f"Run store {str(store)!r} has no recipe (`config` and `dataset` attrs); it was not "
             f"captured through `make capture`. Call dimlapse.capture.replay(store, model) with "

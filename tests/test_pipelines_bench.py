@@ -66,13 +66,12 @@ def test_bench_gpu_dry_run_on_cpu():
     assert "resnet18:" in out.stdout and "vit:" in out.stdout and "dimlapse" in out.stdout
 
 
-def test_bench_gpu_refuses_cuda_when_absent():
+def test_bench_gpu_refuses_cuda_when_absent(capsys):
     import torch
+
+    from dimlapse.pipelines.bench_gpu import main
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "pipelines" / "bench_gpu.py")],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert out.returncode == 2 and "CUDA is not available" in out.stderr
+    assert main([]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
