@@ -100,6 +100,14 @@ def _layers_chunked(da: xr.DataArray) -> xr.DataArray:
     return da.chunk({d: 1 for d in ("kind", "layer") if d in da.dims} | {"step": -1})
 
 
+def _metric_subset(dim: xr.DataArray, metrics: Sequence[str] | None) -> xr.DataArray:
+    """`dim` restricted to `metrics` that it holds (all metrics when none of them is there)."""
+    if metrics is None:
+        return dim
+    have = [m for m in metrics if m in dim["metric"].values]
+    return dim.sel(metric=have) if have else dim
+
+
 def _total_steps(run: Any, dim: xr.DataArray) -> float:
     last = float(dim["step"].max())
     scalars = getattr(run, "scalars", None)
@@ -170,6 +178,7 @@ def analyze_run(
     intervals: Sequence[int] = DEFAULT_INTERVALS,
     twonn_stride: int | None = None,
     n_boot: int = 1000,
+    sampling_metrics: Sequence[str] | None = ("stable_rank",),
     progress: bool = True,
     figures: bool = True,
 ) -> xr.DataTree:
@@ -187,6 +196,10 @@ def analyze_run(
     metrics, detectors, alpha, intervals, twonn_stride, n_boot
         Passed to the jobs (:func:`dimensionality`, :func:`transitions`, :func:`sampling`,
         :func:`coupling`).
+    sampling_metrics : sequence of str or None
+        Metrics the sampling-frequency job repeats the transition analysis for (default the
+        study's stable rank, when computed; None: every metric). Each interval costs a full
+        surrogate calibration, so this keeps the job a fraction of the transitions job.
     progress : bool
         Show a bar over the jobs (and over tasks on the local scheduler).
     figures : bool
@@ -215,6 +228,7 @@ def analyze_run(
         "alpha": float(alpha),
         "intervals": [int(k) for k in intervals],
         "n_boot": n_boot,
+        "sampling_metrics": list(sampling_metrics) if sampling_metrics is not None else "all",
         "scheduler": "local threads" if scheduler is None else str(scheduler),
     }
     local = scheduler is None
@@ -243,7 +257,7 @@ def analyze_run(
             "timing": lambda: timing(trans, total, start_step=float(dim["step"].min())),
             "coupling": lambda: coupling(chunked, run.scalars, n_boot=n_boot),
             "sampling": lambda: sampling(
-                dim,
+                _metric_subset(dim, sampling_metrics),
                 intervals=intervals,
                 detectors=detectors,
                 alpha=alpha,

@@ -24,6 +24,13 @@ def _num(x: float, fmt: str = "{:,.0f}") -> str:
     return "n/a" if x is None or not np.isfinite(x) else fmt.format(x)
 
 
+def _finite(reduce, values) -> float:
+    """`reduce` over the finite entries of `values`; NaN when there are none."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(reduce(v)) if v.size else np.nan
+
+
 def _pooled(tree: xr.DataTree, kind: str, var: str, node: str = "timing") -> float:
     """Sum of `var` over layers for the headline metric and detector (NaN when absent)."""
     metric, detector = headline(tree)
@@ -98,7 +105,7 @@ def _sampling_cell(tree: xr.DataTree, kind: str = "activation") -> tuple[str, fl
         )
         if k >= 100:
             coarse_found.append(float(row.n_base_found))
-    found = float(np.nanmean(coarse_found)) if coarse_found else np.nan
+    found = _finite(np.mean, coarse_found)
     return "; ".join(parts), finest, found
 
 
@@ -163,12 +170,8 @@ def claims_table(tree: xr.DataTree) -> tuple[str, dict[str, float]]:
         "coarse_found": coarse_found,
     }
     for name, rr in (("loss", loss_rows), ("grad", grad_rows)):
-        numbers[f"{name}_raw_abs"] = (
-            float(np.nanmedian([abs(r["raw"][0]) for r in rr])) if rr else np.nan
-        )
-        numbers[f"{name}_diff_abs"] = (
-            float(np.nanmedian([abs(r["diff"][0]) for r in rr])) if rr else np.nan
-        )
+        numbers[f"{name}_raw_abs"] = _finite(np.median, [abs(r["raw"][0]) for r in rr])
+        numbers[f"{name}_diff_abs"] = _finite(np.median, [abs(r["diff"][0]) for r in rr])
         numbers[f"{name}_diff_zero"] = sum(r["diff"][1] <= 0 <= r["diff"][2] for r in rr)
         numbers[f"{name}_n"] = len(rr)
     return "\n".join(lines), numbers
@@ -181,8 +184,8 @@ def interpretation(tree: xr.DataTree, n: dict[str, float]) -> list[str]:
     if np.isfinite(n["a_raw"]) and np.isfinite(n["a_null"]):
         ratio = n["a_raw"] / n["a_null"] if n["a_null"] > 0 else np.inf
         verdict = (
-            "about what the same rule finds on surrogates without transitions, so the raw "
-            "count is not evidence of transitions"
+            "no more than about what the same rule finds on surrogates without "
+            "transitions, so the raw count is not evidence of transitions"
             if ratio < 1.5
             else f"{ratio:.1f}x the surrogate count, so some candidates exceed the null"
         )

@@ -107,7 +107,8 @@ def sampling(
             rows.append((k, effective, n, None))
             continue
         if stride == 1 and base is not None:
-            tr = base
+            shared = [d for d in da.dims if d != "step" and d in base.dims and d in da.coords]
+            tr = base.sel({d: da[d].values for d in shared})  # the series of `da` only
         else:
             tr = transitions(sub, detectors=tuple(detectors), alpha=alpha, **params).compute()
         if finest is None:

@@ -76,6 +76,10 @@ def test_reusing_the_base_transitions_gives_the_same_result():
     a = sampling(da, intervals=(5, 50), detectors=("pelt",))
     b = sampling(da, intervals=(5, 50), detectors=("pelt",), base=base)
     xr.testing.assert_allclose(a, b)
+    # a base computed on more series is restricted to the series being subsampled
+    wide = transitions(planted(n_layers=2), detectors=("pelt",))
+    c = sampling(da, intervals=(5, 50), detectors=("pelt",), base=wide)
+    assert c["layer"].values.tolist() == ["l0"]
 
 
 def test_every_inferred_from_step_spacing():
