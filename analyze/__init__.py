@@ -1,5 +1,11 @@
+from ._compare import compare
+from ._coupling import coupling
 from ._dimensionality import dimensionality
 from ._metrics import SPECTRAL_METRICS, DegenerateSpectrumWarning
+from ._phases import phases
+from ._pipeline import analyze_run
 from ._run import Run, open_run
+from ._sampling import sampling
 from ._spectra import blas_single_thread, singular_values, spectra
+from ._timing import timing
 from ._twonn import twonn
