@@ -1,0 +1,293 @@
+"""Raw transition-event detectors, vectorised over many series at once.
+
+Every detector takes ``x`` of shape (n,) or (rows, n) (finite values, samples evenly spaced)
+and returns :class:`Events`: one entry per contiguous excursion (an *event*), never one per
+exceeding sample, so a step, a ramp or a sigmoid rise is one candidate. The same function runs
+on the observed series and on its null surrogates (``_surrogates``), which is what calibrates
+it (``_transitions``). Scores are "larger is more abrupt"; events carry a ``sign`` (+1 up).
+
+- ``zscore``: the motivating study's rule (as in ndtracker's ``JumpDetector``): for each sample
+  ``t >= min_periods``, ``z_t = (x_t - mean(x[t-w:t])) / std(x[t-w:t])`` (trailing window of
+  ``w = window`` samples, shorter near the start, population std), an exceedance where
+  ``|z_t| > threshold``. It runs on the metric values themselves, not on first differences:
+  that is what the study did, so its raw counts (about 88 on 1,600 samples of white noise at
+  threshold 2) are reproduced, and a level shift shows as a run of large z while first
+  differences would turn it into a single spike indistinguishable from one outlier. Runs of
+  consecutive same-sign exceedances are one event; its score is the peak ``|z|``.
+- ``meanshift``: ``d_t = mean(x[t:t+w]) - mean(x[t-w:t])``, the difference of the means of
+  adjacent windows, divided by a robust scale of ``d`` itself (1.4826 * median |d_t|), so it is
+  a z-like number whatever the noise's autocorrelation; a step of height h in white noise of sd
+  sigma scores about h / sigma * sqrt(w / 2). Runs of ``|d| > threshold`` are events.
+- ``pelt``: penalised optimal segmentation of the mean (Killick, Fearnhead and Eckley 2012)
+  with ruptures' C implementation (``KernelCPD``, whose linear kernel is exactly the ``l2``
+  cost; ``model="rbf"`` uses the Gaussian kernel). Default penalty ``pen_scale * s2 * log(n)``
+  (BIC-like with ``pen_scale=2``), ``s2`` a robust long-run noise variance (MAD of differences
+  of adjacent ``window``-sample block means, times ``window / 2``), so autocorrelated noise does
+  not shatter into segments. Change points closer than ``merge_gap`` samples with jumps of the
+  same sign are one event (a ramp becomes a staircase under ``l2``); the event's score is the
+  jump between the means of up to ``window`` samples either side, in units of its standard
+  error ``s * sqrt(1/n_before + 1/n_after)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import ruptures as rpt
+
+from ._surrogates import MAD_TO_SD, robust_sd
+
+DIRECTIONS = ("both", "up", "down")
+
+
+@dataclass(frozen=True)
+class Events:
+    """Events found in a (rows, n) batch; every field is a (k,) array (``margin`` an int).
+
+    ``start``/``stop`` bound the samples where the detector fired (inclusive), ``peak`` is the
+    sample of the largest score, ``margin`` how far before ``start`` the change itself may lie.
+    """
+
+    row: np.ndarray
+    start: np.ndarray
+    stop: np.ndarray
+    peak: np.ndarray
+    score: np.ndarray
+    sign: np.ndarray
+    margin: int = 0
+
+    def __len__(self) -> int:
+        return int(self.row.size)
+
+    def max_per_row(self, rows: int) -> np.ndarray:
+        """Largest event score of each row, -inf where a row has no event. Shape (rows,)."""
+        out = np.full(rows, -np.inf)
+        np.maximum.at(out, self.row, self.score)
+        return out
+
+    def count_per_row(self, rows: int) -> np.ndarray:
+        """Number of events in each row. Shape (rows,)."""
+        return np.bincount(self.row, minlength=rows)
+
+
+def _empty(margin: int) -> Events:
+    z = np.zeros(0, dtype=np.int64)
+    return Events(z, z, z, z, np.zeros(0), z, margin)
+
+
+def _concat(parts: list[Events], margin: int) -> Events:
+    if not parts:
+        return _empty(margin)
+    fields = {
+        f: np.concatenate([getattr(p, f) for p in parts])
+        for f in ("row", "start", "stop", "peak", "score", "sign")
+    }
+    order = np.lexsort((fields["start"], fields["row"]))
+    return Events(**{f: v[order] for f, v in fields.items()}, margin=margin)
+
+
+def runs(stat: np.ndarray, threshold: float, direction: str, margin: int = 0) -> Events:
+    """Events = maximal runs of consecutive same-sign samples with ``|stat| > threshold``.
+
+    ``stat`` is (rows, n); NaN never exceeds. Score = peak ``|stat|`` within the run.
+    """
+    n = stat.shape[1]
+    parts = []
+    signs = {"both": (1, -1), "up": (1,), "down": (-1,)}[direction]
+    with np.errstate(invalid="ignore"):
+        for sign in signs:
+            val = (sign * stat).ravel()
+            pos = np.flatnonzero(val > threshold)  # sorted flat indices
+            if pos.size == 0:
+                continue
+            new = np.ones(pos.size, dtype=bool)
+            new[1:] = (np.diff(pos) != 1) | (pos[1:] // n != pos[:-1] // n)
+            first = np.flatnonzero(new)
+            last = np.append(first[1:], pos.size) - 1
+            run_id = np.cumsum(new) - 1
+            v = val[pos]
+            order = np.lexsort((-v, run_id))  # groups keep their order; max first in each
+            peak = pos[order[first]]
+            parts.append(
+                Events(
+                    row=pos[first] // n,
+                    start=pos[first] % n,
+                    stop=pos[last] % n,
+                    peak=peak % n,
+                    score=v[order[first]],
+                    sign=np.full(first.size, sign, dtype=np.int64),
+                )
+            )
+    return _concat(parts, margin)
+
+
+def zscore_statistic(x: np.ndarray, *, window: int = 50, min_periods: int = 20) -> np.ndarray:
+    """Trailing-window z-score ``(x_t - mean(x[t-w:t])) / std(x[t-w:t])``, shape as ``x``.
+
+    NaN for ``t < min_periods`` and where the window is constant (std <= 1e-12 * scale).
+    """
+    x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    rows, n = x.shape
+    xc = x - x.mean(axis=1, keepdims=True)  # centre: fewer cancellation errors in the sums
+    c1 = np.concatenate([np.zeros((rows, 1)), np.cumsum(xc, axis=1)], axis=1)  # (rows, n+1)
+    c2 = np.concatenate([np.zeros((rows, 1)), np.cumsum(xc * xc, axis=1)], axis=1)
+    t = np.arange(n)
+    lo = np.maximum(t - window, 0)
+    cnt = np.maximum(t - lo, 1)
+    mean = (c1[:, t] - c1[:, lo]) / cnt
+    var = np.maximum((c2[:, t] - c2[:, lo]) / cnt - mean * mean, 0.0)
+    sd = np.sqrt(var)
+    scale = np.abs(x).max(axis=1, keepdims=True)
+    ok = (sd > 1e-12 * np.maximum(scale, 1e-300)) & (t >= min_periods)[None, :]
+    z = np.full((rows, n), np.nan)
+    np.divide(xc - mean, sd, out=z, where=ok)
+    return z
+
+
+def zscore(
+    x: np.ndarray,
+    *,
+    window: int = 50,
+    threshold: float = 2.0,
+    direction: str = "both",
+    min_periods: int = 20,
+) -> Events:
+    """The study's rolling z-score detector; see the module docstring."""
+    z = zscore_statistic(x, window=window, min_periods=min_periods)
+    return runs(z, threshold, direction, margin=window)
+
+
+def meanshift_statistic(x: np.ndarray, *, window: int = 25) -> np.ndarray:
+    """Standardised difference of adjacent ``window``-sample means at each split ``t``.
+
+    ``d_t = mean(x[t:t+w]) - mean(x[t-w:t])`` for ``w <= t <= n - w`` (NaN elsewhere), divided
+    by 1.4826 * median |d| of the row.
+    """
+    x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    rows, n = x.shape
+    out = np.full((rows, n), np.nan)
+    if n < 2 * window:
+        return out
+    xc = x - x.mean(axis=1, keepdims=True)
+    c = np.concatenate([np.zeros((rows, 1)), np.cumsum(xc, axis=1)], axis=1)
+    t = np.arange(window, n - window + 1)
+    d = (c[:, t + window] - 2 * c[:, t] + c[:, t - window]) / window  # (rows, n - 2w + 1)
+    scale = MAD_TO_SD * np.median(np.abs(d), axis=1)
+    scale = np.where(scale > 0, scale, np.sqrt(np.mean(d * d, axis=1)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[:, t] = np.where(scale[:, None] > 0, d / scale[:, None], np.nan)
+    return out
+
+
+def meanshift(
+    x: np.ndarray, *, window: int = 25, threshold: float = 3.0, direction: str = "both"
+) -> Events:
+    """Window mean-shift detector; see the module docstring."""
+    d = meanshift_statistic(x, window=window)
+    return runs(d, threshold, direction, margin=window // 2)
+
+
+def long_run_sd(x: np.ndarray, window: int) -> float:
+    """Robust long-run noise sd: MAD of differences of adjacent block means * sqrt(window/2)."""
+    nb = x.size // window
+    if nb >= 4:
+        bm = x[: nb * window].reshape(nb, window).mean(axis=1)
+        return float(robust_sd(np.diff(bm)) * np.sqrt(window / 2.0))
+    return float(robust_sd(np.diff(x)) / np.sqrt(2.0)) if x.size > 2 else 0.0
+
+
+def _pelt_row(
+    x: np.ndarray,
+    *,
+    model: str,
+    penalty: float | None,
+    pen_scale: float,
+    min_size: int,
+    merge_gap: int,
+    window: int,
+) -> tuple[np.ndarray, ...]:
+    n = x.size
+    s = long_run_sd(x, window)
+    if s <= 0:
+        s = float(np.std(x))
+    if s <= 0:  # constant series: nothing to segment
+        return tuple(np.zeros(0, dtype=np.int64) for _ in range(5))
+    if model == "l2":
+        signal, pen = x - x.mean(), pen_scale * s * s * np.log(n)
+        algo = rpt.KernelCPD(kernel="linear", min_size=min_size)
+    else:
+        signal, pen = (x - x.mean()) / s, pen_scale * np.log(n)
+        algo = rpt.KernelCPD(kernel="rbf", min_size=min_size, params={"gamma": 0.5})
+    pen = float(penalty) if penalty is not None else float(pen)
+    bkps = np.asarray(algo.fit(signal.reshape(-1, 1)).predict(pen=pen), dtype=np.int64)
+    cps = bkps[:-1]  # index where each new segment starts
+    if cps.size == 0:
+        return tuple(np.zeros(0, dtype=np.int64) for _ in range(5))
+    bounds = np.concatenate([[0], cps, [n]])
+    c = np.concatenate([[0.0], np.cumsum(x)])
+    means = (c[bounds[1:]] - c[bounds[:-1]]) / np.diff(bounds)
+    jump = np.sign(np.diff(means)).astype(np.int64)  # (n_cps,)
+    new = np.ones(cps.size, dtype=bool)
+    new[1:] = (np.diff(cps) > merge_gap) | (jump[1:] != jump[:-1])
+    first = np.flatnonzero(new)
+    last = np.append(first[1:], cps.size) - 1
+    a, b = cps[first], cps[last]
+    prev_b = np.concatenate([[0], b[:-1]])
+    next_a = np.concatenate([a[1:], [n]])
+    lo = np.maximum(a - window, prev_b)
+    hi = np.minimum(b + window, next_a)
+    mb = (c[a] - c[lo]) / (a - lo)
+    ma = (c[hi] - c[b]) / (hi - b)
+    score = np.abs(ma - mb) / (s * np.sqrt(1.0 / (a - lo) + 1.0 / (hi - b)))
+    size = np.abs(np.diff(means))  # (n_cps,) jump at each change point
+    peak = cps[[f + np.argmax(size[f : e + 1]) for f, e in zip(first, last, strict=True)]]
+    return a, b, peak, score, jump[first]
+
+
+def pelt(
+    x: np.ndarray,
+    *,
+    model: str = "l2",
+    penalty: float | None = None,
+    pen_scale: float = 2.0,
+    min_size: int = 5,
+    merge_gap: int = 10,
+    window: int = 25,
+    direction: str = "both",
+) -> Events:
+    """PELT change points (ruptures) grouped into events; see the module docstring."""
+    x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    parts = []
+    for r, row in enumerate(x):
+        a, stop, peak, score, sign = _pelt_row(
+            row,
+            model=model,
+            penalty=penalty,
+            pen_scale=pen_scale,
+            min_size=min_size,
+            merge_gap=merge_gap,
+            window=window,
+        )
+        keep = {"both": sign != 0, "up": sign > 0, "down": sign < 0}[direction]
+        k = int(keep.sum())
+        if k:
+            parts.append(
+                Events(
+                    row=np.full(k, r, dtype=np.int64),
+                    start=a[keep],
+                    stop=stop[keep],
+                    peak=peak[keep],
+                    score=score[keep].astype(np.float64),
+                    sign=sign[keep],
+                )
+            )
+    return _concat(parts, margin=min_size)
+
+
+DETECTORS: dict[str, Callable[..., Events]] = {
+    "zscore": zscore,
+    "meanshift": meanshift,
+    "pelt": pelt,
+}
