@@ -1,5 +1,6 @@
 from ._compare import compare
 from ._coupling import coupling
+from ._detectors import DETECTORS
 from ._dimensionality import dimensionality
 from ._metrics import SPECTRAL_METRICS, DegenerateSpectrumWarning
 from ._phases import phases
@@ -8,4 +9,6 @@ from ._run import Run, open_run
 from ._sampling import sampling
 from ._spectra import blas_single_thread, singular_values, spectra
 from ._timing import timing
+from ._transitions import find_transitions
+from ._transitions_many import transitions
 from ._twonn import twonn
