@@ -28,6 +28,12 @@ def _quiet_open(root: zarr.Group, key: str) -> Any:
         return root[key]
 
 
+def _quiet_arrays(group: zarr.Group) -> dict[str, Any]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr")
+        return dict(group.arrays())
+
+
 class Run:
     """A captured run: lazy ``weights``, ``activations``, ``scalars``, ``state``, ``probe``.
 
@@ -58,8 +64,8 @@ class Run:
         if name not in root:
             return xr.Dataset(coords={"step": np.zeros(0, np.int64)})
         group = _quiet_open(root, name)
-        keys = sorted(k for k in group.array_keys() if k != "step")
-        arrays = {k: _quiet_open(group, k) for k in keys}
+        found = _quiet_arrays(group)
+        arrays = {k: found[k] for k in sorted(found) if k != "step"}
         n = 0
         if "step" in group:
             steps = np.asarray(group["step"][:])

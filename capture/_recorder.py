@@ -2,48 +2,27 @@
 
 from __future__ import annotations
 
-import atexit
-import copy
 import datetime as dt
 import logging
 import queue
-import sys
 import time
-import weakref
 from typing import Any
 
 import torch
-import zarr
 from torch import nn
 
-from . import _store
-from ._chunks import parse_codec, valid_prefix
-from ._schedule import Schedule, as_schedule, describe_schedule, typical_interval
-from ._select import ModuleSelector, ParamSelector, make_taps, probe_forward, select_modules
-from ._select import select_params as _select_params
+from . import _setup, _store
+from ._chunks import parse_codec
+from ._schedule import Schedule, as_schedule, typical_interval
+from ._select import ModuleSelector, ParamSelector, make_taps, select_modules, select_params
 from ._writer import Item, SnapshotSink, WriterThread
 
 log = logging.getLogger("dimlapse.capture")
-_OPEN: weakref.WeakSet[Recorder] = weakref.WeakSet()
+_REFUSALS = (_store.RunExistsError, _store.RunNotFoundError, ValueError)
 
 
 class CaptureError(RuntimeError):
     """Capture failed on the writer thread (raised on the training thread when strict=True)."""
-
-
-def _close_open_recorders() -> None:  # at interpreter exit: flush what is buffered
-    status = "crashed" if hasattr(sys, "last_value") else "complete"
-    for rec in list(_OPEN):
-        rec.close(status=status)
-
-
-atexit.register(_close_open_recorders)
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"Expected `{name}` to be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _scalar(name: str, value: Any) -> Any:
@@ -146,23 +125,23 @@ class Recorder:
         if not isinstance(model, nn.Module):
             raise ValueError(f"Expected `model` to be a torch.nn.Module, got {model!r}")
         self.schedule: Schedule = as_schedule(every)
-        _positive_int("positions", positions)
-        _positive_int("tokens", tokens)
-        flush_every = _positive_int("flush_every", flush_every)
-        queue_size = _positive_int("queue_size", queue_size)
+        for name, value in (("positions", positions), ("tokens", tokens)):
+            _setup.positive_int(name, value)
+        _setup.positive_int("flush_every", flush_every)
+        _setup.positive_int("queue_size", queue_size)
+        if start_step is not None:
+            _setup.positive_int("start_step", start_step, minimum=0)
         if backpressure not in ("block", "drop"):
             raise ValueError(
                 f"Expected `backpressure` to be 'block' or 'drop', got {backpressure!r}"
             )
         codec = parse_codec(codec)
         if probe is not None and not isinstance(probe, torch.Tensor):
-            raise ValueError(
-                f"Expected `probe` to be a tensor (n, ...) or None, got {type(probe)!r}"
-            )
+            raise ValueError(f"Expected `probe` to be a tensor (n, ...) or None, got {probe!r}")
         if probe_targets is not None and (
             not isinstance(probe_targets, torch.Tensor)
             or probe is None
-            or probe_targets.shape[0] != probe.shape[0]
+            or probe_targets.shape[:1] != probe.shape[:1]
         ):
             raise ValueError(
                 "Expected `probe_targets` to be a tensor with one entry per probe example "
@@ -172,159 +151,113 @@ class Recorder:
             raise ValueError(
                 "Expected at most one of `overwrite` and `resume` to be True, got both"
             )
-        if start_step is not None:
-            _positive_int("start_step", start_step, minimum=0)
         user_attrs = _store.check_json(attrs)
         self.model, self.store, self.strict = model, store, strict
-        self._modules_arg, self._positions, self._tokens = modules, positions, tokens
-        self._backpressure, self._flush_every = backpressure, flush_every
-        self.stored = _select_params(model, params)
-        selected = select_modules(model, modules) if (activations and probe is not None) else []
-        self.modules = [n for n, _ in selected]
-        self._taps = make_taps(model, selected, positions=positions, tokens=tokens)
-        stored = set(self.stored)
+        self._backpressure, self._flush_every, self._codec = backpressure, flush_every, codec
+        self.stored = select_params(model, params)
+        self._want_activations = activations
+        self._select = (modules, positions, tokens)
+        if activations:
+            select_modules(model, modules)  # validate now, before any store is touched
         params_all = dict(model.named_parameters())
-        state = [n for n in params_all if n not in stored] + [n for n, _ in model.named_buffers()]
-        self._names = list(params_all) + [n for n, _ in model.named_buffers()]
-        self._tensors = [*params_all.values(), *(b for _, b in model.named_buffers())]
-        self._state = state
+        buffers = dict(model.named_buffers())
+        self._names = [*params_all, *buffers]  # what a snapshot clones, in this order
+        self._tensors = [*params_all.values(), *buffers.values()]
+        self._state = [n for n in self._names if n not in set(self.stored)]
         self.current_step = 0
         self._pending: list[tuple[int, dict[str, Any]]] = []
         self._scalar_chunk = flush_every * typical_interval(self.schedule)
         self._queue: queue.Queue[Item | None] = queue.Queue(maxsize=queue_size)
-        self._dropped = 0
-        self._train_seconds = 0.0
-        self._queue_wait = 0.0
-        self._closed = False
+        self._dropped, self._train_seconds, self._queue_wait = 0, 0.0, 0.0
+        self._closed, self._active, self.status = False, True, "running"
         self._writer: WriterThread | None = None
-        self.status = "running"
-        self._active = True
+        self._sink: SnapshotSink | None = None
+        self._error: BaseException | None = None
+        self._bytes_stored: int | None = None
+        self.modules: list[str] = []
         try:
-            root = _store.open_store(store, overwrite=overwrite, resume=resume)
-        except (_store.RunExistsError, _store.RunNotFoundError, ValueError):
+            self.root = _store.open_store(store, overwrite=overwrite, resume=resume)
+            if resume:
+                _setup.check_resumable(self.root, codec=codec, flush_every=flush_every, probe=probe)
+            self._start(probe, probe_targets, resume, start_step, user_attrs)
+        except _REFUSALS:
             raise
         except Exception as exc:
             if strict:
                 raise
-            self._disable(exc, "opening the store")
+            self._disable(exc)
             return
-        self.root = root
-        try:
-            self._setup(
-                root, probe, probe_targets, codec, resume, start_step, user_attrs, activations
-            )
-        except (ValueError, _store.RunExistsError):
-            raise
-        except Exception as exc:
-            if strict:
-                raise
-            self._disable(exc, "writing the store's metadata")
-            return
-        _OPEN.add(self)
+        _setup._OPEN.add(self)
 
-    # -- set-up --------------------------------------------------------------------------
-    def _disable(self, exc: BaseException, doing: str) -> None:
+    def _disable(self, exc: BaseException) -> None:
         self._active, self.status, self._error = False, "degraded", exc
         log.error(
-            "dimlapse: capture disabled, error while %s at %r: %s: %s. Training continues "
+            "dimlapse: capture disabled, store error at %r: %s: %s. Training continues "
             "(pass strict=True to raise instead).",
-            doing,
             self.store,
             type(exc).__name__,
             exc,
         )
 
-    def _setup(
+    def _start(
         self,
-        root: zarr.Group,
         probe: torch.Tensor | None,
         targets: torch.Tensor | None,
-        codec: str,
         resume: bool,
         start_step: int | None,
         user_attrs: dict[str, Any],
-        activations: bool,
     ) -> None:
+        root = self.root
         prior = dict(root.attrs) if resume else {}
-        if resume:
-            for key, value in (("codec", codec), ("flush_every", self._flush_every)):
-                if prior.get(key) != value:
-                    raise ValueError(
-                        f"Expected `{key}` to match the run being resumed "
-                        f"({prior.get(key)!r}), got {value!r}"
-                    )
-            if probe is None and "probe" in root and "inputs" in root["probe"]:
-                probe, targets = _store.read_probe(root)  # resume with the run's own probe
-                selected = select_modules(self.model, self._modules_arg) if activations else []
-                self.modules = [n for n, _ in selected]
-                self._taps = make_taps(
-                    self.model, selected, positions=self._positions, tokens=self._tokens
-                )
-        self._probe_cpu = probe
-        n_probe = 0 if probe is None else int(probe.shape[0])
-        groups = ["scalars", "weights", "state"] + (["activations"] if self._taps else [])
-        sink = SnapshotSink(
+        if resume and probe is None and "probe" in root and "inputs" in root["probe"]:
+            probe, targets = _store.read_probe(root)  # continue with the run's own probe
+        modules, positions, tokens = self._select
+        chosen = (
+            select_modules(self.model, modules)
+            if self._want_activations and probe is not None
+            else []
+        )
+        self.modules = [n for n, _ in chosen]
+        self._taps = make_taps(self.model, chosen, positions=positions, tokens=tokens)
+        groups = ("scalars", "weights", "state") + (("activations",) if self._taps else ())
+        self._sink = sink = SnapshotSink(
             root,
             chunk=self._flush_every,
             scalar_chunk=self._scalar_chunk,
-            codec=codec,
-            probe_examples=n_probe,
-            groups=tuple(groups),
+            codec=self._codec,
+            probe_examples=0 if probe is None else int(probe.shape[0]),
+            groups=groups,
         )
-        self._sink = sink
-        resume_at, recapture = self._trim(sink, start_step) if resume else (None, False)
-        self._created = prior.get("created", _store.utcnow())
-        created = dt.datetime.fromisoformat(self._created).timestamp()
-        self._t0 = time.perf_counter() - (time.time() - created)
-        base = {
-            "layout_version": _store.LAYOUT_VERSION,
-            "status": "running",
-            "every": self.schedule.n if hasattr(self.schedule, "n") else repr(self.schedule),
-            "schedule": describe_schedule(self.schedule),
-            "config": user_attrs.pop("config", prior.get("config")),
-            "model": _store.model_summary(self.model),
-            "git_commit": _store.git_commit(),
-            "versions": _store.versions(),
-            "probe": None
-            if probe is None
-            else {
-                "n": n_probe,
-                "shape": list(probe.shape),
-                "dtype": str(probe.dtype).removeprefix("torch."),
-                "description": user_attrs.pop("probe_description", "fixed probe batch"),
-                "has_targets": targets is not None,
-            },
-            "codec": codec,
-            "flush_every": self._flush_every,
-            "scalar_chunk": self._scalar_chunk,
-            "modules": self.modules,
-            "params": self.stored,
-            "activations": bool(self._taps),
-            "created": self._created,
-            "finished": None,
-            "nonfinite": prior.get("nonfinite", {}),
-            "dropped_snapshots": prior.get("dropped_snapshots", 0),
-            "errors": prior.get("errors", []),
-        }
+        resume_at, recapture = _setup.trim_for_resume(sink, start_step) if resume else (None, True)
+        created = prior.get("created", _store.utcnow())
+        self._t0 = time.perf_counter() - (
+            time.time() - dt.datetime.fromisoformat(created).timestamp()
+        )
+        attrs = _setup.root_attrs(
+            model=self.model,
+            schedule=self.schedule,
+            probe=probe,
+            has_targets=targets is not None,
+            codec=self._codec,
+            flush_every=self._flush_every,
+            scalar_chunk=self._scalar_chunk,
+            modules=self.modules,
+            params=self.stored,
+            user_attrs=user_attrs,
+            prior=prior,
+            created=created,
+        )
         if resume:
-            base["resumed"] = [
+            attrs["resumed"] = [
                 *prior.get("resumed", []),
                 {"at_step": resume_at, "time": _store.utcnow()},
             ]
-            sink.nonfinite = dict(base["nonfinite"])
-        root.attrs.update({**base, **user_attrs})
+            sink.nonfinite = dict(attrs["nonfinite"])
+        root.update_attributes(attrs)
         if probe is not None and not (resume and "probe" in root):
             _store.write_probe(root, probe, targets)
-        self._inline = False
-        shadow = None
-        if self._taps:
-            try:
-                shadow = copy.deepcopy(self.model).eval().requires_grad_(False)
-            except Exception as exc:  # e.g. models holding locks, generators or file handles
-                log.info(
-                    "dimlapse: model cannot be deep-copied (%s); probe forward runs inline", exc
-                )
-                self._inline = True
+        shadow = _setup.make_shadow(self.model) if self._taps else None
+        self._inline = bool(self._taps) and shadow is None
         device = self._tensors[0].device if self._tensors else torch.device("cpu")
         self._cuda = device.type == "cuda"
         self._probe = None if probe is None else probe.to(device)
@@ -339,40 +272,9 @@ class Recorder:
             probe=self._probe,
         )
         self._writer.start()
-        self.current_step = start_step or 0 if resume_at is None else resume_at
-        if resume_at is None or recapture:
+        self.current_step = (start_step or 0) if resume_at is None else resume_at
+        if recapture:  # step 0 (the initial state), or a resume point between snapshots
             self._capture(self.current_step)
-
-    def _trim(self, sink: SnapshotSink, start_step: int | None) -> tuple[int, bool]:
-        """Resume: cut every group back to the last complete snapshot (or ``start_step``).
-
-        Returns the step training continues from, and whether its state must be captured.
-        """
-        snap_groups = [g for name, g in sink.groups.items() if name != "scalars"]
-        steps = [g.step_array[:] for g in snap_groups]
-        n = min(valid_prefix(s) for s in steps)
-        if n == 0:
-            raise ValueError(
-                "Expected the run being resumed to hold a complete snapshot, found none; "
-                "start a new run with overwrite=True"
-            )
-        last = int(steps[0][n - 1])
-        if start_step is not None:
-            if start_step > last:
-                raise ValueError(
-                    f"Expected `start_step` <= {last} (the last complete snapshot) when resuming, "
-                    f"got {start_step}"
-                )
-            n = int((steps[0][:n] <= start_step).sum())
-            last = start_step
-        for g in snap_groups:
-            g.trim(n)
-        scalars = sink.groups["scalars"]
-        s = scalars.step_array[:]
-        m = valid_prefix(s)
-        scalars.trim(int((s[:m] <= last).sum()))
-        recapture = n == 0 or int(steps[0][n - 1]) != last
-        return last, recapture
 
     # -- the training-thread API -------------------------------------------------------------
     def step(self, loss: Any = None, **scalars: Any) -> bool:
@@ -389,7 +291,7 @@ class Recorder:
         t0 = time.perf_counter()
         self.current_step += 1
         if not self._active:
-            if self.strict and getattr(self, "_error", None) is not None:
+            if self.strict and self._error is not None:
                 raise CaptureError(f"capture failed: {self._error}") from self._error
             return False
         writer = self._writer
@@ -422,7 +324,7 @@ class Recorder:
         with torch.no_grad():
             tensors = [t.detach().clone() for t in self._tensors]  # device-side copy
             if self._inline:
-                acts = self._inline_forward()
+                acts = _setup.inline_forward(self.model, self._probe, self._taps, cuda=self._cuda)
         event = None
         if self._cuda:
             event = torch.cuda.Event()
@@ -433,22 +335,6 @@ class Recorder:
             return False
         self._pending = []
         return True
-
-    def _inline_forward(self) -> dict[str, torch.Tensor]:
-        """Fallback probe forward on the training thread: eval, no_grad, RNG and modes restored."""
-        modes = [(m, m.training) for m in self.model.modules()]
-        cpu_rng = torch.get_rng_state()
-        cuda_rng = torch.cuda.get_rng_state_all() if self._cuda else None
-        try:
-            self.model.eval()
-            acts = probe_forward(self.model, self._probe, self._taps)
-        finally:
-            for m, mode in modes:
-                m.training = mode
-            torch.set_rng_state(cpu_rng)
-            if cuda_rng is not None:
-                torch.cuda.set_rng_state_all(cuda_rng)
-        return {k: v.clone() for k, v in acts.items()}
 
     def _put(self, item: Item, *, block: bool) -> bool:
         if not block:
@@ -468,10 +354,10 @@ class Recorder:
         if self._closed:
             return
         self._closed = True
-        _OPEN.discard(self)
+        _setup._OPEN.discard(self)
         writer = self._writer
         if writer is None:
-            if self.strict and getattr(self, "_error", None) is not None:
+            if self.strict and self._error is not None:
                 raise CaptureError(f"capture failed: {self._error}") from self._error
             return
         if self._pending and not writer.failed:
@@ -487,9 +373,9 @@ class Recorder:
                 ) from writer.error
             return
         self.status = status
-        self._bytes_stored = self._stored_bytes()
+        self._bytes_stored = _setup.stored_bytes(self.root, list(self._sink.groups))
         try:
-            self.root.attrs.update(
+            self.root.update_attributes(
                 {
                     "status": status,
                     "finished": _store.utcnow(),
@@ -504,24 +390,12 @@ class Recorder:
             if self.strict:
                 raise CaptureError(f"could not finalise the store: {exc}") from exc
 
-    def _stored_bytes(self) -> int | None:
-        from zarr.core.sync import sync
-
-        try:
-            return sum(
-                sync(self.root.store.getsize_prefix(f"{self.root.path}/{g}".lstrip("/")))
-                for g in self._sink.groups
-            )
-        except (NotImplementedError, OSError) as exc:
-            log.info("dimlapse: could not size the store: %s", exc)
-            return None
-
     @property
     def stats(self) -> dict[str, Any]:
         """Capture statistics (bytes_stored is known once the recorder is closed)."""
-        sink = getattr(self, "_sink", None)
+        sink = self._sink
         raw = sink.bytes_raw if sink is not None else 0
-        stored = getattr(self, "_bytes_stored", None)
+        stored = self._bytes_stored
         return {
             "snapshots": sink.snapshots if sink is not None else 0,
             "dropped": self._dropped,

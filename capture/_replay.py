@@ -129,7 +129,7 @@ def replay(
                 tensors[name].copy_(value)
         for m, mode in modes:
             m.training = mode
-    root.attrs.update(
+    root.update_attributes(
         {
             "activations": True,
             "modules": [name for name, _ in selected],

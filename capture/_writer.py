@@ -233,7 +233,7 @@ class WriterThread(threading.Thread):
             exc,
         )
         try:
-            self.sink.root.attrs.update(
+            self.sink.root.update_attributes(
                 {"status": "degraded", "errors": [f"{type(exc).__name__}: {exc}"]}
             )
         except Exception as exc2:  # best effort: the store may be the thing that broke
@@ -268,5 +268,5 @@ class WriterThread(threading.Thread):
             taps=self.taps,
         )
         if self.sink.nonfinite_dirty:
-            self.sink.root.attrs.update({"nonfinite": self.sink.nonfinite})
+            self.sink.root.update_attributes({"nonfinite": self.sink.nonfinite})
             self.sink.nonfinite_dirty = False
