@@ -112,9 +112,13 @@ def capture_recipe(args: argparse.Namespace) -> Recipe:
 
 def run_capture(args: argparse.Namespace) -> int:
     """``capture``: train, capture into ``<out-dir>/<run>.zarr``, print a summary line."""
-    from ._train import train
+    from ._train import resolve_device, train
 
     recipe = capture_recipe(args)
+    try:
+        resolve_device(args.device)
+    except ValueError as e:
+        raise CLIError(str(e)) from e
     if args.threads is not None and args.threads < 1:
         raise CLIError(f"Expected `--threads` to be a positive int, got {args.threads!r}")
     try:

@@ -37,6 +37,7 @@ def test_unknown_data_lists_valid_ones(capsys, tmp_path):
         (["--codec", "lz4"], "Expected `codec` to be one of"),
         (["--run", "../x"], "Expected `run` to be a name"),
         (["--threads", "0"], "Expected `--threads` to be a positive int, got 0"),
+        (["--device", "tpu9"], "Expected `device` to be 'auto', 'cpu' or 'cuda[:n]', got 'tpu9'"),
     ],
 )
 def test_bad_values_are_one_line_errors(capsys, tmp_path, extra, message):
