@@ -15,7 +15,7 @@ from ._metrics import SPECTRAL_METRICS, epsilon_rank, numerical_rank
 from ._spectra import blas_single_thread, singular_values
 from ._twonn import twonn
 
-__all__ = ["DEFAULT_TWONN_STRIDE", "dimensionality"]
+__all__ = ["DEFAULT_TWONN_STRIDE", "dimensionality", "numerical_rank_rtol"]
 
 DEFAULT_TWONN_STRIDE = 10  # capture steps between TwoNN estimates (160 points on 1,600 steps)
 DEFAULT_EPSILON = 1e-3  # epsilon-rank threshold on Gram eigenvalues
@@ -92,6 +92,17 @@ def _matrices(ds: xr.Dataset | None, *, min_ndim: int) -> dict[str, xr.DataArray
     }
 
 
+def numerical_rank_rtol(n: int, d: int, dtype: np.dtype) -> float:
+    """Relative tolerance of ``numerical_rank`` for an (n, d) matrix stored as ``dtype``.
+
+    ``max(n, d) * eps(dtype)``, numpy.linalg.matrix_rank's default with the eps of the stored
+    dtype (float32 rounding must not count as rank), but never below ``sqrt(min(n, d) *
+    eps64)``, the resolution of the float64 Gram spectrum.
+    """
+    eps64 = float(np.finfo(np.float64).eps)
+    return max(max(n, d) * float(np.finfo(dtype).eps), float(np.sqrt(min(n, d) * eps64)))
+
+
 def _float_dtype(da: xr.DataArray) -> np.dtype:
     return da.dtype if np.issubdtype(da.dtype, np.floating) else np.dtype(np.float64)
 
@@ -101,9 +112,7 @@ def _layer_metrics(
 ) -> xr.DataArray:
     n, d = da.shape[1], int(np.prod(da.shape[2:]))
     special: dict[Any, dict[str, Any]] = {
-        # numpy.linalg.matrix_rank's tolerance, with the eps of the stored dtype as numpy uses
-        # the input's: float32 rounding must not count as rank
-        numerical_rank: {"rtol": max(n, d) * float(np.finfo(_float_dtype(da)).eps)},
+        numerical_rank: {"rtol": numerical_rank_rtol(n, d, _float_dtype(da))},
         epsilon_rank: {"epsilon": epsilon, "n_samples": n if center else 1},
     }
     funcs = [(f, special.get(f, {})) for f in metrics.values()]
@@ -236,13 +245,13 @@ def dimensionality(
         "twonn_discard_fraction": twonn_discard_fraction,
         "epsilon_rank_epsilon": epsilon,
         "epsilon_rank_gram": "s**2 / n_rows for activations, s**2 for weights",
-        "numerical_rank_rtol": "max(n, d) * eps of the stored dtype, per matrix "
-        "(numpy.linalg.matrix_rank's default)",
+        "numerical_rank_rtol": "max(n, d) * eps of the stored dtype per matrix "
+        "(numpy.linalg.matrix_rank's default), at least sqrt(min(n, d) * eps64) (Gram resolution)",
         "rankme_epsilon": 1e-7,
         "activations": "sample-centred (column means over probe rows removed)",
         "weights": "not centred; conv kernels reshaped to out x (in * k...); 1-D params skipped",
-        "spectrum": "sqrt of float64 Gram eigenvalues on the smaller side; eigenvalues below "
-        "lam_max * m * eps set to 0",
+        "spectrum": "sqrt of float64 Gram eigenvalues on the smaller side (resolution about "
+        "s_1 * sqrt(eps))",
     }
     out.attrs = {
         "job": "dimensionality",

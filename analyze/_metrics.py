@@ -180,12 +180,12 @@ def numerical_rank(s: np.ndarray, *, rtol: float | None = None) -> np.ndarray:
     """Numerical rank: the number of ``s_i > rtol * s_1``.
 
     With the tolerance of ``numpy.linalg.matrix_rank`` (``s_1 * max(n, d) * eps``) pass
-    ``rtol=max(n, d) * np.finfo(np.float64).eps`` explicitly: the metric only sees ``s``, so
-    the default ``rtol=None`` uses ``rank * eps`` (``rank = s.shape[-1] = min(n, d)``).
-    Spectra from :func:`dimlapse.analyze.singular_values` already hold exact zeros where the
-    Gram eigenvalues were at rounding level, so any ``rtol`` below ``sqrt(m * eps)`` counts
-    the same components there. 0 for an all-zero or empty spectrum, NaN for a non-finite one
-    (both with a :class:`DegenerateSpectrumWarning`).
+    ``rtol=max(n, d) * np.finfo(dtype).eps`` explicitly: the metric only sees ``s``, so the
+    default ``rtol=None`` uses ``rank * eps`` (``rank = s.shape[-1] = min(n, d)``, float64
+    eps). Spectra from :func:`dimlapse.analyze.singular_values` (a float64 Gram) resolve
+    values only down to about ``s_1 * sqrt(m * eps)``, so with them use ``rtol`` at least
+    that large (the dimensionality job does). 0 for an all-zero or empty spectrum, NaN for a
+    non-finite one (both with a :class:`DegenerateSpectrumWarning`).
     """
     s, bad, _zero = _prepare(s, "numerical_rank")
     if rtol is None:

@@ -23,8 +23,6 @@ from ._metrics import DegenerateSpectrumWarning
 
 __all__ = ["blas_single_thread", "singular_values", "spectra"]
 
-_EPS = np.finfo(np.float64).eps
-
 _blas_lock = threading.Lock()
 _blas_users = 0
 _blas_limiter: threadpool_limits | None = None
@@ -78,17 +76,21 @@ def singular_values(x: np.ndarray, *, center: bool) -> np.ndarray:
     Returns
     -------
     numpy.ndarray, shape (..., min(n, d)), float64
-        Singular values in descending order. Gram eigenvalues at or below
-        ``lam_max * m * eps`` (``numpy.linalg.matrix_rank``'s tolerance for the ``m x m``
-        Gram matrix) are rounding noise and are returned as exact zeros; below about
-        ``s_1 * sqrt(m * eps)`` a Gram spectrum cannot resolve singular values anyway.
+        Singular values in descending order (rounding-negative Gram eigenvalues become 0).
+        The Gram eigenvalues carry an absolute error of about ``eps * s_1**2``, so values
+        below about ``s_1 * sqrt(eps)`` (1.5e-8 relative) are rounding noise: an exactly
+        rank-deficient matrix gives a tail of that size, not exact zeros, and a rank cut
+        should use a relative tolerance of at least ``sqrt(m * eps)``. They are kept, not
+        zeroed, because the tail just above that level (e.g. the float32 rounding of stored
+        activations, ~1e-7 relative) is resolved and counts in entropy-based metrics: zeroing
+        below ``m * eps * s_1**2`` moved the effective rank of real activations by 1.4e-5.
         A matrix holding NaN or Inf gives an all-NaN spectrum with a
         :class:`DegenerateSpectrumWarning`.
 
     Examples
     --------
-    >>> singular_values(np.diag([3.0, 2.0, 0.0]), center=False)
-    array([3., 2., 0.])
+    >>> singular_values(np.diag([3.0, 2.0, 1.0]), center=False)
+    array([3., 2., 1.])
     """
     x = np.asarray(x)
     if x.ndim < 2:
@@ -113,9 +115,7 @@ def singular_values(x: np.ndarray, *, center: bool) -> np.ndarray:
     xt = np.swapaxes(x, -1, -2)
     gram = x @ xt if n <= d else xt @ x  # (..., r, r), float64 accumulation
     lam = np.linalg.eigvalsh(gram)[..., ::-1]  # (..., r) descending
-    floor = np.maximum(lam[..., :1], 0.0) * (r * _EPS)
-    lam = np.where(lam > floor, lam, 0.0)
-    s = np.sqrt(lam)
+    s = np.sqrt(np.maximum(lam, 0.0))
     if bad.any():
         s[bad] = np.nan
     return s

@@ -16,6 +16,7 @@ from dimlapse.analyze import (
     singular_values,
     spectra,
 )
+from dimlapse.analyze._dimensionality import numerical_rank_rtol
 
 
 def svd(x, *, center):
@@ -35,8 +36,8 @@ def test_matches_full_svd(shape, center):
     assert s.dtype == np.float64
     ref = svd(x, center=center)
     if center and shape[-2] <= shape[-1]:
-        # centring n rows removes one direction: the last value is rounding noise in the SVD
-        np.testing.assert_allclose(s[..., -1], 0.0, atol=0)
+        # centring n rows removes one direction: the last value is rounding noise in both
+        assert (s[..., -1] <= 1e-7 * s[..., 0]).all()
         s, ref = s[..., :-1], ref[..., :-1]
     np.testing.assert_allclose(s, ref, rtol=1e-9)
     assert (np.diff(s, axis=-1) <= 0).all()
@@ -48,8 +49,11 @@ def test_metrics_from_gram_match_metrics_from_svd(name, shape):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((5, *shape)) @ np.diag(0.7 ** np.arange(shape[1]))
     f = SPECTRAL_METRICS[name]
+    kw = {"rtol": numerical_rank_rtol(*shape, x.dtype)} if name == "numerical_rank" else {}
+    # (20, 64) centred has rank 19: its last value is rounding noise, ~1e-8 s_1 from the
+    # Gram against ~1e-16 s_1 from the SVD, which moves entropy metrics by ~1e-8
     np.testing.assert_allclose(
-        f(singular_values(x, center=True)), f(svd(x, center=True)), rtol=1e-9
+        f(singular_values(x, center=True), **kw), f(svd(x, center=True), **kw), rtol=1e-7
     )
 
 
@@ -75,13 +79,28 @@ def test_centering_subtracts_the_sample_mean():
 
 
 @pytest.mark.parametrize("shape", [(50, 20), (20, 50)])
-def test_rank_deficient_gives_exact_zeros(shape):
+def test_rank_deficient_tail_is_below_the_gram_resolution(shape):
     rng = np.random.default_rng(4)
     x = rng.standard_normal((shape[0], 3)) @ rng.standard_normal((3, shape[1]))
     s = singular_values(x, center=False)
-    assert (s[3:] == 0).all() and (s[:3] > 0).all()
-    numerical_rank = SPECTRAL_METRICS["numerical_rank"]
-    assert numerical_rank(s, rtol=max(shape) * np.finfo(float).eps) == np.linalg.matrix_rank(x)
+    r = min(shape)
+    assert (s[3:] <= np.sqrt(r * np.finfo(float).eps) * s[0]).all()
+    assert (s[:3] > 1e-3 * s[0]).all()
+    rtol = numerical_rank_rtol(*shape, np.dtype(np.float64))
+    assert SPECTRAL_METRICS["numerical_rank"](s, rtol=rtol) == np.linalg.matrix_rank(x) == 3
+
+
+def test_resolves_the_float32_rounding_tail():
+    # stored float32 activations of a rank-12 map: the rounding tail (~1e-7 relative) is
+    # resolved by the float64 Gram, so entropy metrics match the SVD's
+    rng = np.random.default_rng(12)
+    x = (rng.standard_normal((300, 12)) @ rng.standard_normal((12, 64))).astype(np.float32)
+    s, ref = singular_values(x, center=True), svd(x, center=True)
+    er = SPECTRAL_METRICS["effective_rank"]
+    np.testing.assert_allclose(er(s), er(ref), rtol=1e-7)
+    assert numerical_rank_rtol(300, 64, x.dtype) > 1e3 * ref[12] / ref[0]
+    rtol = numerical_rank_rtol(300, 64, x.dtype)
+    assert SPECTRAL_METRICS["numerical_rank"](s, rtol=rtol) == 12
 
 
 def test_dead_layer_is_all_zero_without_warning():
@@ -108,7 +127,8 @@ def test_one_by_one_and_tiny_probe():
     np.testing.assert_allclose(singular_values(np.array([[-3.0]]), center=True), [0.0])
     # n = 2 centred rows span one direction: s_1 = |x_1 - x_2| / sqrt(2)
     x = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
-    np.testing.assert_allclose(singular_values(x, center=True), [np.sqrt(8) / np.sqrt(2), 0.0])
+    s = singular_values(x, center=True)
+    np.testing.assert_allclose(s, [np.sqrt(8) / np.sqrt(2), 0.0], rtol=1e-12, atol=1e-7)
 
 
 def test_one_dimensional_input_is_rejected():
