@@ -120,6 +120,15 @@ def test_chunking_does_not_change_results():
     assert lazy.data.numblocks[2] == 1
 
 
+def test_groups_with_different_steps_are_outer_joined():
+    run, _ = make_run()
+    run.weights = run.weights.isel(step=slice(0, 8))  # e.g. a group trimmed after a crash
+    dim = dimensionality(run, metrics=["stable_rank"], twonn_stride=0)["dimensionality"]
+    np.testing.assert_array_equal(dim["step"], STEPS)
+    w = dim.sel(kind="weight", layer="fc1", metric="stable_rank").values
+    assert np.isfinite(w[:8]).all() and np.isnan(w[8:]).all()
+
+
 def test_metric_subset_and_custom_metric():
     run, raw = make_run()
     ds = dimensionality(run, metrics=["stable_rank"], twonn_stride=0)
