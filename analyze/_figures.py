@@ -70,13 +70,12 @@ def trajectories(tree: xr.DataTree, path: Path) -> Path:
             ax.plot(y["step"], y, lw=0.8, color="k", label=metric)
             p = ph.sel(sel)
             ax.plot(p["step"], p["fitted"], lw=1.0, ls="--", color="tab:blue", label="fit")
-            for name, colour in PHASE_COLOURS.items():
-                a, b = (
-                    p["phase_start"].sel(phase=name).item(),
-                    p["phase_end"].sel(phase=name).item(),
-                )
+            names = {-1: "collapse", 0: "stabilisation", 1: "expansion"}
+            for k in range(p.sizes["segment"]):  # every segment, shaded by its class
+                a, b = float(p["segment_start"][k]), float(p["segment_end"][k])
                 if np.isfinite(a) and np.isfinite(b):
-                    ax.axvspan(a, b, color=colour, alpha=0.12, lw=0, label=name)
+                    name = names[int(p["segment_trend"][k])]
+                    ax.axvspan(a, b, color=PHASE_COLOURS[name], alpha=0.12, lw=0, label=name)
             t = tr.sel(sel)
             for det in [str(d) for d in t["detector"].values]:
                 td = t.sel(detector=det)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -234,8 +235,13 @@ def analyze_run(
     local = scheduler is None
     bar = tqdm(JOBS, desc="analyze", unit="job", disable=not progress)
     results: dict[str, xr.Dataset] = {}
+    seconds: dict[str, float] = {}
+    clock = [time.perf_counter()]
 
     def step(job: str) -> None:
+        now = time.perf_counter()
+        seconds[job] = round(now - clock[0], 3)
+        clock[0] = now
         bar.set_postfix_str(job)
         bar.update(1)
 
@@ -270,9 +276,8 @@ def analyze_run(
             results[job] = _compute(build(), job, local=local, progress=progress)
             step(job)
     bar.close()
-    tree = xr.DataTree.from_dict(
-        {"/": xr.Dataset(attrs=_root_attrs(run, str(run_path), params)), **results}
-    )
+    root = xr.Dataset(attrs={**_root_attrs(run, str(run_path), params), "job_seconds": seconds})
+    tree = xr.DataTree.from_dict({"/": root, **results})
     out.mkdir(parents=True, exist_ok=True)
     save_tree(tree, out / "analysis.zarr")
     if figures:
