@@ -88,10 +88,13 @@ def _concat(parts: list[Events], margin: int) -> Events:
     return Events(**{f: v[order] for f, v in fields.items()}, margin=margin)
 
 
-def runs(stat: np.ndarray, threshold: float, direction: str, margin: int = 0) -> Events:
-    """Events = maximal runs of consecutive same-sign samples with ``|stat| > threshold``.
+def runs(
+    stat: np.ndarray, threshold: float, direction: str, margin: int = 0, merge_gap: int = 0
+) -> Events:
+    """Events = maximal runs of same-sign samples with ``|stat| > threshold``.
 
-    ``stat`` is (rows, n); NaN never exceeds. Score = peak ``|stat|`` within the run.
+    ``stat`` is (rows, n); NaN never exceeds. Exceedances at most ``merge_gap`` non-exceeding
+    samples apart belong to one run (0: strictly consecutive). Score = peak ``|stat|`` in the run.
     """
     n = stat.shape[1]
     parts = []
@@ -103,7 +106,7 @@ def runs(stat: np.ndarray, threshold: float, direction: str, margin: int = 0) ->
             if pos.size == 0:
                 continue
             new = np.ones(pos.size, dtype=bool)
-            new[1:] = (np.diff(pos) != 1) | (pos[1:] // n != pos[:-1] // n)
+            new[1:] = (np.diff(pos) > merge_gap + 1) | (pos[1:] // n != pos[:-1] // n)
             first = np.flatnonzero(new)
             last = np.append(first[1:], pos.size) - 1
             run_id = np.cumsum(new) - 1
@@ -126,7 +129,7 @@ def runs(stat: np.ndarray, threshold: float, direction: str, margin: int = 0) ->
 def zscore_statistic(x: np.ndarray, *, window: int = 50, min_periods: int = 20) -> np.ndarray:
     """Trailing-window z-score ``(x_t - mean(x[t-w:t])) / std(x[t-w:t])``, shape as ``x``.
 
-    NaN for ``t < min_periods`` and where the window is constant (std <= 1e-12 * scale).
+    NaN for ``t < min_periods`` and where the window is constant.
     """
     x = np.atleast_2d(np.asarray(x, dtype=np.float64))
     rows, n = x.shape
@@ -139,8 +142,12 @@ def zscore_statistic(x: np.ndarray, *, window: int = 50, min_periods: int = 20) 
     mean = (c1[:, t] - c1[:, lo]) / cnt
     var = np.maximum((c2[:, t] - c2[:, lo]) / cnt - mean * mean, 0.0)
     sd = np.sqrt(var)
-    scale = np.abs(x).max(axis=1, keepdims=True)
-    ok = (sd > 1e-12 * np.maximum(scale, 1e-300)) & (t >= min_periods)[None, :]
+    # exactly constant windows (no change between neighbours inside) have no z; the cumulative
+    # sums would leave a rounding residue there instead of 0
+    moves = np.concatenate([np.zeros((rows, 1)), np.cumsum(np.diff(x, axis=1) != 0, axis=1)], 1)
+    varied = moves[:, np.maximum(t - 1, 0)] - moves[:, lo] > 0  # (rows, n)
+    scale = np.abs(xc).max(axis=1, keepdims=True)
+    ok = varied & (sd > 1e-12 * scale) & (t >= min_periods)[None, :]
     z = np.full((rows, n), np.nan)
     np.divide(xc - mean, sd, out=z, where=ok)
     return z
@@ -153,10 +160,11 @@ def zscore(
     threshold: float = 2.0,
     direction: str = "both",
     min_periods: int = 20,
+    merge_gap: int = 3,
 ) -> Events:
     """The study's rolling z-score detector; see the module docstring."""
     z = zscore_statistic(x, window=window, min_periods=min_periods)
-    return runs(z, threshold, direction, margin=window)
+    return runs(z, threshold, direction, margin=window, merge_gap=merge_gap)
 
 
 def meanshift_statistic(x: np.ndarray, *, window: int = 25) -> np.ndarray:

@@ -59,13 +59,15 @@ def robust_sd(v: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.where(mad > 0, mad, np.std(v, axis=axis))
 
 
-def _kernel_sd(trend_window: int) -> float:
-    return trend_window / 4.0
+def _kernel_sd(trend_window: int, degree: int) -> float:
+    # a local-quadratic fit's equivalent kernel is about half as wide as its weights (it has
+    # negative side lobes), so its Gaussian is twice as wide to smear a step just as far
+    return trend_window / (2.0 if degree == 2 else 4.0)
 
 
 @lru_cache(maxsize=16)
 def _smoother_cached(n: int, trend_window: int, degree: int) -> np.ndarray:
-    sd = _kernel_sd(trend_window)
+    sd = _kernel_sd(trend_window, degree)
     t = np.arange(n, dtype=np.float64)
     d = (t[None, :] - t[:, None]) / sd  # (target, source) offsets in kernel sds
     k = np.exp(-0.5 * d * d) * (np.abs(d) <= 3.0)

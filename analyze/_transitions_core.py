@@ -13,7 +13,7 @@ from ._surrogates import NOISE_MODELS, surrogates
 from ._transitions_ramp import locate
 
 CALIBRATION_DEFAULTS: dict[str, object] = {
-    "trend_window": 100,
+    "trend_window": 50,
     "trend_degree": 2,
     "noise": "ar1",
     "block": None,

@@ -1,0 +1,185 @@
+"""Raw event detectors against direct loops, ruptures' reference PELT and planted events."""
+
+import numpy as np
+import pytest
+import ruptures as rpt
+
+from dimlapse.analyze import DETECTORS
+from dimlapse.analyze._detectors import (
+    Events,
+    long_run_sd,
+    meanshift,
+    meanshift_statistic,
+    pelt,
+    runs,
+    zscore,
+    zscore_statistic,
+)
+from dimlapse.analyze._surrogates import ar1_noise
+
+
+def _zscore_loop(x, window, min_periods):
+    """ndtracker's JumpDetector loop: trailing window, population std."""
+    z = np.full(x.size, np.nan)
+    for i in range(min_periods, x.size):
+        w = x[max(0, i - window) : i]
+        if np.std(w) > 1e-10:
+            z[i] = (x[i] - np.mean(w)) / np.std(w)
+    return z
+
+
+def test_registry_names():
+    assert set(DETECTORS) == {"zscore", "meanshift", "pelt"}
+
+
+@pytest.mark.parametrize(("window", "min_periods"), [(50, 20), (10, 10), (7, 2)])
+def test_zscore_statistic_matches_direct_loop(window, min_periods):
+    rng = np.random.default_rng(0)
+    x = np.cumsum(rng.standard_normal(300)) + 100.0  # offset: tests the centring
+    z = zscore_statistic(x, window=window, min_periods=min_periods)[0]
+    np.testing.assert_allclose(z, _zscore_loop(x, window, min_periods), rtol=1e-9, atol=1e-9)
+
+
+def test_zscore_exceedances_match_ndtracker():
+    ndt_jump = pytest.importorskip("ndt.core.jump_detector")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(600)
+    ref = ndt_jump.JumpDetector(window_size=50, z_threshold=2.0, min_samples=20)
+    steps = [j.step for j in ref.detect_jumps(list(x))]
+    z = zscore_statistic(x, window=50, min_periods=20)[0]
+    assert np.flatnonzero(np.abs(z) > 2.0).tolist() == steps
+
+
+def test_zscore_constant_window_is_undefined_not_inf():
+    x = np.r_[np.ones(60), 5.0, np.ones(10)]
+    z = zscore_statistic(x, window=50, min_periods=20)[0]
+    assert np.isnan(z[60])
+    assert len(zscore(x)) == 0
+
+
+def test_runs_merges_consecutive_same_sign_exceedances():
+    stat = np.array(
+        [
+            [0, 3, 4, 3, 0, -3, -5, 3, 0, np.nan],
+            [3, 0, 0, 0, 0, 0, 0, 0, 0, 3],
+        ],
+        dtype=np.float64,
+    )
+    ev = runs(stat, 2.0, "both")
+    got = list(
+        zip(
+            ev.row.tolist(),
+            ev.start.tolist(),
+            ev.stop.tolist(),
+            ev.peak.tolist(),
+            ev.score.tolist(),
+            ev.sign.tolist(),
+            strict=True,
+        )
+    )
+    assert got == [
+        (0, 1, 3, 2, 4.0, 1),
+        (0, 5, 6, 6, 5.0, -1),
+        (0, 7, 7, 7, 3.0, 1),
+        (1, 0, 0, 0, 3.0, 1),
+        (1, 9, 9, 9, 3.0, 1),  # a run never continues across rows
+    ]
+    up = runs(stat, 2.0, "up")
+    assert (up.sign == 1).all() and len(up) == 4
+    down = runs(stat, 2.0, "down")
+    assert len(down) == 1 and down.score[0] == 5.0
+    np.testing.assert_array_equal(ev.max_per_row(3), [5.0, 3.0, -np.inf])
+    np.testing.assert_array_equal(ev.count_per_row(3), [3, 2, 0])
+
+
+def test_meanshift_statistic_matches_direct_loop():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(200) + 3.0
+    w = 12
+    d = np.full(x.size, np.nan)
+    for t in range(w, x.size - w + 1):
+        d[t] = x[t : t + w].mean() - x[t - w : t].mean()
+    d /= 1.4826 * np.nanmedian(np.abs(d))
+    np.testing.assert_allclose(meanshift_statistic(x, window=w)[0], d, rtol=1e-9, atol=1e-12)
+    assert np.isnan(meanshift_statistic(x[:20], window=w)).all()
+
+
+def test_meanshift_standardised_scale_on_white_noise():
+    rng = np.random.default_rng(2)
+    d = meanshift_statistic(rng.standard_normal((20, 2000)), window=25)
+    # median |d| = 1 / 1.4826 by construction; the sd of d is about 1 for Gaussian noise
+    assert abs(np.nanstd(d) - 1.0) < 0.1
+
+
+@pytest.mark.parametrize("detector", ["zscore", "meanshift", "pelt"])
+def test_planted_step_is_one_event_at_the_step(detector):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(600)
+    x[350:] += 6.0
+    ev = DETECTORS[detector](x)
+    best = int(np.argmax(ev.score))
+    assert abs(int(ev.peak[best]) - 350) <= 2
+    assert ev.sign[best] == 1
+    after = (ev.stop >= 350) & (ev.start <= 375) & (ev.sign == 1)
+    assert after.sum() == 1  # one event, not a run of exceedances
+
+
+def test_pelt_l2_matches_ruptures_reference_pelt():
+    # KernelCPD(kernel="linear") is ruptures' C PELT; Pelt(model="l2") the Python reference
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(160)
+    x[50:] += 3.0
+    x[110:] -= 4.0
+    pen = 2 * np.log(x.size)
+    ref = rpt.Pelt(model="l2", min_size=5, jump=1).fit(x).predict(pen=pen)[:-1]
+    ev = pelt(x, penalty=pen, merge_gap=0)
+    assert ev.start.tolist() == ref == [50, 110]
+    assert ev.sign.tolist() == [1, -1]
+
+
+def test_pelt_merges_a_ramp_into_one_event():
+    rng = np.random.default_rng(5)
+    t = np.arange(400)
+    x = np.clip((t - 200) / 20, 0, 1) * 10 + 0.3 * rng.standard_normal(t.size)
+    ev = pelt(x)
+    assert len(ev) == 1
+    assert 195 <= ev.start[0] and ev.stop[0] <= 225
+
+
+def test_pelt_constant_series_has_no_events():
+    assert len(pelt(np.ones(100))) == 0
+
+
+def test_long_run_sd_closed_form():
+    rng = np.random.default_rng(6)
+    white = [long_run_sd(rng.standard_normal(4000), 25) for _ in range(20)]
+    assert abs(np.mean(white) - 1.0) < 0.05
+    phi = 0.5  # long-run sd of AR(1) = sigma / (1 - phi)
+    ar = [long_run_sd(ar1_noise(rng, 1, 4000, phi, 1.0)[0], 25) for _ in range(20)]
+    assert abs(np.mean(ar) - 1 / (1 - phi)) < 0.15
+
+
+def test_raw_zscore_rule_fires_about_88_times_on_white_noise():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((20, 1600))
+    # strictly consecutive exceedances (merge_gap=0): the study's count, about 88
+    exact = zscore(x, window=50, threshold=2.0, merge_gap=0).count_per_row(20).mean()
+    assert 80 <= exact <= 95
+    # expected exceedances: P(|z| > 2) with z ~ sqrt(1 + 1/w) t_{w-1} scaled, w = 50
+    from scipy import stats
+
+    p = 2 * stats.t.sf(2.0 / np.sqrt((1 + 1 / 50) * 50 / 49), df=49)
+    assert abs(exact - p * (1600 - 20)) < 8
+    # default merges exceedances <= 3 samples apart of the same sign: a few fewer events
+    merged = zscore(x, window=50, threshold=2.0).count_per_row(20).mean()
+    assert 70 <= merged < exact
+
+
+def test_detectors_accept_batches():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 300))
+    for fn in (zscore, meanshift, pelt):
+        ev = fn(x)
+        assert isinstance(ev, Events)
+        one = fn(x[1])
+        np.testing.assert_array_equal(ev.score[ev.row == 1], one.score)
