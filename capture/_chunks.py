@@ -2,7 +2,8 @@
 
 Every array of a group shares the leading ``step`` axis and its chunk length. Rows are
 buffered in memory and written one whole chunk at a time (STORAGE_NOTES traps 4-6): one
-writer per chunk, no read-modify-write, arrays grown by resizing in chunk-sized steps. At each
+writer per chunk, no read-modify-write, arrays grown by resizing in whole chunks (at most 8
+ahead) and trimmed to the rows written at close. At each
 flush the data arrays are resized and written first and the group's ``step`` array last, so
 after a crash the valid prefix of ``step`` marks the last complete row.
 """
@@ -105,7 +106,8 @@ class ChunkedGroup:
         self.base = (n // self.chunk) * self.chunk
         self.count = n - self.base
         for arr in [*self.arrays.values(), self.step_array]:
-            arr.resize((n, *arr.shape[1:]))
+            if arr.shape[0] != n:
+                arr.resize((n, *arr.shape[1:]))
         self.step_buffer[:] = -1
         self.step_buffer[: self.count] = self.step_array[self.base : n]
         for name, arr in self.arrays.items():
@@ -177,18 +179,30 @@ class ChunkedGroup:
         if self.count == self.chunk:
             self.flush()
 
-    def flush(self) -> None:
-        """Write the buffered rows (a whole chunk, or the partial last one at close)."""
-        if self.count == 0:
-            return
+    def _capacity(self, stop: int) -> int:
+        """Rows to resize to: whole chunks, growing up to 8 chunks ahead (fewer metadata writes).
+
+        Rows beyond the step index are fill values; readers trust the index only.
+        """
+        chunks = -(-stop // self.chunk)
+        return (chunks + min(7, stop // (8 * self.chunk))) * self.chunk
+
+    def flush(self, *, final: bool = False) -> None:
+        """Write the buffered rows (a whole chunk, or a partial one); ``final`` trims the arrays
+        to the rows written."""
         stop = self.base + self.count
-        for name, arr in self.arrays.items():
-            if arr.shape[0] < stop:
-                arr.resize((stop, *arr.shape[1:]))
-            arr[self.base : stop] = self.buffers[name][: self.count]
-        if self.step_array.shape[0] < stop:
-            self.step_array.resize((stop,))
-        self.step_array[self.base : stop] = self.step_buffer[: self.count]  # written LAST
+        if self.count:
+            for name, arr in self.arrays.items():
+                if arr.shape[0] < stop:
+                    arr.resize((self._capacity(stop), *arr.shape[1:]))
+                arr[self.base : stop] = self.buffers[name][: self.count]
+            if self.step_array.shape[0] < stop:
+                self.step_array.resize((self._capacity(stop),))
+            self.step_array[self.base : stop] = self.step_buffer[: self.count]  # written LAST
+        if final:
+            for arr in [*self.arrays.values(), self.step_array]:
+                if arr.shape[0] != stop:
+                    arr.resize((stop, *arr.shape[1:]))
         if self.count == self.chunk:
             self.base, self.count = stop, 0
             self.step_buffer[:] = -1

@@ -62,6 +62,7 @@ def select_modules(model: nn.Module, modules: ModuleSelector) -> list[tuple[str,
         ]
     if isinstance(modules, str):
         modules = [modules]
+    by_glob = False
     if callable(modules) and not isinstance(modules, type):
         chosen = [(n, m) for n, m in named if modules(n, m)]
     elif isinstance(modules, Sequence) and modules and all(isinstance(x, type) for x in modules):
@@ -71,6 +72,7 @@ def select_modules(model: nn.Module, modules: ModuleSelector) -> list[tuple[str,
         chosen = [(n, m) for n, m in named if isinstance(m, tuple(modules))]
     elif isinstance(modules, Sequence) and modules and all(isinstance(x, str) for x in modules):
         chosen = [(n, m) for n, m in named if any(fnmatch.fnmatchcase(n, g) for g in modules)]
+        by_glob = True
         if not chosen:
             some = ", ".join(n for n, _ in named[:12])
             raise ValueError(
@@ -83,7 +85,7 @@ def select_modules(model: nn.Module, modules: ModuleSelector) -> list[tuple[str,
             f"globs, or a callable(name, module) -> bool, got {modules!r}"
         )
     never_called = [n for n, _ in chosen if _inside_mha(n, mha)]
-    if never_called and modules is not None and not callable(modules):
+    if never_called and by_glob and len(never_called) == len(chosen):
         owner = next(m for m in mha if never_called[0].startswith(m + "."))
         raise ValueError(
             f"Expected `modules` not to select {never_called!r}: MultiheadAttention never calls "

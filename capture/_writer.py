@@ -103,6 +103,11 @@ class SnapshotSink:
         taps: dict[str, Tap] | None = None,
     ) -> None:
         """Append one capture step to ``weights``, ``state`` and (when on) ``activations``."""
+        snap = next((g for n, g in self.groups.items() if n != "scalars"), None)
+        if "scalars" in self.groups and snap is not None and snap.count + 1 == snap.chunk:
+            # this snapshot completes a chunk: commit the scalar rows up to it first (a partial,
+            # tiny chunk), so a store holding snapshot S always holds the scalars up to S
+            self.groups["scalars"].flush()
         for group, values in (("weights", weights), ("state", state)):
             if group not in self.groups:
                 continue
@@ -158,9 +163,9 @@ class SnapshotSink:
             )
 
     def flush(self) -> None:
-        """Write every partial chunk (at close)."""
+        """Write every partial chunk and trim the arrays to the rows written (at close)."""
         for group in self.groups.values():
-            group.flush()
+            group.flush(final=True)
 
     @property
     def bytes_raw(self) -> int:
