@@ -145,17 +145,24 @@ def test_capture_other_models(tmp_path, model, data):
     assert len(g["activations"]) > 1 and len(_rows(g, "weights/step")) == 3
 
 
-def _capture_model(tmp_path, model, data):
+def _capture_model(tmp_path, model, data, cache=None):
     argv = ["capture", "--model", model, "--data", data, "--steps", "10", "--every", "5"]
     extra = ["--batch-size", "32", "--out-dir", str(tmp_path), "--run", model]
+    extra += ["--cache-dir", str(cache or tmp_path / "cache")]
     assert main([*argv, *TINY, *extra]) == 0
     return tmp_path / f"{model}.zarr"
 
 
+@pytest.fixture(scope="module")
+def mnist1d_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["cnn", "resnet", "mlp"])
-def test_capture_on_mnist1d(tmp_path, model):
-    store = _capture_model(tmp_path, model, "mnist1d")
+def test_capture_on_mnist1d(tmp_path, model, mnist1d_cache):
+    store = _capture_model(tmp_path, model, "mnist1d", cache=mnist1d_cache)
+    assert (mnist1d_cache / "mnist1d-n10000-seed42.npz").exists()
     g = zarr.open_group(str(store), mode="r")
     assert dict(g.attrs)["dataset"]["input_shape"] == [1, 40]
 
