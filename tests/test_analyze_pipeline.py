@@ -56,7 +56,13 @@ def write_run(path, *, steps=STEPS, every=EVERY, seed=0):
 def analysed(tmp_path_factory):
     base = tmp_path_factory.mktemp("pipe")
     store = write_run(base / "tiny-run.zarr")
-    tree = analyze_run(store, base / "results", progress=False, n_boot=100)
+    tree = analyze_run(
+        store,
+        base / "results",
+        progress=False,
+        n_boot=100,
+        metrics=["stable_rank", "effective_rank"],
+    )
     return store, base / "results", tree
 
 
@@ -118,7 +124,15 @@ def test_crashed_run_is_analysed_up_to_the_last_complete_snapshot(tmp_path):
     for group in ("weights", "activations"):
         step = root[f"{group}/step"]
         step[-4:] = -1  # a kill mid-flush: the last chunk's index was never written
-    tree = analyze_run(store, tmp_path / "out", progress=False, n_boot=50, figures=False)
+    tree = analyze_run(
+        store,
+        tmp_path / "out",
+        progress=False,
+        n_boot=50,
+        figures=False,
+        metrics=["stable_rank"],
+        detectors=("zscore",),
+    )
     assert tree["dimensionality"].sizes["step"] == 200 // EVERY + 1 - 4
     assert tree.attrs["run_status"] == "crashed"
 
@@ -154,6 +168,8 @@ def test_cli_analyze_and_report(analysed, tmp_path, capsys):
             "20",
             "--detectors",
             "zscore",
+            "--metrics",
+            "stable_rank",
         ]
     )
     assert run_analyze(args) == 0
@@ -189,6 +205,7 @@ def test_distributed_scheduler_gives_the_same_tree(analysed, tmp_path):
             scheduler=cluster.scheduler_address,
             progress=False,
             n_boot=100,
+            metrics=["stable_rank", "effective_rank"],
         )
     for job in ("dimensionality", "phases", "coupling", "compare"):
         xr.testing.assert_allclose(remote[job].to_dataset(), tree[job].to_dataset())
