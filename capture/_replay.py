@@ -113,7 +113,7 @@ def replay(
                 block = {name: np.asarray(arr[start:stop]) for (_, name), arr in stored.items()}
                 for i in range(stop - start):
                     for name, rows in block.items():
-                        tensors[name].copy_(torch.from_numpy(rows[i]))
+                        tensors[name].copy_(torch.from_numpy(np.asarray(rows[i])))
                     acts = probe_forward(model, probe, taps)
                     sink.snapshot(
                         int(steps[start + i]),
