@@ -18,23 +18,31 @@ DETECTOR_MARKERS = {"zscore": "v", "meanshift": "o", "pelt": "s"}
 FIGURES = ("trajectories", "dimensionality_vs_loss", "sampling", "activation_vs_weight")
 
 
+def node(tree: xr.DataTree, name: str) -> xr.Dataset:
+    """The Dataset of job group `name` in an analysis tree."""
+    child = tree[name]
+    if not isinstance(child, xr.DataTree):
+        raise ValueError(f"Expected group {name!r} in the analysis tree, got a variable")
+    return child.to_dataset()
+
+
 def headline(tree: xr.DataTree) -> tuple[str, str]:
     """(metric, detector) the figures and report lead with: the study's stable rank and z-score."""
-    dim = tree["dimensionality"]["dimensionality"]
+    dim = node(tree, "dimensionality")["dimensionality"]
     metrics = [str(m) for m in dim["metric"].values]
     metric = "stable_rank" if "stable_rank" in metrics else metrics[0]
-    detectors = [str(d) for d in tree["transitions"]["detector"].values]
+    detectors = [str(d) for d in node(tree, "transitions")["detector"].values]
     detector = "zscore" if "zscore" in detectors else detectors[0]
     return metric, detector
 
 
 def _kinds(tree: xr.DataTree) -> list[str]:
-    return [str(k) for k in tree["dimensionality"]["kind"].values]
+    return [str(k) for k in node(tree, "dimensionality")["kind"].values]
 
 
 def _layers(tree: xr.DataTree, kind: str, metric: str) -> list[str]:
     """Layers with a finite trajectory of `kind`."""
-    dim = tree["dimensionality"]["dimensionality"].sel(kind=kind, metric=metric)
+    dim = node(tree, "dimensionality")["dimensionality"].sel(kind=kind, metric=metric)
     return [str(x) for x in dim["layer"].values if np.isfinite(dim.sel(layer=x).values).any()]
 
 
@@ -57,8 +65,8 @@ def trajectories(tree: xr.DataTree, path: Path) -> Path:
         sharex=True,
         layout="constrained",
     )
-    dim = tree["dimensionality"]["dimensionality"]
-    ph, tr = tree["phases"], tree["transitions"]
+    dim = node(tree, "dimensionality")["dimensionality"]
+    ph, tr = node(tree, "phases"), node(tree, "transitions")
     for r, layer in enumerate(layers):
         for c, kind in enumerate(kinds):
             ax = axes[r, c]
@@ -96,11 +104,13 @@ def trajectories(tree: xr.DataTree, path: Path) -> Path:
             ax.set_ylabel(metric, fontsize=8)
     for ax in axes[-1]:
         ax.set_xlabel("step")
-    handles = {}
+    handles: dict[str, Any] = {}
     for ax in axes.ravel():
         for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, h)
-    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=6, fontsize=7)
+    fig.legend(
+        list(handles.values()), list(handles.keys()), loc="outside lower center", ncol=6, fontsize=7
+    )
     fig.suptitle(f"{tree.attrs.get('run', '')}: {metric}, phases and significant transitions")
     return _save(fig, path)
 
@@ -108,11 +118,11 @@ def trajectories(tree: xr.DataTree, path: Path) -> Path:
 def dimensionality_vs_loss(tree: xr.DataTree, path: Path) -> Path:
     """Activation dimensionality beside the training loss, over steps and as a scatter."""
     metric, _ = headline(tree)
-    cp = tree["coupling"]
+    cp = node(tree, "coupling")
     loss = cp["aligned"].sel(target="loss") if "loss" in cp["target"].values else None
     kind = "activation" if "activation" in _kinds(tree) else _kinds(tree)[0]
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
-    dim = tree["dimensionality"]["dimensionality"].sel(kind=kind, metric=metric)
+    dim = node(tree, "dimensionality")["dimensionality"].sel(kind=kind, metric=metric)
     for layer in _layers(tree, kind, metric):
         y = dim.sel(layer=layer)
         ax.plot(y["step"], y, lw=0.9, label=f"{layer}")
@@ -144,7 +154,7 @@ def dimensionality_vs_loss(tree: xr.DataTree, path: Path) -> Path:
 def sampling(tree: xr.DataTree, path: Path) -> Path:
     """Transition counts against sampling interval: raw, significant, null, finest found."""
     metric, _ = headline(tree)
-    sm = tree["sampling"]
+    sm = node(tree, "sampling")
     kind = "activation" if "activation" in _kinds(tree) else _kinds(tree)[0]
     dets = [str(d) for d in sm["detector"].values]
     fig, axes = plt.subplots(
@@ -168,7 +178,7 @@ def sampling(tree: xr.DataTree, path: Path) -> Path:
 def activation_vs_weight(tree: xr.DataTree, path: Path) -> Path:
     """Normalised activation and weight trajectories per layer, and their lagged xcorr."""
     metric, _ = headline(tree)
-    cmp = tree["compare"]
+    cmp = node(tree, "compare")
     norm = cmp["normalised"].sel(metric=metric)
     layers = [str(x) for x in norm["layer"].values]
     fig, axes = plt.subplots(

@@ -177,7 +177,7 @@ def _phases_1d(
     return out
 
 
-_OUTPUTS = (
+_OUTPUTS: tuple[tuple[str, list[str], type], ...] = (
     ("breakpoint_step", ["boundary"], np.float64),
     ("segment_start", ["segment"], np.float64),
     ("segment_end", ["segment"], np.float64),
@@ -276,7 +276,7 @@ def phases(
             _phases_1d(r, x, window, tolerance, noise_factor, min_size, max_candidates)
             for r in flat
         ]
-        outs = []
+        outs: list[np.ndarray] = []
         for name, core, dtype in _OUTPUTS:
             stacked = np.stack([r[name] for r in rows]) if rows else np.empty((0,))
             sizes = {"boundary": 2, "segment": 3, "phase": 3, "step": arr.shape[-1]}

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ._figures import FIGURES, headline
+from ._figures import FIGURES, headline, node
 
 STUDY = {
     "phases": "collapse 0-300, expansion 300-5000, stabilisation 5000-8000 (of 8000 steps)",
@@ -42,14 +42,14 @@ def _pooled(tree: xr.DataTree, kind: str, var: str, node: str = "timing") -> flo
 
 def _layers(tree: xr.DataTree, kind: str) -> list[str]:
     metric, _ = headline(tree)
-    dim = tree["dimensionality"]["dimensionality"].sel(kind=kind, metric=metric)
+    dim = node(tree, "dimensionality")["dimensionality"].sel(kind=kind, metric=metric)
     return [str(x) for x in dim["layer"].values if np.isfinite(dim.sel(layer=x).values).any()]
 
 
 def phase_cell(tree: xr.DataTree, kind: str = "activation") -> tuple[str, int, int]:
     """Phase spans per layer, and how many layers follow the study's order."""
     metric, _ = headline(tree)
-    ph = tree["phases"].to_dataset()
+    ph = node(tree, "phases")
     parts, same = [], 0
     layers = _layers(tree, kind)
     for layer in layers:
@@ -66,7 +66,7 @@ def phase_cell(tree: xr.DataTree, kind: str = "activation") -> tuple[str, int, i
 
 def _rho_cell(tree: xr.DataTree, target: str, kind: str = "activation") -> tuple[str, list]:
     metric, _ = headline(tree)
-    cp = tree["coupling"].to_dataset()
+    cp = node(tree, "coupling")
     if target not in cp["target"].values:
         return "n/a (not recorded)", []
     cells, rows = [], []
@@ -91,7 +91,7 @@ def _rho_cell(tree: xr.DataTree, target: str, kind: str = "activation") -> tuple
 
 def _sampling_cell(tree: xr.DataTree, kind: str = "activation") -> tuple[str, float, float]:
     metric, detector = headline(tree)
-    sm = tree["sampling"].to_dataset()
+    sm = node(tree, "sampling")
     s = sm.sel(kind=kind, metric=metric, detector=detector).sum("layer", min_count=1)
     parts = []
     finest = float(s["n_significant"].isel(interval=0))
@@ -119,8 +119,8 @@ def claims_table(tree: xr.DataTree) -> tuple[str, dict[str, float]]:
     w_sig = _pooled(tree, "weight", "n_significant")
     early_raw = _pooled(tree, "activation", "n_raw_early") / a_raw if a_raw else np.nan
     early_sig = _pooled(tree, "activation", "n_significant_early") / a_sig if a_sig else np.nan
-    share = tree["timing"].attrs.get("share", 0.25)
-    cutoff = tree["timing"].attrs.get("cutoff_step", np.nan)
+    share = node(tree, "timing").attrs.get("share", 0.25)
+    cutoff = node(tree, "timing").attrs.get("cutoff_step", np.nan)
     loss_cell, loss_rows = _rho_cell(tree, "loss")
     grad_cell, grad_rows = _rho_cell(tree, "grad_norm")
     samp_cell, finest_sig, coarse_found = _sampling_cell(tree)

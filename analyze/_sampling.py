@@ -41,7 +41,7 @@ def matched(base: xr.Dataset, sub: xr.Dataset, tolerance: float) -> xr.DataArray
     b_step = base["step"]
     b_sig = base["significant"].fillna(False).astype(bool) & b_step.notnull()
     s_step = sub["step"].rename(transition="transition_sub")
-    near = (np.abs(b_step - s_step) <= tolerance).any("transition_sub")
+    near = (abs(b_step - s_step) <= tolerance).any(dim="transition_sub")
     return (near & b_sig).sum("transition")
 
 
@@ -99,7 +99,8 @@ def sampling(
             f"Expected `intervals` to include one >= the run's `every` ({every}), got "
             f"{list(intervals)!r}"
         )
-    rows, finest = [], None
+    rows: list[tuple[int, int, int, xr.Dataset | None]] = []
+    finest: xr.Dataset | None = None
     for k, stride, effective in plan:
         sub = da.isel(step=slice(0, None, stride))
         n = sub.sizes["step"]
@@ -114,9 +115,10 @@ def sampling(
         if finest is None:
             finest = tr
         counts = transition_counts(tr)
-        counts["n_base_found"] = matched(finest, tr, tolerance=effective)
+        counts["n_base_found"] = matched(finest, tr, tolerance=effective)  # finest: set above
         rows.append((k, effective, n, counts))
-    template = next(c for *_, c in rows if c is not None)
+    computed = [c for *_, c in rows if c is not None]
+    template = computed[0]
     per_interval = [
         c if c is not None else xr.full_like(template, np.nan, dtype=float) for *_, c in rows
     ]
