@@ -28,14 +28,16 @@ DEFAULT_DATA = {
 
 # Per-model training defaults. The mlp entry is the study's protocol (Adam, lr 1e-3, batch 64,
 # 8000 steps, every 5). The transformer uses the grokking recipe for modular addition
-# (AdamW with strong weight decay, large batches), which has a delayed-generalisation transition.
+# (AdamW with strong weight decay, large batches), which has a delayed-generalisation transition:
+# measured with seed 0 (CPU): train accuracy 1.00 by step 1000 with held-out accuracy 0.41, a
+# loss spike near step 2000, then held-out accuracy 0.998 by step 2250 and 1.000 after.
 _MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "mlp": {"steps": 8000, "optimizer": "adam", "lr": 1e-3, "batch_size": 64},
     "cnn": {"steps": 4000, "optimizer": "adam", "lr": 1e-3, "batch_size": 64},
     "resnet": {"steps": 4000, "optimizer": "adam", "lr": 1e-3, "batch_size": 64},
     "vit": {"steps": 4000, "optimizer": "adam", "lr": 1e-3, "batch_size": 64},
     "transformer": {
-        "steps": 6000,
+        "steps": 4000,
         "optimizer": "adamw",
         "lr": 1e-3,
         "batch_size": 512,
