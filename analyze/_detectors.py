@@ -21,12 +21,15 @@ it (``_transitions``). Scores are "larger is more abrupt"; events carry a ``sign
 - ``pelt``: penalised optimal segmentation of the mean (Killick, Fearnhead and Eckley 2012)
   with ruptures' C implementation (``KernelCPD``, whose linear kernel is exactly the ``l2``
   cost; ``model="rbf"`` uses the Gaussian kernel). Default penalty ``pen_scale * s2 * log(n)``
-  (BIC-like with ``pen_scale=2``), ``s2`` a robust long-run noise variance (MAD of differences
-  of adjacent ``window``-sample block means, times ``window / 2``), so autocorrelated noise does
-  not shatter into segments. Change points closer than ``merge_gap`` samples with jumps of the
-  same sign are one event (a ramp becomes a staircase under ``l2``); the event's score is the
-  jump between the means of up to ``window`` samples either side, in units of its standard
-  error ``s * sqrt(1/n_before + 1/n_after)``.
+  (BIC-like with ``pen_scale=2``), ``s2`` a robust long-run noise variance (MAD of second
+  differences of ``window``-sample block means, times ``window / 6``; default window 15, short
+  enough that a step smeared over ``trend_window`` = 50 samples scores low), so autocorrelated
+  noise does not shatter into segments. Change points closer than ``merge_gap`` samples with
+  jumps of the same sign are one event (a ramp becomes a staircase under ``l2``). A change
+  point's score is its own jump, between the means of up to ``window`` samples either side
+  (not crossing the neighbouring change points), in units of its standard error
+  ``s sqrt(1/n_b + 1/n_a)``; an event scores its largest. A sharp step is one big jump, a
+  smooth rise many small ones.
 """
 
 from __future__ import annotations
@@ -198,12 +201,17 @@ def meanshift(
 
 
 def long_run_sd(x: np.ndarray, window: int) -> float:
-    """Robust long-run noise sd: MAD of differences of adjacent block means * sqrt(window/2)."""
+    """Robust long-run noise sd from second differences of adjacent block means.
+
+    ``1.4826 MAD(m_{i+1} - 2 m_i + m_{i-1}) * sqrt(window / 6)``, ``m_i`` the means of
+    ``window``-sample blocks: second differences cancel a locally linear trend and a step
+    touches two of them. Short series fall back to the differences of single samples.
+    """
     nb = x.size // window
-    if nb >= 4:
+    if nb >= 5:
         bm = x[: nb * window].reshape(nb, window).mean(axis=1)
-        return float(robust_sd(np.diff(bm)) * np.sqrt(window / 2.0))
-    return float(robust_sd(np.diff(x)) / np.sqrt(2.0)) if x.size > 2 else 0.0
+        return float(robust_sd(np.diff(bm, n=2)) * np.sqrt(window / 6.0))
+    return float(robust_sd(np.diff(x, n=2)) / np.sqrt(6.0)) if x.size > 3 else 0.0
 
 
 def _pelt_row(
@@ -237,21 +245,19 @@ def _pelt_row(
     c = np.concatenate([[0.0], np.cumsum(x)])
     means = (c[bounds[1:]] - c[bounds[:-1]]) / np.diff(bounds)
     jump = np.sign(np.diff(means)).astype(np.int64)  # (n_cps,)
+    # each change point's own jump: means of up to `window` samples on either side, not
+    # crossing the neighbouring change points, so a staircase (a smooth ramp) scores low
+    lo = np.maximum(cps - window, bounds[:-2])
+    hi = np.minimum(cps + window, bounds[2:])
+    mb = (c[cps] - c[lo]) / (cps - lo)
+    ma = (c[hi] - c[cps]) / (hi - cps)
+    cp_score = np.abs(ma - mb) / (s * np.sqrt(1.0 / (cps - lo) + 1.0 / (hi - cps)))
     new = np.ones(cps.size, dtype=bool)
     new[1:] = (np.diff(cps) > merge_gap) | (jump[1:] != jump[:-1])
     first = np.flatnonzero(new)
     last = np.append(first[1:], cps.size) - 1
-    a, b = cps[first], cps[last]
-    prev_b = np.concatenate([[0], b[:-1]])
-    next_a = np.concatenate([a[1:], [n]])
-    lo = np.maximum(a - window, prev_b)
-    hi = np.minimum(b + window, next_a)
-    mb = (c[a] - c[lo]) / (a - lo)
-    ma = (c[hi] - c[b]) / (hi - b)
-    score = np.abs(ma - mb) / (s * np.sqrt(1.0 / (a - lo) + 1.0 / (hi - b)))
-    size = np.abs(np.diff(means))  # (n_cps,) jump at each change point
-    peak = cps[[f + np.argmax(size[f : e + 1]) for f, e in zip(first, last, strict=True)]]
-    return a, b, peak, score, jump[first]
+    best = np.array([f + np.argmax(cp_score[f : e + 1]) for f, e in zip(first, last, strict=True)])
+    return cps[first], cps[last], cps[best], cp_score[best], jump[first]
 
 
 def pelt(
@@ -261,8 +267,8 @@ def pelt(
     penalty: float | None = None,
     pen_scale: float = 2.0,
     min_size: int = 5,
-    merge_gap: int = 10,
-    window: int = 25,
+    merge_gap: int = 20,
+    window: int = 15,
     direction: str = "both",
 ) -> Events:
     """PELT change points (ruptures) grouped into events; see the module docstring."""

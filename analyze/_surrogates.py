@@ -8,32 +8,40 @@ only what it forbids (structure sharper than ``trend_window``).
 
 Construction (``W`` is the smoother, a linear operator, ``x`` the observed series)::
 
-    trend  = W x                      local-linear Gaussian smoother, bandwidth trend_window / 4
+    trend  = W x                      local-polynomial Gaussian smoother (degree 2 by default)
     y_b    = W x + (I - W) e_b        e_b ~ AR(1)(phi, sigma), b = 1..n_surrogates
 
 Why this form:
 
-- The smoother is **linear** (a local-linear fit with Gaussian weights, as in LOWESS without
-  robustness iterations, so edges get a one-sided linear fit instead of the constant-level bias
-  of a running mean or median). A robust, edge-preserving smoother (running median) would copy
-  a sharp step into the trend, so the surrogates would contain the step too and it could never
-  be significant. The linear smoother smears a step into a ramp about ``trend_window`` samples
-  wide; the detectors score the sharp observed step above the smeared surrogate ramp.
+- The smoother is **linear**: a local polynomial fit (degree 2 by default, 1 available) with
+  Gaussian weights, as in LOWESS without robustness iterations. At the edges it is a one-sided
+  polynomial fit, so a loss-like curve that moves fastest at the start of a run is followed
+  there instead of being flattened (a local-linear or running-mean fit leaves a bump that the
+  detectors then flag; degree 2 removed those false alarms on fast exponential and power-law
+  decays). A robust, edge-preserving smoother (running median) would copy a sharp step into the
+  trend, so the surrogates would contain the step too and it could never be significant. The
+  linear smoother smears a step into a ramp about ``trend_window`` samples wide (the Gaussian
+  sd is ``trend_window / 4`` for degree 0-1 and ``trend_window / 2`` for degree 2, whose
+  equivalent kernel is half as wide); the detectors score the sharp observed step above the
+  smeared surrogate ramp.
 - The noise enters the surrogates through the same high-pass ``(I - W)`` the observed residual
   went through, so observed and surrogate residuals have the same spectrum, edges included,
   whatever the smoother absorbed (a smoother of width comparable to the noise's correlation
   time absorbs much of strongly autocorrelated noise). Under the null, ``x`` and ``y_b`` then
   differ only in a residual of the same distribution: they are exchangeable up to the fit of
   the noise model.
-- The AR(1) parameters are fitted by indirect inference: robust (MAD) variances of the residual
-  ``r = (I - W) x`` and of its first differences are matched with their theoretical values for
-  an AR(1) passed through ``(I - W)`` (computed from the smoother's frequency response). This
-  is unbiased where a plain lag-1 autocorrelation of ``r`` is not, and the MADs ignore the few
-  samples a planted step disturbs. The Gaussian AR(1) is the default because it needs two
-  numbers only, is smooth (no splice artefacts) and is insensitive to the transitions being
-  tested. ``noise="block"`` shuffles blocks of the observed residual instead (keeps a
-  non-Gaussian marginal, e.g. integer-valued ranks, but carries pieces of real transitions
-  into the null and adds splice jumps, so it is conservative).
+- The AR(1) parameters are fitted by indirect inference: robust (MAD) variances of short-lag
+  differences ``r_t - r_{t-k}`` of the residual ``r = (I - W) x`` are matched with their
+  theoretical values for an AR(1) passed through ``(I - W)`` (computed from the smoother's
+  frequency response). This is unbiased where a plain lag-1 autocorrelation of ``r`` is not,
+  and short-lag differences ignore both the few samples a step disturbs and the smooth
+  leftover a large transition leaves in ``r`` (which would inflate a MAD of ``r`` itself).
+- Gaussian AR(1) noise is the default: two numbers, no splice artefacts, insensitive to the
+  transitions being tested. ``noise="block"`` shuffles blocks of the observed residual instead
+  (keeps a non-Gaussian marginal, e.g. integer-valued ranks, but carries pieces of real
+  transitions into the null and adds splice jumps, so it is conservative). Phase
+  randomisation (Theiler et al. 1992) would keep the residual's periodogram, which contains
+  the very transitions under test.
 """
 
 from __future__ import annotations
@@ -107,8 +115,8 @@ def smoother_matrix(n: int, trend_window: int, degree: int = 1) -> np.ndarray:
     return _smoother_cached(int(n), int(trend_window), int(degree))
 
 
-def _highpass_moments(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Var((I-W)e) and Var(diff((I-W)e)) for unit-innovation AR(1) e, over ``_PHI_GRID``.
+def _highpass_moments(w: np.ndarray, lags: tuple[int, ...]) -> np.ndarray:
+    """Var(r_t - r_{t-k}) for r = (I-W)e, e unit-innovation AR(1); shape (phi grid, lag).
 
     Uses the frequency response of the middle row of ``w`` (the interior smoother).
     """
@@ -118,37 +126,42 @@ def _highpass_moments(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     nz = row != 0
     freq = np.linspace(0.0, np.pi, 4097)
     h = (row[nz][None, :] * np.cos(freq[:, None] * lag[nz][None, :])).sum(1)  # (freq,)
-    hp = (1.0 - h) ** 2
     phi = _PHI_GRID[:, None]
-    spec = 1.0 / (1.0 - 2.0 * phi * np.cos(freq)[None, :] + phi**2)  # (phi, freq)
+    spec = (1.0 - h) ** 2 / (1.0 - 2.0 * phi * np.cos(freq)[None, :] + phi**2)  # (phi, freq)
+    k = np.asarray(lags, dtype=np.float64)[:, None]
+    gain = 2.0 * (1.0 - np.cos(k * freq[None, :]))  # (lag, freq): the k-difference filter
     # variance = (1/pi) * integral over [0, pi] of the spectrum, unit innovations
-    v0 = np.trapezoid(hp * spec, freq, axis=1) / np.pi
-    v1 = np.trapezoid(hp * spec * 2.0 * (1.0 - np.cos(freq)), freq, axis=1) / np.pi
-    return v0, v1
+    return np.trapezoid(spec[:, None, :] * gain[None, :, :], freq, axis=2) / np.pi
 
 
-_MOMENTS: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+_MOMENTS: dict[tuple, np.ndarray] = {}
 
 
 def fit_ar1(residual: np.ndarray, trend_window: int, degree: int = 1) -> tuple[float, float]:
-    """Fit AR(1) ``(phi, sigma)`` to a residual ``(I - W) x`` by matching robust moments.
+    """Fit AR(1) ``(phi, sigma)`` to a residual ``(I - W) x`` from robust difference variances.
 
-    Matches ``q = Var(diff r) / Var(r)`` (robust variances) to its value for an AR(1) passed
-    through the smoother's high-pass, then scales the innovation ``sigma`` to ``Var(r)``.
-    ``phi`` is restricted to [-0.6, 0.99].
+    The robust (MAD) variances of ``r_t - r_{t-k}`` for a few lags ``k`` between 1 and
+    ``min(16, trend_window / 4)`` are matched (least squares on the log scale) with their values
+    for an AR(1) passed through the smoother's high-pass. Short-lag differences barely see a
+    smooth leftover of a transition in the residual, and a step touches only ``k`` of them, so
+    the fit describes the noise, not the transitions being tested. ``phi`` is in [-0.6, 0.99].
     """
-    key = (residual.size, int(trend_window), int(degree))
-    if key not in _MOMENTS:
-        _MOMENTS[key] = _highpass_moments(smoother_matrix(*key))
-    v0_grid, v1_grid = _MOMENTS[key]
-    v0 = float(robust_sd(residual)) ** 2
-    v1 = float(robust_sd(np.diff(residual))) ** 2 if residual.size > 2 else 2.0 * v0
-    if v0 <= 0.0:
+    n = residual.size
+    top = max(2, min(16, trend_window // 4, n // 4))
+    lags = tuple(int(k) for k in np.unique(np.round(np.geomspace(1, top, 5))))
+    if n < 3:
         return 0.0, 0.0
-    q_grid = v1_grid / v0_grid  # decreasing in phi
-    phi = float(np.interp(v1 / v0, q_grid[::-1], _PHI_GRID[::-1]))
-    sigma = float(np.sqrt(v0 / np.interp(phi, _PHI_GRID, v0_grid)))
-    return phi, sigma
+    v = np.array([float(robust_sd(residual[k:] - residual[:-k])) ** 2 for k in lags])
+    if not np.all(v > 0):
+        return 0.0, 0.0
+    key = (n, int(trend_window), int(degree), lags)
+    if key not in _MOMENTS:
+        _MOMENTS[key] = _highpass_moments(smoother_matrix(n, trend_window, degree), lags)
+    logm = np.log(_MOMENTS[key])  # (phi, lag)
+    log_s2 = np.mean(np.log(v)[None, :] - logm, axis=1)  # best innovation variance per phi
+    loss = np.sum((np.log(v)[None, :] - log_s2[:, None] - logm) ** 2, axis=1)
+    best = int(np.argmin(loss))
+    return float(_PHI_GRID[best]), float(np.exp(0.5 * log_s2[best]))
 
 
 def ar1_noise(

@@ -109,6 +109,7 @@ def test_surrogates_share_trend_and_residual_scale(noise):
     r_obs = np.std(x - trend)
     r_sur = np.std(y - trend, axis=1).mean()
     assert abs(r_sur / r_obs - 1.0) < 0.15
+
     # lag-1 autocorrelation of the surrogate residual matches the observed one
     def lag1(v):
         v = v - v.mean(axis=-1, keepdims=True)
