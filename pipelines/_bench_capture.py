@@ -75,6 +75,7 @@ def summarise(times: dict[str, list[list[float]]], *, baseline: str = "plain") -
         out[name] = {
             "median_ms": 1e3 * statistics.median(flat),
             "mean_ms": 1e3 * statistics.fmean(flat),
+            "p99_ms": 1e3 * sorted(flat)[min(len(flat) - 1, int(0.99 * len(flat)))],
             "ratio": statistics.median(m / p for m, p in zip(means, base, strict=True)),
             "ratio_of_medians": statistics.median(flat)
             / statistics.median(t for b in times[baseline] for t in b),
@@ -239,11 +240,13 @@ def format_report(result: dict[str, Any]) -> str:
         f"capture overhead: {c['model']} on {c['data']}, batch {c['batch']}, every {c['every']}, "
         f"probe {c['probe']}, {c['blocks']} interleaved blocks x {c['steps_per_block']} steps, "
         f"{c['torch_threads']} torch thread",
-        f"{'arm':<10} {'median ms':>10} {'mean ms':>9} {'ratio':>7} {'ratio of medians':>17}",
+        f"{'arm':<10} {'median ms':>10} {'mean ms':>9} {'p99 ms':>8} {'ratio':>7} "
+        f"{'ratio of medians':>17}",
     ]
     for name, a in result["arms"].items():
         lines.append(
-            f"{name:<10} {a['median_ms']:>10.3f} {a['mean_ms']:>9.3f} {a['ratio']:>6.3f}x "
+            f"{name:<10} {a['median_ms']:>10.3f} {a['mean_ms']:>9.3f} {a['p99_ms']:>8.2f} "
+            f"{a['ratio']:>6.3f}x "
             f"{a['ratio_of_medians']:>16.3f}x"
         )
     s = result["recorder_stats"]

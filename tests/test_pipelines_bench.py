@@ -30,6 +30,7 @@ def test_summarise_block_paired_ratios_against_hand_computed_values():
     assert s["plain"]["ratio"] == pytest.approx(1.0)
     assert s["arm"]["median_ms"] == pytest.approx(2000.0)
     assert s["arm"]["mean_ms"] == pytest.approx(1e3 * 13 / 6)
+    assert s["arm"]["p99_ms"] == pytest.approx(4000.0)  # the largest of six values
     assert s["arm"]["ratio_of_medians"] == pytest.approx(2.0 / 1.5)
 
 
