@@ -242,7 +242,7 @@ def format_report(res: dict[str, Any]) -> str:
         row("spectra: dask, 1 worker", res["spectra_1_s"]),
         row(f"spectra: dask, {res['workers']} workers", res["spectra_n_s"]),
         row("dimensionality job (all metrics)", res["dimensionality_s"]),
-        row(f"  + TwoNN ({res['twonn_points']} points)", res["twonn_s"]),
+        row(f"stable rank + TwoNN ({res['twonn_points']} pts)", res["twonn_s"]),
     ]
     if "analyze_run_s" in res:
         lines.append(row("analyze_run end to end", res["analyze_run_s"]))
