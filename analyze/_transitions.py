@@ -12,8 +12,9 @@ Method
    with a score. Onset and duration come from a ramp fit around the event (``_transitions_ramp``),
    so a step, a ramp or a sigmoid rise is one candidate with its onset and length.
 2. **Null.** Surrogates share the observed series' smooth trend at the time scale
-   ``trend_window`` (samples) and its noise: ``y_b = W x + (I - W) e_b`` with ``W`` a linear
-   local-linear Gaussian smoother that smears a step over ``trend_window`` samples and ``e_b``
+   ``trend_window`` (samples, default 50) and its noise: ``y_b = W x + (I - W) e_b`` with ``W``
+   a linear local-quadratic Gaussian smoother (one-sided at the edges) that smears a step over
+   ``trend_window`` samples and ``e_b``
    Gaussian AR(1) noise fitted robustly to the residual (default), or block-shuffled residuals
    (``noise="block"``). Surrogate data in the sense of Theiler et al. (1992) and Schreiber and
    Schmitz (2000): what the null allows is kept, structure sharper than ``trend_window`` is not.
@@ -128,9 +129,10 @@ def find_transitions(
     **params
         Detector parameters (``window``, ``threshold``, ``direction``, ``min_periods``,
         ``model``, ``penalty``, ``pen_scale``, ``min_size``, ``merge_gap``) and calibration
-        parameters: ``trend_window`` (samples, default 100; changes sharper than this are
-        abrupt), ``n_surrogates`` (default 200, ``pelt`` 50), ``noise`` (``"ar1"`` or
-        ``"block"``), ``block`` (block length, default ``trend_window``), ``seed`` (default 0).
+        parameters: ``trend_window`` (samples, default 50; changes sharper than this are
+        abrupt), ``trend_degree`` (of the local polynomial trend, default 2), ``n_surrogates``
+        (default 200, ``pelt`` 50), ``noise`` (``"ar1"`` or ``"block"``), ``block`` (block
+        length, default ``trend_window``), ``seed`` (default 0).
 
     Returns
     -------
