@@ -111,10 +111,10 @@ class Run:
         root = self._root()
         if "probe" not in root:
             return xr.Dataset()
-        group = root["probe"]
+        group: Any = root["probe"]
         data_vars = {}
         for key in group.array_keys():
-            arr = group[key]
+            arr: Any = group[key]
             dims = arr.metadata.dimension_names or tuple(f"probe.d{i}" for i in range(arr.ndim))
             data_vars[key] = xr.Variable(dims, da.from_zarr(arr, chunks=arr.shape))
         return xr.Dataset(data_vars)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import ZstdCodec
 
 _CODECS = ("zstd", "none", "float16")
 
@@ -36,7 +37,7 @@ def parse_codec(codec: str) -> str:
 
 def codec_kwargs(codec: str) -> dict[str, Any]:
     """``create_array`` keyword arguments (dtype, filters, compressors) for a data array."""
-    zstd = zarr.codecs.ZstdCodec(level=1)
+    zstd = ZstdCodec(level=1)
     if codec == "none":
         return {"dtype": "float32", "compressors": None}
     if codec == "float16":
@@ -75,8 +76,9 @@ class ChunkedGroup:
         self.group = group
         self.chunk = chunk
         self.codec = codec
-        self.arrays: dict[str, zarr.Array] = {}
+        self.arrays: dict[str, Any] = {}  # zarr.Array (zarr's getitem types are loose)
         self.buffers: dict[str, np.ndarray] = {}
+        self.step_array: Any
         if "step" in group:
             self.step_array = group["step"]
         else:

@@ -25,22 +25,6 @@ class CaptureError(RuntimeError):
     """Capture failed on the writer thread (raised on the training thread when strict=True)."""
 
 
-def _scalar(name: str, value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(
-                f"Expected scalar `{name}` to be a number or a one-element tensor, "
-                f"got a tensor of shape {tuple(value.shape)}"
-            )
-        return value.detach().clone()  # stays on its device until the writer reads it
-    try:
-        return float(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"Expected scalar `{name}` to be a number or a one-element tensor, got {value!r}"
-        ) from exc
-
-
 class Recorder:
     """Record weights, probe activations and scalars of a training run into a Zarr store.
 
@@ -62,7 +46,7 @@ class Recorder:
     probe : torch.Tensor, optional
         Fixed probe batch ``(n, ...)``; without one, no activations are recorded.
     probe_targets : torch.Tensor, optional
-        Targets of the probe batch, stored alongside it.
+        Targets of the probe batch (stored).
     modules : None, list of types, glob str, list of globs or callable
         Modules whose outputs are recorded (default: Linear, Conv1d/2d, MultiheadAttention,
         transformer layers, Embedding).
@@ -174,6 +158,7 @@ class Recorder:
         self._sink: SnapshotSink | None = None
         self._error: BaseException | None = None
         self._bytes_stored: int | None = None
+        self._prior_dropped = 0
         self.modules: list[str] = []
         try:
             self.root = _store.open_store(store, overwrite=overwrite, resume=resume)
@@ -191,13 +176,8 @@ class Recorder:
 
     def _disable(self, exc: BaseException) -> None:
         self._active, self.status, self._error = False, "degraded", exc
-        log.error(
-            "dimlapse: capture disabled, store error at %r: %s: %s. Training continues "
-            "(pass strict=True to raise instead).",
-            self.store,
-            type(exc).__name__,
-            exc,
-        )
+        msg = "dimlapse: capture disabled, store error at %r: %s: %s. Training continues (pass "
+        log.error(msg + "strict=True to raise instead).", self.store, type(exc).__name__, exc)
 
     def _start(
         self,
@@ -207,8 +187,8 @@ class Recorder:
         start_step: int | None,
         user_attrs: dict[str, Any],
     ) -> None:
-        root = self.root
-        prior = dict(root.attrs) if resume else {}
+        root: Any = self.root
+        prior: dict[str, Any] = dict(root.attrs) if resume else {}
         if resume and probe is None and "probe" in root and "inputs" in root["probe"]:
             probe, targets = _store.read_probe(root)  # continue with the run's own probe
         modules, positions, tokens = self._select
@@ -248,11 +228,9 @@ class Recorder:
             created=created,
         )
         if resume:
-            attrs["resumed"] = [
-                *prior.get("resumed", []),
-                {"at_step": resume_at, "time": _store.utcnow()},
-            ]
+            attrs["resumed"] = [*prior.get("resumed", []), {"at_step": resume_at}]
             sink.nonfinite = dict(attrs["nonfinite"])
+        self._prior_dropped = int(prior.get("dropped_snapshots", 0))
         root.update_attributes(attrs)
         if probe is not None and not (resume and "probe" in root):
             _store.write_probe(root, probe, targets)
@@ -288,33 +266,31 @@ class Recorder:
         bool
             Whether this step was captured (queued for writing).
         """
-        t0 = time.perf_counter()
-        self.current_step += 1
-        if not self._active:
-            if self.strict and self._error is not None:
-                raise CaptureError(f"capture failed: {self._error}") from self._error
-            return False
-        writer = self._writer
-        if writer is not None and writer.failed:
-            self._active, self.status, self._error = False, "degraded", writer.error
-            if self.strict:
-                raise CaptureError(
-                    f"capture failed on the writer thread: {writer.error}"
-                ) from writer.error
-            return False
-        row = {k: _scalar(k, v) for k, v in scalars.items()}
+        t0 = time.perf_counter()  # the hot path: keep it to a few microseconds
+        self.current_step = step = self.current_step + 1
+        if not self._active or self._writer is None or self._writer.failed:
+            return self._inactive()
+        row = {k: _setup.scalar_value(k, v) for k, v in scalars.items()} if scalars else {}
         if loss is not None:
-            row["loss"] = _scalar("loss", loss)
+            row["loss"] = _setup.scalar_value("loss", loss)
         row["wall_time"] = t0 - self._t0
-        self._pending.append((self.current_step, row))
-        captured = bool(self.schedule(self.current_step))
+        self._pending.append((step, row))
+        captured = self.schedule(step)
         if captured:
-            captured = self._capture(self.current_step)
+            captured = self._capture(step)
         elif len(self._pending) >= self._scalar_chunk:
-            self._put(Item(self.current_step, scalars=self._pending), block=True)
+            self._put(Item(step, scalars=self._pending), block=True)
             self._pending = []
         self._train_seconds += time.perf_counter() - t0
-        return captured
+        return bool(captured)
+
+    def _inactive(self) -> bool:
+        writer = self._writer
+        if self._active and writer is not None and writer.failed:
+            self._active, self.status, self._error = False, "degraded", writer.error
+        if self.strict and self._error is not None:
+            raise CaptureError(f"capture failed: {self._error}") from self._error
+        return False
 
     def _capture(self, step: int) -> bool:
         if self._backpressure == "drop" and self._queue.full():
@@ -324,7 +300,9 @@ class Recorder:
         with torch.no_grad():
             tensors = [t.detach().clone() for t in self._tensors]  # device-side copy
             if self._inline:
-                acts = _setup.inline_forward(self.model, self._probe, self._taps, cuda=self._cuda)
+                probe = self._probe
+                assert probe is not None  # inline mode implies a probe
+                acts = _setup.inline_forward(self.model, probe, self._taps, cuda=self._cuda)
         event = None
         if self._cuda:
             event = torch.cuda.Event()
@@ -373,14 +351,16 @@ class Recorder:
                 ) from writer.error
             return
         self.status = status
-        self._bytes_stored = _setup.stored_bytes(self.root, list(self._sink.groups))
+        sink = self._sink
+        assert sink is not None  # a started writer implies a sink
+        self._bytes_stored = _setup.stored_bytes(self.root, list(sink.groups))
         try:
             self.root.update_attributes(
                 {
                     "status": status,
                     "finished": _store.utcnow(),
-                    "nonfinite": self._sink.nonfinite,
-                    "dropped_snapshots": self._dropped,
+                    "nonfinite": sink.nonfinite,
+                    "dropped_snapshots": self._prior_dropped + self._dropped,
                     "stats": self.stats,
                 }
             )

@@ -57,10 +57,10 @@ def replay(
         Number of snapshots replayed.
     """
     try:
-        root = zarr.open_group(store, mode="r+", use_consolidated=False)
+        root: Any = zarr.open_group(store, mode="r+", use_consolidated=False)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
         raise _store.RunNotFoundError(f"Expected a run store at {store!r}, found none") from exc
-    attrs = dict(root.attrs)
+    attrs: dict[str, Any] = dict(root.attrs)
     _store.check_layout(attrs, store)
     if "probe" not in root or "inputs" not in root["probe"]:
         raise ValueError(
@@ -72,7 +72,7 @@ def replay(
                 f"{store!r} already holds activations; pass overwrite=True to replace them"
             )
         del root["activations"]
-    groups = {g: root[g] for g in ("weights", "state") if g in root}
+    groups: dict[str, Any] = {g: root[g] for g in ("weights", "state") if g in root}
     tensors = _model_tensors(model)
     stored = {(g, n): arr for g, grp in groups.items() for n, arr in grp.arrays() if n != "step"}
     shapes = {n: tuple(t.shape) for n, t in tensors.items()}

@@ -66,12 +66,14 @@ def select_modules(model: nn.Module, modules: ModuleSelector) -> list[tuple[str,
     if callable(modules) and not isinstance(modules, type):
         chosen = [(n, m) for n, m in named if modules(n, m)]
     elif isinstance(modules, Sequence) and modules and all(isinstance(x, type) for x in modules):
-        bad = [x for x in modules if not issubclass(x, nn.Module)]
+        types = tuple(x for x in modules if isinstance(x, type))
+        bad = [x for x in types if not issubclass(x, nn.Module)]
         if bad:
             raise ValueError(f"Expected `modules` types to be nn.Module subclasses, got {bad!r}")
-        chosen = [(n, m) for n, m in named if isinstance(m, tuple(modules))]
+        chosen = [(n, m) for n, m in named if isinstance(m, types)]
     elif isinstance(modules, Sequence) and modules and all(isinstance(x, str) for x in modules):
-        chosen = [(n, m) for n, m in named if any(fnmatch.fnmatchcase(n, g) for g in modules)]
+        globs = [g for g in modules if isinstance(g, str)]
+        chosen = [(n, m) for n, m in named if any(fnmatch.fnmatchcase(n, g) for g in globs)]
         by_glob = True
         if not chosen:
             some = ", ".join(n for n, _ in named[:12])

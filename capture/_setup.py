@@ -43,6 +43,27 @@ _register: Callable[[Callable[[], None]], None] = getattr(
 _register(_close_open_recorders)
 
 
+def scalar_value(name: str, value: Any) -> Any:
+    """A loss or user scalar as a float (CPU) or a device copy (CUDA, no host sync)."""
+    if type(value) is float:
+        return value
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(
+                f"Expected scalar `{name}` to be a number or a one-element tensor, "
+                f"got a tensor of shape {tuple(value.shape)}"
+            )
+        if value.is_cuda:  # no host sync: a device copy, read by the writer thread
+            return value.detach().clone()
+        return value.item()  # a CPU read is cheaper than a clone and never syncs
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"Expected scalar `{name}` to be a number or a one-element tensor, got {value!r}"
+        ) from exc
+
+
 def positive_int(name: str, value: Any, minimum: int = 1) -> int:
     """Validate an int option."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -103,7 +124,7 @@ def root_attrs(
     return {**base, **user_attrs}
 
 
-def check_resumable(root: zarr.Group, *, codec: str, flush_every: int, probe: Any) -> None:
+def check_resumable(root: Any, *, codec: str, flush_every: int, probe: Any) -> None:
     """Refuse to resume with settings that would change the store's chunking or codec."""
     prior = dict(root.attrs)
     for key, value in (("codec", codec), ("flush_every", flush_every)):

@@ -13,6 +13,7 @@ import numcodecs
 import numpy as np
 import torch
 import zarr
+from zarr.codecs import ZstdCodec
 from zarr.errors import GroupNotFoundError
 
 LAYOUT_VERSION = 1
@@ -165,10 +166,10 @@ def write_probe(root: zarr.Group, inputs: torch.Tensor, targets: torch.Tensor | 
         arr = group.create_array(
             name,
             shape=value.shape,
-            chunks=value.shape if value.size else None,
+            chunks=value.shape if value.size else "auto",
             dtype=value.dtype,
             fill_value=np.nan if floating else 0,
-            compressors=zarr.codecs.ZstdCodec(level=1),
+            compressors=ZstdCodec(level=1),
             dimension_names=dims,
             overwrite=True,
         )
@@ -177,7 +178,7 @@ def write_probe(root: zarr.Group, inputs: torch.Tensor, targets: torch.Tensor | 
 
 def read_probe(root: zarr.Group) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The stored probe batch as tensors (inputs, targets or None)."""
-    group = root["probe"]
+    group: Any = root["probe"]
     inputs = torch.from_numpy(np.asarray(group["inputs"][...]))
     targets = torch.from_numpy(np.asarray(group["targets"][...])) if "targets" in group else None
     return inputs, targets

@@ -15,7 +15,7 @@ import torch
 from dimlapse.analyze import open_run
 from dimlapse.capture import Recorder, RunNotFoundError
 
-STEPS = 200
+STEPS = 120
 
 TRAIN = '''
 import sys, time
@@ -69,6 +69,7 @@ def trainer(tmp_path):
     path = tmp_path / "trainer.py"
     path.write_text(TRAIN)
     spec = importlib.util.spec_from_file_location("dimlapse_test_trainer", path)
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return path, module
@@ -101,9 +102,10 @@ def _kill_at_random(script, store, seed):
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert proc.stdout is not None
     try:
         assert proc.stdout.readline().strip() == "ready"
-        time.sleep(random.Random(seed).uniform(0.0, 0.8))
+        time.sleep(random.Random(seed).uniform(0.0, 0.5))
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=60)

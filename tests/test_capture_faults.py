@@ -18,15 +18,16 @@ from dimlapse.capture import CaptureError, Recorder
 class FullDiskFS(MemoryFileSystem):
     """An in-memory filesystem that runs out of space: a fault injector, not a mock.
 
-    Writes larger than the space left fail with ENOSPC, like a nearly full disk where small
-    metadata files still fit and chunk files no longer do.
+    Writes larger than the space left fail with ENOSPC; files under 16 kB still fit (like the
+    blocks a filesystem reserves), so a full disk stops chunk writes while small metadata
+    files, such as the root attrs that record the failure, can still be written.
     """
 
     protocol = "fulldisk"
     space_left = 10**9
 
     def pipe_file(self, path, value, mode="overwrite", **kwargs):
-        if len(value) > type(self).space_left:
+        if len(value) > type(self).space_left and len(value) > 16_384:
             raise OSError(errno.ENOSPC, "No space left on device", path)
         type(self).space_left -= len(value)
         return super().pipe_file(path, value, mode=mode, **kwargs)
@@ -55,8 +56,8 @@ def test_disk_full_degrades_and_training_continues(caplog):
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 8))
     store = _full_disk_store("degrade")
     with caplog.at_level(logging.ERROR, logger="dimlapse.capture"):
-        rec = Recorder(model, store, every=1, probe=torch.randn(16, 32), flush_every=2)
-        FullDiskFS.space_left = 40_000  # the next few chunks fit, then the disk is full
+        rec = Recorder(model, store, every=1, probe=torch.randn(256, 32), flush_every=2)
+        FullDiskFS.space_left = 300_000  # the next few chunks fit, then the disk is full
         assert _train(rec, model, 40) == 40
         rec.close()
     assert rec.status == "degraded"
@@ -77,8 +78,8 @@ def test_disk_full_degrades_and_training_continues(caplog):
 def test_disk_full_strict_raises_on_training_thread():
     model = nn.Sequential(nn.Linear(32, 64))
     store = _full_disk_store("strict")
-    rec = Recorder(model, store, every=1, probe=torch.randn(16, 32), flush_every=2, strict=True)
-    FullDiskFS.space_left = 20_000
+    rec = Recorder(model, store, every=1, probe=torch.randn(256, 32), flush_every=2, strict=True)
+    FullDiskFS.space_left = 100_000
     with pytest.raises(CaptureError, match="No space left on device"):
         _train(rec, model, 40)
         rec.close()

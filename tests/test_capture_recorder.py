@@ -138,7 +138,7 @@ def test_nan_recorded_as_is_and_flagged(caplog):
     with caplog.at_level(logging.WARNING, logger="dimlapse.capture"):
         with Recorder(model, store, every=1, probe=probe) as rec:
             with torch.no_grad():
-                model[0].weight[0, 0] = float("inf")
+                model.get_parameter("0.weight")[0, 0] = float("inf")
             rec.step(float("nan"))
     run = open_run(store)
     acts = run.activations["0"].values  # (step, sample, feature)
@@ -152,7 +152,7 @@ def test_nan_recorded_as_is_and_flagged(caplog):
 def test_codecs_float16_and_bitround(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 16))
-    exact = model[0].weight.detach().numpy().copy()
+    exact = model.get_parameter("0.weight").detach().numpy().copy()
     for codec, rtol in (("float16", 1e-3), ("bitround-7", 2**-7), ("none", 0.0)):
         store = tmp_path / f"{codec}.zarr"
         Recorder(model, store, codec=codec, probe=torch.randn(4, 32)).close()
@@ -171,7 +171,7 @@ def test_bfloat16_model_is_cast_to_float32():
     Recorder(model, "memory://bf16.zarr", probe=probe).close()
     run = open_run("memory://bf16.zarr")
     np.testing.assert_array_equal(
-        run.weights["0.weight"].values[0], model[0].weight.float().detach().numpy()
+        run.weights["0.weight"].values[0], model.get_parameter("0.weight").float().detach().numpy()
     )
     assert run.activations["0"].dtype == np.float32
     assert run.probe["inputs"].dtype == np.float32
