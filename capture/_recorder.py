@@ -279,10 +279,18 @@ class Recorder:
         if captured:
             captured = self._capture(step)
         elif len(self._pending) >= self._scalar_chunk:
-            self._put(Item(step, scalars=self._pending), block=True)
+            self._put(Item(step, scalars=self._pending, event=self._event()), block=True)
             self._pending = []
         self._train_seconds += time.perf_counter() - t0
         return bool(captured)
+
+    def _event(self) -> Any:
+        """CUDA: an event after the work queued so far; the writer's stream waits on it."""
+        if not self._cuda:
+            return None
+        event = torch.cuda.Event()
+        event.record()
+        return event
 
     def _inactive(self) -> bool:
         writer = self._writer
@@ -303,11 +311,9 @@ class Recorder:
                 probe = self._probe
                 assert probe is not None  # inline mode implies a probe
                 acts = _setup.inline_forward(self.model, probe, self._taps, cuda=self._cuda)
-        event = None
-        if self._cuda:
-            event = torch.cuda.Event()
-            event.record()
-        item = Item(step, tensors=tensors, activations=acts, scalars=self._pending, event=event)
+        item = Item(
+            step, tensors=tensors, activations=acts, scalars=self._pending, event=self._event()
+        )
         if not self._put(item, block=self._backpressure == "block"):
             self._dropped += 1
             return False
@@ -339,7 +345,8 @@ class Recorder:
                 raise CaptureError(f"capture failed: {self._error}") from self._error
             return
         if self._pending and not writer.failed:
-            self._put(Item(self.current_step, scalars=self._pending), block=True)
+            item = Item(self.current_step, scalars=self._pending, event=self._event())
+            self._put(item, block=True)
             self._pending = []
         self._queue.put(None)
         writer.join()

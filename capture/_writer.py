@@ -270,6 +270,21 @@ class WriterThread(threading.Thread):
         else:
             self._process(item)
 
+    def _to_host(self, tensors: dict[Any, torch.Tensor]) -> dict[Any, np.ndarray]:
+        """Host copies; on CUDA all copies go to pinned memory without blocking, then one
+        sync of this thread's side stream (the training thread never waits)."""
+        if self.stream is None:
+            return {k: host(t) for k, t in tensors.items()}
+        pinned = {}
+        for key, t in tensors.items():
+            t = t.detach()
+            dtype = torch.float32 if t.is_floating_point() else t.dtype
+            out = torch.empty(t.shape, dtype=dtype, pin_memory=True)
+            out.copy_(t, non_blocking=True)
+            pinned[key] = out
+        self.stream.synchronize()
+        return {k: t.numpy() for k, t in pinned.items()}
+
     def _process(self, item: Item) -> None:
         self.sink.scalars(item.scalars)
         if item.tensors is None:
@@ -281,11 +296,17 @@ class WriterThread(threading.Thread):
                 self._shadow_tensors[name].data = tensor  # swap, no copy
             with torch.no_grad():
                 acts = probe_forward(self.shadow, self.probe, self.taps)
+        tensors = {("weights", n): snap[n] for n in self.stored}
+        tensors.update({("state", n): snap[n] for n in self.state_names})
+        tensors.update({("activations", n): v for n, v in (acts or {}).items()})
+        arrays = self._to_host(tensors)
         self.sink.snapshot(
             item.step,
-            weights={n: host(snap[n]) for n in self.stored},
-            state={n: host(snap[n]) for n in self.state_names},
-            activations=None if acts is None else {n: host(v) for n, v in acts.items()},
+            weights={n: a for (g, n), a in arrays.items() if g == "weights"},
+            state={n: a for (g, n), a in arrays.items() if g == "state"},
+            activations=None
+            if acts is None
+            else {n: a for (g, n), a in arrays.items() if g == "activations"},
             taps=self.taps,
         )
         if self.sink.nonfinite_dirty:

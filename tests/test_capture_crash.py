@@ -209,3 +209,29 @@ def test_resume_from_earlier_start_step_between_snapshots(tmp_path):
     np.testing.assert_array_equal(run.weights["step"].values, [0, 2, 3, 4, 6])
     np.testing.assert_array_equal(run.scalars["step"].values, [1, 2, 3, 4, 5, 6])
     np.testing.assert_array_equal(run.scalars["loss"].values, [1, 1, 1, 2, 2, 2])
+
+
+UNCLOSED = """
+import sys, torch
+from dimlapse.capture import Recorder
+rec = Recorder(torch.nn.Linear(2, 2), sys.argv[1], every=1, flush_every=8)
+for _ in range(5):
+    rec.step(0.5)
+if sys.argv[2] == "raise":
+    raise RuntimeError("training died")
+"""
+
+
+@pytest.mark.parametrize(("mode", "status"), [("exit", "complete"), ("raise", "crashed")])
+def test_unclosed_recorder_is_flushed_at_exit(tmp_path, mode, status):
+    script = tmp_path / "unclosed.py"
+    script.write_text(UNCLOSED)
+    store = tmp_path / "run.zarr"
+    out = subprocess.run(
+        [sys.executable, str(script), str(store), mode], capture_output=True, text=True
+    )
+    assert (out.returncode == 0) == (mode == "exit"), out.stderr
+    run = open_run(store)
+    assert run.status == status
+    np.testing.assert_array_equal(run.weights["step"].values, np.arange(6))  # partial chunk
+    np.testing.assert_array_equal(run.scalars["step"].values, np.arange(1, 6))
