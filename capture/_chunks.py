@@ -176,6 +176,10 @@ class ChunkedGroup:
                 )
             self.buffers[name][self.count] = value
             self.bytes_raw += value.nbytes
+        if len(values) < len(self.buffers):  # rows without a value hold the fill value
+            for name, buf in self.buffers.items():
+                if name not in values:
+                    buf[self.count] = np.nan if buf.dtype.kind == "f" else -1
         self.step_buffer[self.count] = step
         self.count += 1
         if self.count == self.chunk:
@@ -205,8 +209,6 @@ class ChunkedGroup:
             for arr in [*self.arrays.values(), self.step_array]:
                 if arr.shape[0] != stop:
                     arr.resize((stop, *arr.shape[1:]))
-        if self.count == self.chunk:
+        if self.count == self.chunk:  # every row of the buffers is rewritten before reuse
             self.base, self.count = stop, 0
             self.step_buffer[:] = -1
-            for buf in self.buffers.values():
-                buf.fill(np.nan if np.issubdtype(buf.dtype, np.floating) else -1)
