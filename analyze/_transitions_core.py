@@ -11,6 +11,7 @@ import numpy as np
 from ._detectors import DETECTORS, DIRECTIONS
 from ._surrogates import NOISE_MODELS, surrogates
 from ._transitions_ramp import locate
+from ._transitions_tail import NO_TAIL, Tail, critical_score, fit_tail, tail_pvalues
 
 CALIBRATION_DEFAULTS: dict[str, object] = {
     "trend_window": 50,
@@ -19,8 +20,9 @@ CALIBRATION_DEFAULTS: dict[str, object] = {
     "block": None,
     "seed": 0,
 }
-# Fast (vectorised) detectors get 200 surrogates (p-value resolution 1/201 ~ 0.005); PELT runs
-# ruptures once per surrogate (about 4 ms for 1,600 samples), so it gets 50 (resolution 0.02).
+# Fast (vectorised) detectors get 200 surrogates; PELT runs ruptures once per surrogate (about
+# 5 ms for 1,600 samples), so it gets 50. Below the empirical resolution 1 / (1 + B) p-values
+# come from a fitted tail (``_transitions_tail``), so B sets the precision, not the floor.
 N_SURROGATES = {"zscore": 200, "meanshift": 200, "pelt": 50}
 N_SURROGATES_OTHER = 100
 
@@ -151,6 +153,8 @@ class SeriesResult:
     critical: float  # a candidate needs a score above this for p <= alpha
     tested: bool
     note: str = ""
+    tail: Tail = NO_TAIL  # the fitted tail of the surrogate event scores
+    from_tail: np.ndarray | None = None  # (k,) bool: p-value from the tail, not the count
 
 
 def empty_result(tested: bool, note: str) -> SeriesResult:
@@ -168,7 +172,9 @@ def calibrate_series(
 ) -> tuple[dict[str, SeriesResult], dict[str, float]]:
     """Run each detector on ``x`` (finite, (n,)) and on shared surrogates; max-statistic p-values.
 
-    p = (1 + #{surrogates whose largest event score >= the candidate's}) / (1 + n_surrogates).
+    p = (1 + #{surrogates whose largest event score >= the candidate's}) / (1 + n_surrogates),
+    or, where fewer than 10 surrogate maxima reach the candidate, ``1 - exp(-Lambda(score))``
+    from the Poisson-GPD tail of the pooled surrogate event scores (``_transitions_tail``).
     """
     ok = {d: x.size >= max(min_length(d, p), 3) for d, p in detectors.items()}
     out = {
@@ -193,31 +199,22 @@ def calibrate_series(
         obs = fn(x, **p)
         null = fn(y[:b], **p)
         null_max = null.max_per_row(b)  # (b,)
-        ge = (null_max[None, :] >= obs.score[:, None]).sum(axis=1)
+        tail = fit_tail(null.score, b)  # pooled scores of every surrogate event
+        p_value, from_tail = tail_pvalues(obs.score, null_max, tail)
         onset, end = locate(x, obs.start, obs.stop, obs.peak, obs.margin)
         out[d] = SeriesResult(
             onset=onset,
             end=end,
             score=obs.score,
             sign=obs.sign,
-            p_value=(1.0 + ge) / (1.0 + b),
+            p_value=p_value,
             n_null=float(null.count_per_row(b).mean()),
-            critical=critical_score(null_max, alpha),
+            critical=critical_score(null_max, tail, alpha),
             tested=True,
+            tail=tail,
+            from_tail=from_tail,
         )
     return out, info
-
-
-def critical_score(null_max: np.ndarray, alpha: float) -> float:
-    """Score a candidate must exceed for ``p <= alpha``; inf if ``alpha`` is below the resolution.
-
-    p <= alpha iff #{M_b >= s} <= k = floor(alpha (1 + B)) - 1, i.e. iff s > the (k+1)-th
-    largest surrogate maximum M (-inf when that surrogate had no event).
-    """
-    k = int(np.floor(alpha * (1 + null_max.size) + 1e-9)) - 1
-    if k < 0:
-        return float("inf")
-    return float(np.sort(null_max)[::-1][k]) if k < null_max.size else float("-inf")
 
 
 def bh_adjust(p: np.ndarray) -> np.ndarray:
