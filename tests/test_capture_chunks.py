@@ -1,5 +1,7 @@
 """ChunkedGroup: whole-chunk buffered writes, fill values for missing rows, resume trimming."""
 
+from typing import Any
+
 import numpy as np
 import zarr
 
@@ -7,7 +9,7 @@ from dimlapse.capture._chunks import ChunkedGroup, valid_prefix
 
 
 def test_rows_without_a_value_read_as_fill_across_chunk_reuse():
-    group = zarr.open_group("memory://chunks-fill.zarr", mode="w")
+    group: Any = zarr.open_group("memory://chunks-fill.zarr", mode="w")
     writer = ChunkedGroup(group, chunk=3, codec="zstd")
     for step in range(8):  # "a" every row, "b" only on even steps (a module that sometimes skips)
         values = {"a": np.full(2, step, np.float32)}
@@ -24,7 +26,7 @@ def test_rows_without_a_value_read_as_fill_across_chunk_reuse():
 
 
 def test_trim_keeps_prefix_and_rewrites_partial_chunk():
-    group = zarr.open_group("memory://chunks-trim.zarr", mode="w")
+    group: Any = zarr.open_group("memory://chunks-trim.zarr", mode="w")
     writer = ChunkedGroup(group, chunk=4, codec="none")
     for step in range(10):
         writer.append(step, {"x": np.array(step, np.float32)})
