@@ -371,6 +371,7 @@ class Recorder:
                     "stats": self.stats,
                 }
             )
+            _setup.consolidate(self.root)
         except Exception as exc:
             writer.fail(exc, None)
             self.status = "degraded"

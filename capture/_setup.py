@@ -7,6 +7,7 @@ import copy
 import logging
 import sys
 import threading
+import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -202,6 +203,15 @@ def inline_forward(
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
     return {k: v.clone() for k, v in acts.items()}
+
+
+def consolidate(root: Any) -> None:
+    """Consolidate metadata once, at close, so ``xr.open_zarr(store, group=...)`` opens the
+    finished run quietly. Readers of live runs (``open_run``) never trust it, and the first
+    attrs write of a resume drops it (STORAGE_NOTES trap 8)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        zarr.consolidate_metadata(root.store, path=root.path or None)
 
 
 def stored_bytes(root: zarr.Group, groups: list[str]) -> int | None:

@@ -64,7 +64,9 @@ def open_store(store: Any, *, overwrite: bool, resume: bool) -> zarr.Group:
                 "drop resume=True to start a new run"
             )
         check_layout(dict(existing.attrs), store)
-        return zarr.open_group(store, mode="r+", use_consolidated=False)
+        root = zarr.open_group(store, mode="r+", use_consolidated=False)
+        root.update_attributes({"status": "running"})  # also drops stale consolidated metadata
+        return root
     local = _local_path(store)
     occupied = existing is not None or (
         local is not None and os.path.isdir(local) and bool(os.listdir(local))

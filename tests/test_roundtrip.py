@@ -86,8 +86,8 @@ def test_complete_run_opens_with_xr_open_zarr(tmp_path):
     with Recorder(model, store, every=1, probe=torch.randn(5, 6), flush_every=2) as rec:
         for _ in range(3):
             rec.step(0.0)
-    ds = xr.open_zarr(store, group="weights", consolidated=False)
+    ds = xr.open_zarr(store, group="weights")  # consolidated at close: opens without warnings
     assert ds["0.weight"].dims == ("step", "0.weight.d0", "0.weight.d1")
     np.testing.assert_array_equal(ds["step"].values, [0, 1, 2, 3])
-    acts = xr.open_zarr(store, group="activations", consolidated=False)
+    acts = xr.open_zarr(store, group="activations")
     assert acts["2"].shape == (4, 5, 8)
