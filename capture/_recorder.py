@@ -248,6 +248,7 @@ class Recorder:
             shadow=shadow,
             taps={} if self._inline else self._taps,
             probe=self._probe,
+            device=device,
         )
         self._writer.start()
         self.current_step = (start_step or 0) if resume_at is None else resume_at

@@ -207,6 +207,7 @@ class WriterThread(threading.Thread):
         shadow: torch.nn.Module | None,
         taps: dict[str, Tap],
         probe: torch.Tensor | None,
+        device: torch.device,
     ) -> None:
         super().__init__(name="dimlapse-writer", daemon=True)
         self.sink = sink
@@ -226,9 +227,8 @@ class WriterThread(threading.Thread):
                 **dict(shadow.named_parameters()),
                 **dict(shadow.named_buffers()),
             }
-            device = next(iter(self._shadow_tensors.values()), torch.empty(0)).device
-            if device.type == "cuda":
-                self.stream = torch.cuda.Stream(device)
+        if device.type == "cuda":  # this thread's own stream: the training stream never waits
+            self.stream = torch.cuda.Stream(device)
 
     def run(self) -> None:
         _lower_priority()

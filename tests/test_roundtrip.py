@@ -21,7 +21,7 @@ def _manual_activations(model: nn.Module, probe: torch.Tensor) -> dict[str, np.n
     h0 = probe @ w["0.weight"].T + w["0.bias"]
     h2 = torch.relu(h0) @ w["2.weight"].T + w["2.bias"]
     h4 = torch.tanh(h2) @ w["4.weight"].T + w["4.bias"]
-    return {"0": h0.numpy(), "2": h2.numpy(), "4": h4.numpy()}
+    return {"0": h0.cpu().numpy(), "2": h2.cpu().numpy(), "4": h4.cpu().numpy()}
 
 
 @pytest.mark.parametrize("where", ["local", "memory"])
@@ -91,3 +91,37 @@ def test_complete_run_opens_with_xr_open_zarr(tmp_path):
     np.testing.assert_array_equal(ds["step"].values, [0, 1, 2, 3])
     acts = xr.open_zarr(store, group="activations")
     assert acts["2"].shape == (4, 5, 8)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("activations", [True, False])
+def test_roundtrip_on_cuda(tmp_path, activations):
+    """Device-side snapshots, side-stream probe forward, pinned non-blocking host copies."""
+    model = _mlp().cuda()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    probe = torch.randn(64, 6, device="cuda")
+    expected_w, expected_a = {}, {}
+    store = tmp_path / "cuda.zarr"
+    with Recorder(
+        model, store, every=2, probe=probe, activations=activations, flush_every=2
+    ) as rec:
+        for step in range(1, 21):
+            loss = model(torch.randn(32, 6, device="cuda")).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if rec.step(loss, grad_norm=loss * 2):
+                expected_w[step] = model[0].weight.detach().cpu().numpy().copy()
+                expected_a[step] = _manual_activations(model, probe)
+    run = open_run(store)
+    weights = run.weights.load()
+    np.testing.assert_array_equal(weights["step"].values, np.arange(0, 21, 2))
+    for i, step in enumerate(range(2, 21, 2), start=1):
+        np.testing.assert_array_equal(weights["0.weight"].values[i], expected_w[step])
+        if activations:
+            np.testing.assert_allclose(
+                run.activations["2"].values[i], expected_a[step]["2"], rtol=1e-4, atol=1e-5
+            )
+    scalars = run.scalars.load()
+    np.testing.assert_allclose(scalars["grad_norm"].values, 2 * scalars["loss"].values, rtol=1e-6)
