@@ -112,7 +112,7 @@ def test_roundtrip_on_cuda(tmp_path, activations):
             loss.backward()
             opt.step()
             if rec.step(loss, grad_norm=loss * 2):
-                expected_w[step] = model[0].weight.detach().cpu().numpy().copy()
+                expected_w[step] = model.get_parameter("0.weight").detach().cpu().numpy().copy()
                 expected_a[step] = _manual_activations(model, probe)
     run = open_run(store)
     weights = run.weights.load()
