@@ -174,7 +174,7 @@ def calibrate_series(
 
     p = (1 + #{surrogates whose largest event score >= the candidate's}) / (1 + n_surrogates),
     or, where fewer than 10 surrogate maxima reach the candidate, ``1 - exp(-Lambda(score))``
-    from the Poisson-GPD tail of the pooled surrogate event scores (``_transitions_tail``).
+    from a generalized Pareto tail fitted to the surrogate maxima (``_transitions_tail``).
     """
     ok = {d: x.size >= max(min_length(d, p), 3) for d, p in detectors.items()}
     out = {
@@ -199,7 +199,7 @@ def calibrate_series(
         obs = fn(x, **p)
         null = fn(y[:b], **p)
         null_max = null.max_per_row(b)  # (b,)
-        tail = fit_tail(null.score, b)  # pooled scores of every surrogate event
+        tail = fit_tail(null_max)
         p_value, from_tail = tail_pvalues(obs.score, null_max, tail)
         onset, end = locate(x, obs.start, obs.stop, obs.peak, obs.margin)
         out[d] = SeriesResult(

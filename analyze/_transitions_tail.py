@@ -8,22 +8,23 @@ p-value is taken from a generalized Pareto (GPD) tail instead, as in Knijnenburg
 Reinders and Shmulevich (2009), "Fewer permutations, more accurate P-values", Bioinformatics
 25:i161-i168; elsewhere the empirical p-value is kept.
 
-The tail is fitted to the *pooled* event scores of all surrogates, not to their B maxima alone:
-a surrogate often has no event at all (``meanshift`` only reports runs above its threshold,
-``pelt`` finds no change point in most white-noise surrogates), so the maxima are censored, and
-pooling gives far more points in the tail. Peaks over a threshold ``u`` (the ``N_EXCEED`` = 250
-largest pooled scores, or all of them when fewer) form approximately a Poisson process whose
-excesses are GPD (Coles 2001, *An Introduction to Statistical Modeling of Extreme Values*,
-ch. 4 and 7), so the expected number of surrogate events scoring ``>= s`` per series is
+The tail is fitted to the B surrogate maxima themselves (the Monte-Carlo null of the max
+statistic): the ``N_u = max(MIN_FIT, B // 4)`` largest, over a threshold ``u`` halfway between
+the ``N_u``-th and ``(N_u + 1)``-th largest (Knijnenburg et al. use the largest 250 of many
+more permutations; with B = 50-200 a quarter keeps enough points). Maxima of surrogates
+without any event (``-inf``: ``meanshift`` reports only runs above its threshold, ``pelt``
+often finds no change point) lie below ``u`` and only count in the rate; with fewer than
+``N_u + 1`` finite maxima there is no fit and the empirical p-value stays. The excesses
+``M - u`` are approximately generalized Pareto (Pickands 1975; Coles 2001, *An Introduction
+to Statistical Modeling of Extreme Values*, ch. 4), so
 
-    Lambda(s) = (N_u / B) * (1 + xi (s - u) / sigma) ** (-1 / xi)     (exp(-(s-u)/sigma), xi=0)
+    P(max >= s) = (N_u / B) * (1 + xi (s - u) / sigma) ** (-1 / xi)   (exp(-(s-u)/sigma), xi=0)
 
-and the max-statistic p-value is ``P(max >= s) = 1 - exp(-Lambda(s))``. ``(sigma, xi)`` are
-fitted by probability-weighted moments (Hosking and Wallis 1987, Technometrics 29:339), which
-is closed-form and stable on small samples. The shape is clipped to ``xi >= 0``: maxima of
-Gaussian-like statistics lie in the Gumbel domain (``xi = 0``), and a fitted ``xi < 0`` would
-give a finite upper end point and p = 0 beyond it, which is never warranted from a few hundred
-surrogates. Clipping makes the tail heavier, i.e. conservative.
+``(sigma, xi)`` are fitted by probability-weighted moments (Hosking and Wallis 1987,
+Technometrics 29:339), closed-form and stable on small samples. The shape is clipped to
+``xi >= 0``: maxima of Gaussian-like statistics lie in the Gumbel domain (``xi = 0``), and a
+fitted ``xi < 0`` would give a finite upper end point and p = 0 beyond it, which is never
+warranted from a few hundred surrogates. Clipping makes the tail heavier, i.e. conservative.
 """
 
 from __future__ import annotations
@@ -33,19 +34,19 @@ from dataclasses import dataclass
 import numpy as np
 
 MIN_EXCEED = 10  # fewer surrogate maxima than this at or above a score: use the fitted tail
-N_EXCEED = 250  # pooled peaks over threshold used for the fit (Knijnenburg et al. start at 250)
-MIN_FIT = 10  # fewest pooled surrogate events the tail is fitted to
+N_EXCEED = 250  # at most this many exceedances (Knijnenburg et al. start at 250)
+MIN_FIT = 12  # fewest exceedances the tail is fitted to
 XI_MAX = 1.0  # cap on the fitted shape (a heavier tail than this is not credible here)
 
 
 @dataclass(frozen=True)
 class Tail:
-    """Poisson-GPD tail of the pooled surrogate event scores (NaN fields: no fit)."""
+    """GPD tail of the surrogate maxima (NaN fields: no fit)."""
 
     threshold: float  # u
     scale: float  # sigma
     shape: float  # xi >= 0
-    rate: float  # N_u / B: surrogate events above u per surrogate
+    rate: float  # N_u / B: share of surrogate maxima above u
     n_exceed: int  # N_u
 
     @property
@@ -53,7 +54,7 @@ class Tail:
         return bool(np.isfinite(self.scale))
 
     def sf(self, s: np.ndarray) -> np.ndarray:
-        """``P(max >= s) = 1 - exp(-Lambda(s))`` for ``s >= threshold`` (NaN without a fit)."""
+        """``P(max >= s) = rate * GPD survival of s - u`` for ``s >= u`` (NaN without a fit)."""
         s = np.asarray(s, dtype=np.float64)
         if not self.fitted:
             return np.full(s.shape, np.nan)
@@ -62,14 +63,13 @@ class Tail:
             log_exc = -np.log1p(self.shape * y) / self.shape
         else:
             log_exc = -y
-        return -np.expm1(-self.rate * np.exp(log_exc))
+        return self.rate * np.exp(log_exc)
 
     def isf(self, p: float) -> float:
         """Score ``s`` with ``sf(s) = p``: the inverse of :meth:`sf` (NaN without a fit)."""
         if not self.fitted:
             return float("nan")
-        lam = -np.log1p(-p)
-        t = lam / self.rate  # survival of the excess distribution
+        t = p / self.rate  # survival of the excess distribution
         if t >= 1.0:
             return self.threshold
         if self.shape > 1e-9:
@@ -108,27 +108,25 @@ def gpd_pwm(excess: np.ndarray) -> tuple[float, float]:
     return 2.0 * a0 * a1 / den, 2.0 - a0 / den
 
 
-def fit_tail(pooled: np.ndarray, n_surrogates: int) -> Tail:
-    """Fit the Poisson-GPD tail to the pooled surrogate event scores, shape (K,).
+def fit_tail(null_max: np.ndarray) -> Tail:
+    """Fit the GPD tail to the surrogate maxima, shape (B,) (``-inf``: no event).
 
-    Uses the ``N_EXCEED`` largest scores (all when fewer) above the next one as threshold;
-    returns ``NO_TAIL`` when fewer than ``MIN_FIT`` events are available or they are all equal.
+    Returns ``NO_TAIL`` when fewer than ``N_u + 1`` maxima are finite or the top ones are equal.
     """
-    s = np.sort(pooled[np.isfinite(pooled)])[::-1]  # descending
-    if s.size < MIN_FIT:
+    b = null_max.size
+    n_u = min(N_EXCEED, max(MIN_FIT, b // 4))
+    m = np.sort(null_max)[::-1]  # descending, -inf last
+    if b <= n_u or not np.isfinite(m[n_u]):
         return NO_TAIL
-    if s.size > N_EXCEED:
-        u, top = float(s[N_EXCEED]), s[:N_EXCEED]
-    else:  # every event: the smallest one is the threshold
-        u, top = float(s[-1]), s[:-1]
-    excess = top - u
+    u = 0.5 * float(m[n_u - 1] + m[n_u])
+    excess = m[:n_u] - u
     if not np.any(excess > 0):
         return NO_TAIL
     sigma, xi = gpd_pwm(excess)
     if xi <= 0:  # lighter than exponential: clip to the Gumbel domain (conservative)
         sigma, xi = float(excess.mean()), 0.0
     xi = min(xi, XI_MAX)
-    return Tail(u, float(sigma), float(xi), top.size / n_surrogates, int(top.size))
+    return Tail(u, float(sigma), float(xi), n_u / b, n_u)
 
 
 def tail_pvalues(
