@@ -10,7 +10,9 @@ after a crash the valid prefix of ``step`` marks the last complete row.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -43,14 +45,27 @@ def codec_kwargs(codec: str) -> dict[str, Any]:
     if codec == "float16":
         return {"dtype": "float16", "compressors": zstd}
     if codec.startswith("bitround-"):
-        with warnings.catch_warnings():
-            # numcodecs codecs are not in the Zarr v3 spec; we record the codec in root attrs.
-            warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr")
+        with quiet_numcodecs():
             from zarr.codecs.numcodecs import BitRound
 
             filt = BitRound(keepbits=int(codec.removeprefix("bitround-")))
         return {"dtype": "float32", "filters": [filt], "compressors": zstd}
     return {"dtype": "float32", "compressors": zstd}
+
+
+@contextlib.contextmanager
+def quiet_numcodecs(enabled: bool = True) -> Iterator[None]:
+    """Silence zarr's "numcodecs codecs are not in the v3 spec" warning (bitround runs).
+
+    Zarr re-parses codec metadata on every resize and open, so the warning would fire at each
+    flush; the codec is recorded in the run's root attrs instead.
+    """
+    if not enabled:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr")
+        yield
 
 
 def valid_prefix(steps: np.ndarray) -> int:
@@ -102,6 +117,10 @@ class ChunkedGroup:
 
     def trim(self, n: int) -> None:
         """Resume support: keep the first ``n`` rows and reload the partial last chunk."""
+        with quiet_numcodecs(self.codec.startswith("bitround")):
+            self._trim(n)
+
+    def _trim(self, n: int) -> None:
         for name, arr in self.group.arrays():
             if name != "step":
                 self.arrays[name] = arr
@@ -141,8 +160,7 @@ class ChunkedGroup:
         kwargs = codec_kwargs(self.codec) if floating else {"dtype": value.dtype}
         if dtype is not None:  # caller pins the dtype (e.g. float64 wall_time)
             kwargs["dtype"] = dtype
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr")
+        with quiet_numcodecs():
             arr = self.group.create_array(
                 name,
                 shape=(self.rows, *value.shape),
@@ -196,6 +214,10 @@ class ChunkedGroup:
     def flush(self, *, final: bool = False) -> None:
         """Write the buffered rows (a whole chunk, or a partial one); ``final`` trims the arrays
         to the rows written."""
+        with quiet_numcodecs(self.codec.startswith("bitround")):
+            self._flush(final)
+
+    def _flush(self, final: bool) -> None:
         stop = self.base + self.count
         if self.count:
             for name, arr in self.arrays.items():

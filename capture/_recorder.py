@@ -41,8 +41,7 @@ class Recorder:
     store : str, os.PathLike or zarr store
         Where the run goes: a local path, any fsspec URL (``memory://run.zarr``) or a store.
     every : int or callable
-        Capture interval, or a schedule ``step -> bool`` (:func:`every_n`,
-        :func:`log_then_dense`).
+        Capture interval, or a schedule ``step -> bool`` (``every_n``, ``log_then_dense``).
     probe : torch.Tensor, optional
         Fixed probe batch ``(n, ...)``; without one, no activations are recorded.
     probe_targets : torch.Tensor, optional
@@ -109,10 +108,9 @@ class Recorder:
         if not isinstance(model, nn.Module):
             raise ValueError(f"Expected `model` to be a torch.nn.Module, got {model!r}")
         self.schedule: Schedule = as_schedule(every)
-        for name, value in (("positions", positions), ("tokens", tokens)):
+        checks = {"positions": positions, "tokens": tokens, "flush_every": flush_every}
+        for name, value in {**checks, "queue_size": queue_size}.items():
             _setup.positive_int(name, value)
-        _setup.positive_int("flush_every", flush_every)
-        _setup.positive_int("queue_size", queue_size)
         if start_step is not None:
             _setup.positive_int("start_step", start_step, minimum=0)
         if backpressure not in ("block", "drop"):
@@ -132,9 +130,7 @@ class Recorder:
                 f"({None if probe is None else probe.shape[0]}), got {probe_targets!r:.80}"
             )
         if overwrite and resume:
-            raise ValueError(
-                "Expected at most one of `overwrite` and `resume` to be True, got both"
-            )
+            raise ValueError("Expected at most one of `overwrite`, `resume` to be True, got both")
         user_attrs = _store.check_json(attrs)
         self.model, self.store, self.strict = model, store, strict
         self._backpressure, self._flush_every, self._codec = backpressure, flush_every, codec
@@ -192,6 +188,8 @@ class Recorder:
         if resume and probe is None and "probe" in root and "inputs" in root["probe"]:
             probe, targets = _store.read_probe(root)  # continue with the run's own probe
         modules, positions, tokens = self._select
+        if resume and prior.get("activations") is False:
+            self._want_activations = False  # a weights-only run stays weights-only
         chosen = (
             select_modules(self.model, modules)
             if self._want_activations and probe is not None
@@ -295,7 +293,7 @@ class Recorder:
 
     def _inactive(self) -> bool:
         writer = self._writer
-        if self._active and writer is not None and writer.failed:
+        if writer is not None and writer.failed:
             self._active, self.status, self._error = False, "degraded", writer.error
         if self.strict and self._error is not None:
             raise CaptureError(f"capture failed: {self._error}") from self._error
@@ -342,8 +340,7 @@ class Recorder:
         _setup._OPEN.discard(self)
         writer = self._writer
         if writer is None:
-            if self.strict and self._error is not None:
-                raise CaptureError(f"capture failed: {self._error}") from self._error
+            self._inactive()  # raises when strict
             return
         if self._pending and not writer.failed:
             item = Item(self.current_step, scalars=self._pending, event=self._event())
@@ -352,26 +349,17 @@ class Recorder:
         self._queue.put(None)
         writer.join()
         if writer.failed:
-            self.status, self._error = "degraded", writer.error
-            if self.strict:
-                raise CaptureError(
-                    f"capture failed on the writer thread: {writer.error}"
-                ) from writer.error
+            self._inactive()  # degraded; raises when strict
             return
         self.status = status
         sink = self._sink
         assert sink is not None  # a started writer implies a sink
         self._bytes_stored = _setup.stored_bytes(self.root, list(sink.groups))
+        final: dict[str, Any] = {"status": status, "finished": _store.utcnow()}
+        final["nonfinite"] = sink.nonfinite
+        final["dropped_snapshots"] = self._prior_dropped + self._dropped
         try:
-            self.root.update_attributes(
-                {
-                    "status": status,
-                    "finished": _store.utcnow(),
-                    "nonfinite": sink.nonfinite,
-                    "dropped_snapshots": self._prior_dropped + self._dropped,
-                    "stats": self.stats,
-                }
-            )
+            self.root.update_attributes({**final, "stats": self.stats})
             _setup.consolidate(self.root)
         except Exception as exc:
             writer.fail(exc, None)

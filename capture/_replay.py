@@ -11,7 +11,7 @@ import zarr
 from torch import nn
 
 from . import _store
-from ._chunks import valid_prefix
+from ._chunks import quiet_numcodecs, valid_prefix
 from ._select import ModuleSelector, make_taps, probe_forward, select_modules
 from ._writer import SnapshotSink, host
 
@@ -56,6 +56,21 @@ def replay(
     int
         Number of snapshots replayed.
     """
+    with quiet_numcodecs():  # bitround runs: zarr warns on every open of their arrays
+        return _replay(
+            store, model, modules=modules, positions=positions, tokens=tokens, overwrite=overwrite
+        )
+
+
+def _replay(
+    store: Any,
+    model: nn.Module,
+    *,
+    modules: ModuleSelector,
+    positions: int,
+    tokens: int,
+    overwrite: bool,
+) -> int:
     try:
         root: Any = zarr.open_group(store, mode="r+", use_consolidated=False)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:

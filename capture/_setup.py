@@ -17,7 +17,7 @@ import zarr
 from torch import nn
 
 from . import _store
-from ._chunks import valid_prefix
+from ._chunks import quiet_numcodecs, valid_prefix
 from ._schedule import Schedule, describe_schedule
 from ._select import Tap, probe_forward
 from ._writer import SnapshotSink
@@ -209,7 +209,7 @@ def consolidate(root: Any) -> None:
     """Consolidate metadata once, at close, so ``xr.open_zarr(store, group=...)`` opens the
     finished run quietly. Readers of live runs (``open_run``) never trust it, and the first
     attrs write of a resume drops it (STORAGE_NOTES trap 8)."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_numcodecs():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
         zarr.consolidate_metadata(root.store, path=root.path or None)
 
