@@ -8,12 +8,12 @@ import xarray as xr
 from ._transitions import _VAR_ATTRS, _event_table
 from ._transitions_core import (
     SeriesResult,
-    calibrate_series,
     check_alpha,
     empty_result,
     hierarchical_fdr,
     resolve_params,
 )
+from ._transitions_pool import calibrate_all
 
 _COUNT_ATTRS = {
     "n_candidates": ("raw candidate events", "1"),
@@ -23,6 +23,9 @@ _COUNT_ATTRS = {
     "q_series": ("Benjamini-Hochberg adjusted series-level p-value", "1"),
     "critical_score": ("score a candidate must exceed for p <= alpha (surrogate maxima)", "1"),
     "tested": ("series had enough finite samples to be tested", "1"),
+    "tail_threshold": ("threshold u of the GPD tail of the surrogate maxima (NaN: no fit)", "1"),
+    "tail_scale": ("scale sigma of the GPD tail of the surrogate maxima", "1"),
+    "tail_shape": ("shape xi >= 0 of the GPD tail of the surrogate maxima", "1"),
 }
 
 
@@ -47,7 +50,8 @@ def transitions(
     **params
         As for ``find_transitions``. A plain name applies to every detector that takes it;
         prefix it with a detector name to target one (``pelt_window=40``,
-        ``zscore_n_surrogates=500``).
+        ``zscore_n_surrogates=500``). ``workers`` (int, default: the usable cores) sets the
+        processes that calibrate series in parallel (1: serial); results do not depend on it.
 
     Returns
     -------
@@ -74,6 +78,12 @@ def transitions(
     if not detectors:
         raise ValueError("Expected `detectors` to name at least one detector, got ()")
     alpha = check_alpha(alpha)
+    params = dict(params)
+    workers = params.pop("workers", None)
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1
+    ):
+        raise ValueError(f"Expected `workers` to be a positive int or None, got {workers!r}")
     cal, det, nsur = resolve_params(detectors, params)
     other = [d for d in da.dims if d != "step"]
     arr = np.asarray(da.transpose(*other, "step").values, dtype=np.float64)
@@ -84,16 +94,16 @@ def transitions(
         if "step" in da.coords
         else np.arange(arr.shape[-1], dtype=np.int64)
     )
-    seed = int(cal["seed"])  # type: ignore[call-overload]
-    results: list[dict[str, SeriesResult]] = []
-    for i, row in enumerate(flat):
-        finite = np.isfinite(row)
-        if not finite.any():
-            results.append({d: empty_result(False, "all NaN") for d in detectors})
-            continue
-        rng = np.random.default_rng([seed, i])
-        out, _ = calibrate_series(row[finite], det, nsur, cal, rng, alpha)
-        results.append(out)
+    finite = np.isfinite(flat)
+    todo = np.flatnonzero(finite.any(axis=1))
+    done = calibrate_all(
+        [flat[i][finite[i]] for i in todo], det, nsur, cal, alpha, ids=todo, workers=workers
+    )
+    results: list[dict[str, SeriesResult]] = [
+        {d: empty_result(False, "all NaN") for d in detectors} for _ in range(flat.shape[0])
+    ]
+    for i, out in zip(todo, done, strict=True):
+        results[i] = out
     finite_steps = [steps[np.isfinite(r)] for r in flat]
     return _assemble(results, finite_steps, detectors, shape, other, da, alpha, cal, det, nsur)
 
@@ -123,6 +133,9 @@ def _assemble(results, finite_steps, detectors, shape, other, da, alpha, cal, de
             counts["n_null"][i, j] = res.n_null
             counts["critical_score"][i, j] = res.critical
             counts["tested"][i, j] = res.tested
+            counts["tail_threshold"][i, j] = res.tail.threshold
+            counts["tail_scale"][i, j] = res.tail.scale
+            counts["tail_shape"][i, j] = res.tail.shape
     dims = (*other, "detector", "transition")
     coords = {d: da[d] for d in other if d in da.coords}
     coords["detector"] = xr.DataArray(list(detectors), dims="detector")
@@ -141,6 +154,10 @@ def _assemble(results, finite_steps, detectors, shape, other, da, alpha, cal, de
         ds.attrs[f"{d}_n_surrogates"] = nsur[d]
         for k, v in det[d].items():
             ds.attrs[f"{d}_{k}"] = "auto" if v is None else v
+    ds.attrs["p_value_method"] = (
+        "empirical max-statistic count; generalized Pareto tail of the surrogate maxima "
+        "(Knijnenburg et al. 2009) where fewer than 10 of them reach the score"
+    )
     ds.attrs["fdr"] = (
         "per detector: Benjamini-Hochberg on series-level max-statistic p-values, then "
         "candidates with p <= alpha * R / m in selected series (Benjamini and Bogomolov 2014)"

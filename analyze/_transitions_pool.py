@@ -1,0 +1,87 @@
+"""Per-series calibration of ``transitions`` on a process pool.
+
+Most of the time goes into ruptures' C PELT (``KernelCPD``, about 5 ms per 1,600-sample
+surrogate), which holds the GIL, so threads (dask's threaded scheduler included) do not run it
+in parallel; processes do. Each series is calibrated independently with its own generator
+``default_rng([seed, i])``, so results do not depend on the number of workers or the order in
+which they finish.
+
+The pool is kept for the life of the interpreter and its workers are forked where the
+platform can (Linux): ``spawn`` and ``forkserver`` re-run the caller's ``__main__`` script in
+every worker, which breaks any script without an ``if __name__ == "__main__":`` guard, and pay
+about 2 s of imports. A forked worker only runs the pickled calibration task (numpy, scipy,
+ruptures; no Python threads, locks or I/O), so the idle dask or BLAS threads the caller may
+hold are harmless; Python >= 3.12 warns about forking a threaded process, and that warning is
+silenced here, where it arises. Elsewhere (macOS, Windows) the platform's default start method
+is used. Workers run BLAS single threaded, so ``workers`` processes use ``workers`` cores.
+Inside a daemonic process (e.g. a dask worker), which may not start children, calibration runs
+serially.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+from ._transitions_core import SeriesResult, calibrate_series
+
+_POOL: dict[int, ProcessPoolExecutor] = {}
+MIN_PARALLEL_WORK = 200_000  # samples x surrogates below which a pool does not pay off
+
+
+def default_workers() -> int:
+    """Usable CPU cores (the process's affinity where the platform reports it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def _init_worker() -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # one core per worker: no BLAS oversubscription
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    if workers not in _POOL:
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
+        _POOL[workers] = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
+    return _POOL[workers]
+
+
+def _one(task: tuple) -> dict[str, SeriesResult]:
+    x, det, nsur, cal, seed, i, alpha = task
+    rng = np.random.default_rng([seed, i])
+    return calibrate_series(x, det, nsur, cal, rng, alpha)[0]
+
+
+def calibrate_all(
+    rows: list[np.ndarray],
+    det: dict[str, dict[str, object]],
+    nsur: dict[str, int],
+    cal: dict[str, object],
+    alpha: float,
+    *,
+    ids: np.ndarray,
+    workers: int | None,
+) -> list[dict[str, SeriesResult]]:
+    """``calibrate_series`` of every row, row ``j`` seeded ``[seed, ids[j]]``.
+
+    ``rows`` holds the finite samples of each series (non-empty); ``workers`` None picks the
+    usable cores, 1 runs serially in this process.
+    """
+    seed = int(cal["seed"])  # type: ignore[call-overload]
+    tasks = [(x, det, nsur, cal, seed, int(i), alpha) for i, x in zip(ids, rows, strict=True)]
+    w = default_workers() if workers is None else workers
+    work = sum(x.size for x in rows) * max(nsur.values(), default=0)
+    if w <= 1 or len(rows) < 2 or work < MIN_PARALLEL_WORK or mp.current_process().daemon:
+        return [_one(t) for t in tasks]
+    w = min(w, len(rows))
+    with warnings.catch_warnings():  # see the module docstring
+        warnings.filterwarnings("ignore", r".*multi-threaded.*fork", DeprecationWarning)
+        return list(_pool(w).map(_one, tasks))
