@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
+from threadpoolctl import threadpool_limits
 
 from ._transitions_core import (
     SeriesResult,
@@ -167,7 +168,8 @@ def find_transitions(
     if not finite.any():
         res = empty_result(False, "all values are NaN; nothing tested")
     else:
-        out, info = calibrate_series(x[finite], det, nsur, cal, rng, alpha)
+        with threadpool_limits(1):  # as in `transitions`: the same rounding, the same result
+            out, info = calibrate_series(x[finite], det, nsur, cal, rng, alpha)
         res = out[detector]
     table = _event_table(res, s[finite])
     sig = res.p_value <= alpha

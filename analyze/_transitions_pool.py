@@ -26,6 +26,7 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ._transitions_core import SeriesResult, calibrate_series
 
@@ -42,8 +43,6 @@ def default_workers() -> int:
 
 
 def _init_worker() -> None:
-    from threadpoolctl import threadpool_limits
-
     threadpool_limits(1)  # one core per worker: no BLAS oversubscription
 
 
@@ -80,7 +79,10 @@ def calibrate_all(
     w = default_workers() if workers is None else workers
     work = sum(x.size for x in rows) * max(nsur.values(), default=0)
     if w <= 1 or len(rows) < 2 or work < MIN_PARALLEL_WORK or mp.current_process().daemon:
-        return [_one(t) for t in tasks]
+        # single-threaded BLAS here too: multithreaded matmul rounds differently, and results
+        # must not depend on `workers`
+        with threadpool_limits(1):
+            return [_one(t) for t in tasks]
     w = min(w, len(rows))
     with warnings.catch_warnings():  # see the module docstring
         warnings.filterwarnings("ignore", r".*multi-threaded.*fork", DeprecationWarning)

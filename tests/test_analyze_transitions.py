@@ -7,6 +7,7 @@ import xarray as xr
 from dimlapse.analyze import find_transitions, transitions
 from dimlapse.analyze._surrogates import ar1_noise
 from dimlapse.analyze._transitions_core import bh_adjust, hierarchical_fdr
+from dimlapse.analyze._transitions_tail import critical_score, fit_tail, gpd_pwm, tail_pvalues
 
 ALPHA = 0.05
 
@@ -293,3 +294,114 @@ def test_invalid_values_and_dataarray():
         transitions(xr.DataArray(np.zeros(5), dims="time"))
     with pytest.raises(ValueError, match="`detectors`"):
         transitions(xr.DataArray(np.zeros(5), dims="step"), detectors=())
+
+
+# -- fitted tail below the Monte-Carlo resolution ---------------------------------------------
+
+
+def test_gpd_pwm_recovers_planted_parameters():
+    from scipy import stats
+
+    rng = np.random.default_rng(20)
+    for xi, sigma in [(0.0, 1.0), (0.2, 0.5), (0.4, 2.0)]:
+        y = stats.genpareto.rvs(xi, scale=sigma, size=20000, random_state=rng)
+        s_hat, xi_hat = gpd_pwm(y)
+        assert abs(xi_hat - xi) < 0.05 and abs(s_hat / sigma - 1) < 0.05, (xi, sigma)
+
+
+def test_tail_p_matches_a_large_monte_carlo_where_the_count_cannot_resolve():
+    # maxima of Gumbel surrogates: the tail fitted to 200 of them against the exact survival
+    from scipy import stats
+
+    rng = np.random.default_rng(21)
+    scores = stats.gumbel_r.isf([1e-2, 1e-3, 1e-4])
+    ratios = []
+    for _ in range(40):
+        tail = fit_tail(stats.gumbel_r.rvs(size=200, random_state=rng))
+        ratios.append(tail.sf(scores) / stats.gumbel_r.sf(scores))
+    ratio = np.exp(np.mean(np.log(ratios), axis=0))  # geometric mean over fits
+    assert np.all(ratio > 0.7) and np.all(ratio < 2.0), ratio  # unbiased to slightly heavy
+    # the inverse is consistent
+    assert tail.sf(np.array([tail.isf(1e-3)]))[0] == pytest.approx(1e-3)
+
+
+def test_tail_pvalues_keep_the_count_in_the_bulk_and_fit_beyond_it():
+    m = np.arange(200, dtype=np.float64)  # maxima 0..199
+    tail = fit_tail(m)
+    p, from_tail = tail_pvalues(np.array([100.0, 195.0, 400.0]), m, tail)
+    assert p[0] == pytest.approx(101 / 201) and not from_tail[0]  # 100 maxima reach it
+    assert from_tail[1:].all() and p[2] < 1 / 201 and p[1] > p[2]
+    # censored (no-event) surrogates: too few finite maxima for a fit, the count stays
+    few = np.r_[np.full(190, -np.inf), np.arange(10.0)]
+    assert not fit_tail(few).fitted
+    p, from_tail = tail_pvalues(np.array([50.0]), few, fit_tail(few))
+    assert p[0] == pytest.approx(1 / 201) and not from_tail.any()
+    crit = critical_score(m, tail, 0.001)
+    assert tail_pvalues(np.array([crit + 1e-6]), m, tail)[0][0] <= 0.001
+
+
+def _null_pvalues(kinds, n_series, n, seed, detectors):
+    rng = np.random.default_rng(seed)
+    rows = [_null(kinds[i % len(kinds)], rng, n) for i in range(n_series)]
+    return transitions(_stack(rows), detectors=detectors).p_series
+
+
+def test_null_series_p_values_are_not_below_nominal():
+    # 60 null series of 800 samples: a uniform p puts Binomial(60, 0.05) <= 8 (99 %) below 0.05
+    # and Binomial(60, 0.01) <= 3 below 0.01
+    p = _null_pvalues(["white", "ar09", "expdecay"], 60, 800, 30, ("zscore", "meanshift"))
+    for d in ("zscore", "meanshift"):
+        v = p.sel(detector=d).values
+        assert (v <= 0.05).sum() <= 8 and (v <= 0.01).sum() <= 3, (d, np.sort(v)[:5])
+
+
+def _planted_family(seed, n, detectors, m=54):
+    rng = np.random.default_rng(seed)
+    kinds = ["white", "ar09", "expdecay"]
+    rows = [_null(kinds[i % 3], rng, n) for i in range(m)]
+    k = int(rng.choice([i for i in range(m) if i % 3 != 1]))  # white or decay: unit-sd noise
+    tau = int(rng.integers(n // 5, 4 * n // 5))
+    rows[k][tau:] += 5.0 * rng.choice([-1.0, 1.0])
+    return transitions(_stack(rows), detectors=detectors), k, tau
+
+
+def _planted_outcome(ds, detector, k, tau):
+    e = ds.sel(detector=detector)
+    found = e.step[k].values[e.significant[k].values]
+    hit = bool(found.size and np.min(np.abs(found - tau)) <= 3)
+    others = int((e.n_significant.values > 0).sum() - (e.n_significant.values[k] > 0))
+    return hit, others
+
+
+@pytest.mark.parametrize("detector", ["meanshift", "pelt"])
+def test_one_planted_step_among_54_series_survives_fdr(detector):
+    # the count alone cannot reach alpha / 54 < 1 / 201: only the fitted tail makes this work
+    ds, k, tau = _planted_family(40, 800, (detector,))
+    assert _planted_outcome(ds, detector, k, tau) == (True, 0)
+    assert ds.sel(detector=detector).p_series.values[k] < ALPHA / 54
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(5))
+def test_one_planted_step_among_54_series_many_seeds(seed):
+    ds, k, tau = _planted_family(100 + seed, 1600, ("meanshift", "pelt"))
+    for d in ("meanshift", "pelt"):
+        assert _planted_outcome(ds, d, k, tau) == (True, 0), d
+
+
+@pytest.mark.slow
+def test_null_series_p_values_are_uniform_many_series():
+    p = _null_pvalues(["white", "ar09", "expdecay"], 300, 1600, 31, ("zscore", "meanshift"))
+    for d in ("zscore", "meanshift"):
+        v = p.sel(detector=d).values  # Binomial(300, .05): mean 15, +3 sd = 26
+        assert (v <= 0.05).sum() <= 26 and (v <= 0.01).sum() <= 8, d
+
+
+def test_workers_do_not_change_the_result():
+    rng = np.random.default_rng(41)
+    da = _stack([rng.standard_normal(400) for _ in range(4)])
+    one = transitions(da, detectors=("meanshift", "pelt"), workers=1)
+    two = transitions(da, detectors=("meanshift", "pelt"), workers=2)
+    xr.testing.assert_identical(one, two)
+    with pytest.raises(ValueError, match="`workers`"):
+        transitions(da, workers=0)
