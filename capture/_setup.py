@@ -149,16 +149,16 @@ def trim_for_resume(sink: SnapshotSink, start_step: int | None) -> tuple[int, bo
     """Cut every group back to the last complete snapshot (or to ``start_step``).
 
     Returns the step training continues from, and whether its state must be captured
-    (``start_step`` between two stored snapshots).
+    (``start_step`` between two stored snapshots, or no complete snapshot at all).
     """
     snap_groups = [g for name, g in sink.groups.items() if name != "scalars"]
     steps = [g.step_array[:] for g in snap_groups]
     n = min(valid_prefix(s) for s in steps)
-    if n == 0:
-        raise ValueError(
-            "Expected the run being resumed to hold a complete snapshot, found none; "
-            "start a new run with overwrite=True"
-        )
+    if n == 0:  # killed before its first chunk landed: start over from the initial state
+        log.info("dimlapse: the run being resumed holds no complete snapshot; starting at 0")
+        for g in sink.groups.values():
+            g.trim(0)
+        return start_step or 0, True
     last = int(steps[0][n - 1])
     if start_step is not None:
         if start_step > last:
