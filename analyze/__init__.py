@@ -1,3 +1,11 @@
+"""Offline analysis of a dimlapse run store (numpy, scipy, xarray, dask; never torch).
+
+Data flow: ``open_run`` -> ``dimensionality`` (spectra -> SPECTRAL_METRICS, TwoNN) ->
+``transitions`` (calibrated against null surrogates, FDR across series) -> the study's jobs
+(``phases``, ``timing``, ``coupling``, ``sampling``, ``compare``) -> ``analyze_run`` writes
+``analysis.zarr``, figures and ``report.md``.
+"""
+
 from ._compare import compare
 from ._coupling import coupling
 from ._detectors import DETECTORS
@@ -12,3 +20,24 @@ from ._timing import timing
 from ._transitions import find_transitions
 from ._transitions_many import transitions
 from ._twonn import twonn
+
+__all__ = [
+    "DETECTORS",
+    "SPECTRAL_METRICS",
+    "DegenerateSpectrumWarning",
+    "Run",
+    "analyze_run",
+    "blas_single_thread",
+    "compare",
+    "coupling",
+    "dimensionality",
+    "find_transitions",
+    "open_run",
+    "phases",
+    "sampling",
+    "singular_values",
+    "spectra",
+    "timing",
+    "transitions",
+    "twonn",
+]
