@@ -7,7 +7,12 @@ identically initialised model, so slow drift of the machine hits every arm alike
 - ``plain``: training only;
 - ``dimlapse``: a Recorder every 5 steps with every weight and the three Linear layers'
   activations on a fixed 512-example held-out probe;
-- ``ndtracker``: ``ndt.HighFrequencyTracker`` every 5 steps on the same layers (when importable).
+- ``weights``: a Recorder every 5 steps with every weight and no probe forward during training;
+  the same activations are then materialised by ``replay`` from the stored weights (timed);
+- ``ndtracker``: ``ndt.HighFrequencyTracker`` every 5 steps on the same layers (when importable);
+- ``busy-core``: plain training while a background thread multiplies matrices nonstop: not a
+  capture method but a calibration of the machine, showing what any concurrent work on the
+  other core costs the training thread (on shared 2-vCPU VMs this alone can be 1.5x).
 
 Reported per arm: median and mean step time, and the ratio to plain training as the median
 over blocks of (arm's mean step time / plain's mean step time in the same block); the mean
@@ -21,6 +26,7 @@ import argparse
 import json
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -105,10 +111,39 @@ class _Trainer:
         return loss.detach()
 
 
-def _recorder(trainer: _Trainer, store: str, probe: torch.Tensor, *, every: int, codec: str):
+def _recorder(
+    trainer: _Trainer,
+    store: str,
+    probe: torch.Tensor,
+    *,
+    every: int,
+    codec: str,
+    activations: bool = True,
+):
     from dimlapse.capture import Recorder
 
-    return Recorder(trainer.model, store, every=every, probe=probe, codec=codec)
+    return Recorder(
+        trainer.model, store, every=every, probe=probe, codec=codec, activations=activations
+    )
+
+
+class _BusyCore:
+    """A background thread that multiplies matrices (GIL released) while ``on`` is set."""
+
+    def __init__(self) -> None:
+        self.on, self.stop = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._run, name="bench-busy-core", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        a = torch.rand(384, 384)
+        while not self.stop.is_set():
+            if self.on.wait(timeout=0.05):
+                a @ a
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 def codec_sizes(
@@ -169,18 +204,42 @@ def run_benchmark(
     with tempfile.TemporaryDirectory(prefix="dimlapse-bench-") as tmp:
         base = Path(root) if root is not None else Path(tmp)
         base.mkdir(parents=True, exist_ok=True)
-        trainers = {"plain": _Trainer(x, y, seed=0), "dimlapse": _Trainer(x, y, seed=0)}
+        trainers = {name: _Trainer(x, y, seed=0) for name in ("plain", "dimlapse", "weights")}
         rec = _recorder(
             trainers["dimlapse"], str(base / "bench.zarr"), probe, every=every, codec="zstd"
         )
+        rec_w = _recorder(
+            trainers["weights"],
+            str(base / "bench-weights.zarr"),
+            probe,
+            every=every,
+            codec="zstd",
+            activations=False,
+        )
+        busy = _BusyCore()
+        trainers["busy-core"] = _Trainer(x, y, seed=0)
 
         def plain_step() -> None:
+            busy.on.clear()
             trainers["plain"].step()
 
         def dimlapse_step() -> None:
+            busy.on.clear()
             rec.step(trainers["dimlapse"].step())
 
-        arms: dict[str, StepFn] = {"plain": plain_step, "dimlapse": dimlapse_step}
+        def weights_step() -> None:
+            busy.on.clear()
+            rec_w.step(trainers["weights"].step())
+
+        def busy_step() -> None:
+            busy.on.set()
+            trainers["busy-core"].step()
+
+        arms: dict[str, StepFn] = {
+            "plain": plain_step,
+            "dimlapse": dimlapse_step,
+            "weights": weights_step,
+        }
         tracker = None
         if ndtracker:
             try:
@@ -198,15 +257,20 @@ def run_benchmark(
                 )
 
                 def ndt_step() -> None:
+                    busy.on.clear()
                     loss = t.step()
                     tracker.log(t.n, loss.item())  # its documented usage: a float loss
 
                 arms["ndtracker"] = ndt_step
+        arms["busy-core"] = busy_step
         interleave(arms, blocks=1, steps=warmup)
         times = interleave(arms, blocks=blocks, steps=steps)
+        busy.close()
         t0 = time.perf_counter()
         rec.close()
         close_s = time.perf_counter() - t0
+        rec_w.close()
+        replay_s = _time_replay(str(base / "bench-weights.zarr"), x[0].numel())
         if tracker is not None:
             tracker.close()
         sizes = codec_sizes(
@@ -218,6 +282,7 @@ def run_benchmark(
         "codecs": sizes,
         "recorder_stats": stats,
         "close_seconds": close_s,
+        "replay": {"seconds": replay_s, "snapshots": rec_w.stats["snapshots"]},
         "config": {
             "model": "mlp 784-256-128-10",
             "data": "digits 28x28",
@@ -231,6 +296,15 @@ def run_benchmark(
             "ndtracker": ndtracker,
         },
     }
+
+
+def _time_replay(store: str, n_inputs: int) -> float:
+    """Seconds to materialise a weights-only run's activations with ``replay``."""
+    from dimlapse.capture import replay
+
+    t0 = time.perf_counter()
+    replay(store, MLP(n_inputs, 10))
+    return time.perf_counter() - t0
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -259,6 +333,15 @@ def format_report(result: dict[str, Any]) -> str:
         f"rec.step on the training thread ({s['queue_wait_seconds']:.2f} s of it waiting on a "
         f"full queue), final flush at close {result['close_seconds']:.2f} s, "
         f"{s.get('snapshots')} snapshots, {s.get('dropped', 0)} dropped"
+    )
+    r = result["replay"]
+    lines.append(
+        f"weights: activations replayed afterwards for {r['snapshots']} snapshots in "
+        f"{r['seconds']:.2f} s ({1e3 * r['seconds'] / max(1, r['snapshots']):.1f} ms/snapshot)"
+    )
+    lines.append(
+        "busy-core: plain training beside a matrix-multiplying thread, the machine's cost of "
+        "any concurrent work"
     )
     lines.append(f"{'codec':<12} {'bytes/snapshot':>15} {'raw bytes':>12} {'compression':>12}")
     for codec, z in result["codecs"].items():
