@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
+from scipy.stats import rankdata
 
 from ._jobcommon import as_trajectories, check_positive_int, params_attrs, step_values
 from ._timing import timing
@@ -42,6 +43,15 @@ def lagged_xcorr(a: np.ndarray, w: np.ndarray, max_lag: int) -> np.ndarray:
     return out
 
 
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """(rows, n) -> average ranks along the last axis over finite values; NaN stays NaN."""
+    out = np.full_like(x, np.nan)
+    for i, row in enumerate(x):
+        keep = np.isfinite(row)
+        out[i, keep] = rankdata(row[keep])
+    return out
+
+
 def _peak(xc: np.ndarray, *, lags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(..., lag) -> lag and value of the largest |xcorr| (NaN where all NaN)."""
     empty = ~np.isfinite(xc).any(axis=-1)
@@ -75,7 +85,7 @@ def compare(
     Returns
     -------
     xr.Dataset
-        ``normalised`` (kind, ..., step); ``xcorr`` (..., lag): correlation of the first
+        ``normalised`` (kind, ..., step); ``xcorr`` (..., lag): rank correlation of the first
         differences, activation at ``t + lag`` against weight at ``t``; ``peak_lag``,
         ``peak_lag_steps`` and ``peak_xcorr`` (largest absolute correlation); with `trans`,
         per (kind, ..., detector) counts and early shares and per (kind, metric, detector)
@@ -102,8 +112,11 @@ def compare(
 
         def gufunc(a: np.ndarray, w: np.ndarray) -> np.ndarray:
             lead = a.shape[:-1]
-            fa = np.diff(a.reshape(-1, a.shape[-1]).astype(np.float64), axis=-1)
-            fw = np.diff(w.reshape(-1, w.shape[-1]).astype(np.float64), axis=-1)
+            # Ranks of the first differences: the first few steps of a run move the metrics
+            # by orders of magnitude more than the rest, and Pearson on raw differences
+            # would be that transient alone.
+            fa = _ranks(np.diff(a.reshape(-1, a.shape[-1]).astype(np.float64), axis=-1))
+            fw = _ranks(np.diff(w.reshape(-1, w.shape[-1]).astype(np.float64), axis=-1))
             rows = [lagged_xcorr(x, y, max_lag) for x, y in zip(fa, fw, strict=True)]
             stacked = np.stack(rows) if rows else np.empty((0, lags.size))
             return stacked.reshape((*lead, lags.size))
@@ -119,7 +132,7 @@ def compare(
             dask_gufunc_kwargs={"output_sizes": {"lag": lags.size}, "allow_rechunk": True},
         ).assign_coords(lag=lags)
         out["xcorr"] = xc.assign_attrs(
-            long_name="correlation of first differences, activation(t + lag) vs weight(t)",
+            long_name="rank correlation of first differences, activation(t + lag) vs weight(t)",
             units="1",
         )
         peak_lag, peak_xcorr = xr.apply_ufunc(
@@ -157,7 +170,8 @@ def compare(
         "compare",
         {
             "normalisation": "min-max per trajectory over step",
-            "xcorr": "Pearson correlation of first differences; activation at t + lag vs "
+            "xcorr": "Pearson correlation of the ranks of first differences (Spearman-type, "
+            "robust to the early transient); activation at t + lag vs "
             "weight at t; positive peak lag: activation changes follow weight changes",
             "max_lag": max_lag,
             "step_spacing": spacing,

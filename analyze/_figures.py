@@ -196,7 +196,9 @@ def activation_vs_weight(tree: xr.DataTree, path: Path) -> Path:
             xc = cmp["xcorr"].sel(layer=layer, metric=metric)
             bx.plot(xc["lag"], xc, lw=0.9)
             bx.axvline(0, color="0.7", lw=0.6)
-            bx.set_title(f"{layer}: xcorr of differences (+lag: activation follows)", fontsize=9)
+            bx.set_title(
+                f"{layer}: rank xcorr of differences (+lag: activation follows)", fontsize=9
+            )
         else:
             bx.set_visible(False)
     axes[-1, 0].set_xlabel("step")
