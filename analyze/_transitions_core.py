@@ -60,7 +60,9 @@ def validate_param(name: str, v: object) -> object:
     if name in ("min_size", "n_surrogates"):
         return _check_int(name, v, 1)
     if name == "trend_degree":
-        return _check_choice(name, v, (0, 1, 2))
+        if v not in (0, 1, 2) or isinstance(v, bool):
+            raise ValueError(f"Expected `trend_degree` to be 0, 1 or 2, got {v!r}")
+        return int(v)
     if name == "merge_gap":
         return _check_int(name, v, 0)
     if name == "block":

@@ -84,6 +84,7 @@ def transitions(
         isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1
     ):
         raise ValueError(f"Expected `workers` to be a positive int or None, got {workers!r}")
+    workers = None if workers is None else int(workers)
     cal, det, nsur = resolve_params(detectors, params)
     other = [d for d in da.dims if d != "step"]
     arr = np.asarray(da.transpose(*other, "step").values, dtype=np.float64)
