@@ -21,6 +21,19 @@ log = logging.getLogger("dimlapse.capture")
 _REFUSALS = (_store.RunExistsError, _store.RunNotFoundError, ValueError)
 
 
+FLUSH_BYTES = 128 * 2**20  # target size of one flush's snapshot buffer
+
+
+def auto_flush_every(model: nn.Module) -> int:
+    """Snapshots per flush: about FLUSH_BYTES of parameters and buffers, clamped to [4, 64].
+
+    Deterministic in the model, so a resumed run gets the same chunking.
+    """
+    tensors = [*model.parameters(), *model.buffers()]
+    snapshot = sum(t.numel() * 4 for t in tensors) or 1  # stored as float32
+    return max(4, min(64, FLUSH_BYTES // snapshot))
+
+
 class CaptureError(RuntimeError):
     """Capture failed on the writer thread (raised on the training thread when strict=True)."""
 
@@ -55,8 +68,11 @@ class Recorder:
         False records weights only (replay activations later with :func:`replay`).
     positions, tokens : int
         Spatial positions / token positions sampled (fixed, seeded) per module.
-    flush_every : int
-        Snapshots per chunk and flush.
+    flush_every : int, optional
+        Snapshots per chunk and flush. Default: as many as fit in about 128 MiB of
+        parameters and buffers, between 4 and 64 (64 for the study's MLP). Fewer, larger
+        flushes cost the training thread less (each flush is a burst of Zarr work on the
+        writer thread); a crash loses at most the snapshots of the flush in progress.
     queue_size : int
         Snapshots held in the bounded queue.
     backpressure : {"block", "drop"}
@@ -95,7 +111,7 @@ class Recorder:
         activations: bool = True,
         positions: int = 16,
         tokens: int = 4,
-        flush_every: int = 16,
+        flush_every: int | None = None,
         queue_size: int = 64,
         backpressure: str = "block",
         codec: str = "zstd",
@@ -108,6 +124,8 @@ class Recorder:
         if not isinstance(model, nn.Module):
             raise ValueError(f"Expected `model` to be a torch.nn.Module, got {model!r}")
         self.schedule: Schedule = as_schedule(every)
+        if flush_every is None:
+            flush_every = auto_flush_every(model)
         checks = {"positions": positions, "tokens": tokens, "flush_every": flush_every}
         for name, value in {**checks, "queue_size": queue_size}.items():
             _setup.positive_int(name, value)

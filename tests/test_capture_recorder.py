@@ -225,3 +225,14 @@ def test_stats_and_provenance(tmp_path):
     assert set(attrs["versions"]) >= {"torch", "zarr", "numpy", "numcodecs", "python", "dimlapse"}
     assert "git_commit" in attrs and attrs["created"] <= attrs["finished"]
     assert attrs["model"]["n_parameters"] == 64 * 64 + 64
+
+
+def test_auto_flush_every_targets_about_128_mib_per_flush():
+    from dimlapse.capture._recorder import auto_flush_every
+
+    small = nn.Sequential(nn.Linear(784, 256), nn.Linear(256, 128), nn.Linear(128, 10))
+    assert auto_flush_every(small) == 64  # 0.9 MB a snapshot: capped at 64
+    mid = nn.Linear(1024, 1024)  # 4 MiB a snapshot -> 32 fit in 128 MiB
+    assert auto_flush_every(mid) == 128 * 2**20 // ((1024 * 1024 + 1024) * 4)
+    big = nn.Linear(4096, 4096)  # 64 MiB a snapshot: floor of 4
+    assert auto_flush_every(big) == 4
