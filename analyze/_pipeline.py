@@ -14,7 +14,6 @@ from typing import Any
 import dask
 import xarray as xr
 from dask.callbacks import Callback
-from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from ._compare import compare
@@ -22,6 +21,7 @@ from ._coupling import coupling
 from ._jobcommon import jsonable, vlen_strings
 from ._phases import phases
 from ._sampling import DEFAULT_INTERVALS, sampling
+from ._spectra import blas_single_thread
 from ._timing import timing
 
 DETECTORS = ("zscore", "meanshift", "pelt")
@@ -66,7 +66,7 @@ def scheduler_context(scheduler: Any = None) -> Iterator[Any]:
     with ``Client(address)`` and closed afterwards. A ``distributed.Client``: used as is.
     """
     if scheduler is None:
-        with threadpool_limits(limits=1, user_api="blas"), dask.config.set(scheduler="threads"):
+        with blas_single_thread(), dask.config.set(scheduler="threads"):
             yield None
         return
     from distributed import Client

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._detectors import DETECTORS, DIRECTIONS
+from ._jobcommon import check_positive_int
 from ._surrogates import NOISE_MODELS, surrogates
 from ._transitions_ramp import locate
 from ._transitions_tail import NO_TAIL, Tail, critical_score, fit_tail, tail_pvalues
@@ -33,12 +34,6 @@ def detector_defaults(name: str) -> dict[str, object]:
     return {k: p.default for k, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY}
 
 
-def _check_int(name: str, v: object, lo: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < lo:
-        raise ValueError(f"Expected `{name}` to be an int >= {lo}, got {v!r}")
-    return int(v)
-
-
 def _check_pos(name: str, v: object) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float | np.number) or not v > 0:
         raise ValueError(f"Expected `{name}` to be a positive number, got {v!r}")
@@ -54,21 +49,21 @@ def _check_choice(name: str, v: object, choices: tuple[str, ...]) -> str:
 def validate_param(name: str, v: object) -> object:
     """Validate one detector or calibration parameter by name; return the normalised value."""
     if name in ("window", "trend_window"):
-        return _check_int(name, v, 3 if name == "trend_window" else 2)
+        return check_positive_int(v, name, minimum=3 if name == "trend_window" else 2)
     if name in ("min_periods",):
-        return _check_int(name, v, 2)
+        return check_positive_int(v, name, minimum=2)
     if name in ("min_size", "n_surrogates"):
-        return _check_int(name, v, 1)
+        return check_positive_int(v, name, minimum=1)
     if name == "trend_degree":
         if v not in (0, 1, 2) or isinstance(v, bool):
             raise ValueError(f"Expected `trend_degree` to be 0, 1 or 2, got {v!r}")
         return int(v)
     if name == "merge_gap":
-        return _check_int(name, v, 0)
+        return check_positive_int(v, name, minimum=0)
     if name == "block":
-        return None if v is None else _check_int(name, v, 1)
+        return None if v is None else check_positive_int(v, name, minimum=1)
     if name == "seed":
-        return _check_int(name, v, 0)
+        return check_positive_int(v, name, minimum=0)
     if name in ("threshold", "pen_scale"):
         return _check_pos(name, v)
     if name == "penalty":
