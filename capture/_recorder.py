@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from . import _setup, _store
-from ._chunks import parse_codec
+from .writer._chunks import parse_codec
 from ._schedule import Schedule, as_schedule, typical_interval
 from ._select import ModuleSelector, ParamSelector, make_taps, select_modules, select_params
-from ._writer import Item, SnapshotSink, WriterThread
+from .writer._sink import Item, SnapshotSink, WriterThread
 
 log = logging.getLogger("dimlapse.capture")
 _REFUSALS = (_store.RunExistsError, _store.RunNotFoundError, ValueError)

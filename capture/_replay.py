@@ -11,9 +11,9 @@ import zarr
 from torch import nn
 
 from . import _store
-from ._chunks import quiet_numcodecs, valid_prefix
+from .writer._chunks import quiet_numcodecs, valid_prefix
 from ._select import ModuleSelector, make_taps, probe_forward, select_modules
-from ._writer import SnapshotSink, host
+from .writer._sink import SnapshotSink, host
 
 log = logging.getLogger("dimlapse.capture")
 

@@ -17,10 +17,10 @@ import zarr
 from torch import nn
 
 from . import _store
-from ._chunks import quiet_numcodecs, valid_prefix
+from .writer._chunks import quiet_numcodecs, valid_prefix
 from ._schedule import Schedule, describe_schedule
 from ._select import Tap, probe_forward
-from ._writer import SnapshotSink
+from .writer._sink import SnapshotSink
 
 log = logging.getLogger("dimlapse.capture")
 _OPEN: weakref.WeakSet[Any] = weakref.WeakSet()

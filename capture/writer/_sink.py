@@ -23,7 +23,7 @@ import torch
 import zarr
 
 from ._chunks import ChunkedGroup
-from ._select import Tap, probe_forward
+from .._select import Tap, probe_forward
 
 log = logging.getLogger("dimlapse.capture")
 
