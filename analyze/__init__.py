@@ -10,6 +10,7 @@ from ._compare import compare
 from ._coupling import coupling
 from ._detectors import DETECTORS
 from ._dimensionality import dimensionality
+from ._formation import formation
 from ._metrics import SPECTRAL_METRICS, DegenerateSpectrumWarning
 from ._phases import phases
 from ._pipeline import analyze_run
@@ -32,6 +33,7 @@ __all__ = [
     "coupling",
     "dimensionality",
     "find_transitions",
+    "formation",
     "open_run",
     "phases",
     "sampling",

@@ -1,0 +1,137 @@
+"""The formation job against scikit-learn's RidgeClassifier and planted decodability onsets."""
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from sklearn.linear_model import RidgeClassifier
+from sklearn.model_selection import cross_val_score
+from torch import nn
+
+from dimlapse.analyze import formation, open_run
+from dimlapse.analyze._formation import fold_indices, formation_times, ridge_cv_accuracy
+
+N, CLASSES = 120, 3
+
+
+def _cv(n, folds, seed=0):
+    tests = fold_indices(n, folds, seed=seed)
+    return [(np.setdiff1d(np.arange(n), t), t) for t in tests]
+
+
+@pytest.mark.parametrize("d", [8, 300])  # primal (d <= n) and dual (d > n) forms
+@pytest.mark.parametrize("alpha", [0.3, 10.0])
+def test_absolute_alpha_matches_sklearn_cross_val_score(d, alpha):
+    rng = np.random.default_rng(d)
+    y = rng.integers(0, CLASSES, N)
+    x = rng.normal(size=(N, d)) + 0.8 * np.eye(CLASSES, d)[y] * 3 + 5.0  # offset: intercept
+    ours = ridge_cv_accuracy(x, y, fold_indices(N, 5), alpha=alpha, relative=False)
+    ref = cross_val_score(RidgeClassifier(alpha=alpha), x, y, cv=_cv(N, 5)).mean()
+    assert 0.4 < ref < 1.0  # neither trivial nor perfect, so the comparison has teeth
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)
+
+
+def test_relative_alpha_is_sklearn_with_the_fold_scaled_penalty():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, N)  # binary: sklearn's single decision column
+    x = 1e3 * (rng.normal(size=(N, 20)) + np.eye(2, 20)[y])
+    ref = []
+    for train, test in _cv(N, 4, seed=3):
+        xc = x[train] - x[train].mean(0)
+        lam = 0.1 * np.sum(xc**2) / x.shape[1]
+        ref.append(RidgeClassifier(alpha=lam).fit(x[train], y[train]).score(x[test], y[test]))
+    ours = ridge_cv_accuracy(x, y, fold_indices(N, 4, seed=3), alpha=0.1, relative=True)
+    np.testing.assert_allclose(ours, np.mean(ref), atol=1e-12)
+    # scale-free: the same accuracy on rescaled activations
+    assert ridge_cv_accuracy(x * 1e-3, y, fold_indices(N, 4, seed=3), alpha=0.1, relative=True) == (
+        ours
+    )
+
+
+def test_folds_have_kfold_sizes_and_cover_the_probe():
+    tests = fold_indices(103, 5, seed=2)
+    assert [t.size for t in tests] == [21, 21, 21, 20, 20]
+    np.testing.assert_array_equal(np.sort(np.concatenate(tests)), np.arange(103))
+
+
+def _planted(onsets, *, rows=1, seed=0):
+    """Activations whose class signal switches on at a known step per layer."""
+    steps = np.arange(0, 200, 5)
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, N)
+    data = {}
+    for i, onset in enumerate(onsets):
+        x = rng.normal(size=(steps.size, N * rows, 6)).astype(np.float32)
+        on = steps >= onset
+        signal = np.repeat(4.0 * np.eye(4, 6)[y], rows, axis=0)  # example-major rows
+        x[on] += signal
+        data[f"l{i}"] = (("step", f"l{i}.sample", f"l{i}.feature"), x)
+    ds = xr.Dataset(data, coords={"step": steps}).chunk({"step": 16})
+    return ds, y
+
+
+def test_planted_onsets_are_found_per_layer():
+    ds, y = _planted([50, 120, 10_000])  # the third layer never carries the signal
+    out = formation(ds, targets=y, fractions=(0.5, 0.9))
+    assert out.decodability.chunks is not None  # lazy until computed
+    out = out.compute()
+    times = out.formation_step
+    assert times.sel(layer="l0").values.tolist() == [50.0, 50.0]
+    assert times.sel(layer="l1").values.tolist() == [120.0, 120.0]
+    assert np.isnan(times.sel(layer="l2")).all()
+    dec = out.decodability
+    assert (dec.sel(step=slice(150, None)).sel(layer=["l0", "l1"]) > 0.95).all()
+    assert float(dec.sel(layer="l2").mean()) < 0.45
+    assert out.attrs["job"] == "formation" and out.attrs["folds"] == 5
+
+
+def test_sampled_positions_are_read_side_by_side():
+    # the signal sits in the second of two rows per example: only the joint read finds it
+    ds, y = _planted([0], rows=2, seed=4)
+    x = ds["l0"].values.copy()
+    x[:, 0::2] = np.random.default_rng(0).normal(size=x[:, 0::2].shape)
+    ds["l0"] = (ds["l0"].dims, x)
+    out = formation(ds, targets=y).compute()
+    assert float(out.decodability.min()) > 0.95
+
+
+def test_formation_times_on_a_ramp():
+    steps = np.arange(0, 101, dtype=float)
+    series = np.clip(steps / 50, 0, 1) * 0.8 + 0.1  # chance 0.1 -> final 0.9 at step 50
+    t = formation_times(series, steps, [0.5, 0.9], chance=0.1, final_window=5)
+    np.testing.assert_array_equal(t, [25.0, 45.0])
+
+
+def test_formation_on_a_captured_run(tmp_path):
+    from dimlapse.capture import Recorder
+
+    torch.manual_seed(0)
+    x = torch.randn(256, 5)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    model = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.3)
+    with Recorder(model, tmp_path / "r.zarr", every=10, probe=x[:64], probe_targets=y[:64]) as rec:
+        for _ in range(60):
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            rec.step(loss)
+    out = formation(open_run(tmp_path / "r.zarr"), folds=4).compute()
+    assert set(out.layer.values) == {"0", "2"}
+    assert out.decodability.sizes["step"] == 7
+    assert 0 <= float(out.chance) <= 1
+
+
+def test_validation_messages():
+    ds, y = _planted([0])
+    with pytest.raises(ValueError, match="`folds` to be an int >= 2"):
+        formation(ds, targets=y, folds=1)
+    with pytest.raises(ValueError, match="`fractions` to be a float in"):
+        formation(ds, targets=y, fractions=(1.5,))
+    with pytest.raises(ValueError, match="Unknown `layers`"):
+        formation(ds, targets=y, layers=["nope"])
+    with pytest.raises(ValueError, match="Expected `targets`"):
+        formation(ds)
+    with pytest.raises(TypeError, match="run_or_activations"):
+        formation(np.zeros(3))
