@@ -272,6 +272,10 @@ def analyze_run(
             ),
             "compare": lambda: compare(chunked, trans, total_steps=total),
         }
+        if "targets" in run.probe:  # formation needs labelled probes
+            from ._formation import formation
+
+            jobs["formation"] = lambda: formation(run)
         for job, build in jobs.items():
             results[job] = _compute(build(), job, local=local, progress=progress)
             step(job)
