@@ -1,26 +1,42 @@
-"""The Recorder: three lines in a training loop, everything heavy off the training thread."""
+"""The Recorder: three lines in a training loop; on a capture step, one copy into a ring slot.
+
+Data flow (docs/store-layout.md; README "How capture works")::
+
+    rec.step() --copy into a free slot--> shared-memory ring (bytes-bounded)
+        --> writer process: probe forward in its own copy of the model, spectra, chunk
+            buffers, compression, Zarr writes --> run.zarr
+
+Everything but that copy happens in the writer (``writer/``), a separate process by default,
+so the training process's GIL is not shared with Zarr, codecs or the probe forward.
+"""
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import logging
-import queue
+import operator
+import os
 import time
 from typing import Any
 
 import torch
 from torch import nn
 
-from . import _setup, _store
-from .writer._chunks import parse_codec
+from . import _budget, _exit, _lock, _store, _validate
+from ._attrs import check_resumable, root_attrs
+from ._resume import trim_for_resume
 from ._schedule import Schedule, as_schedule, typical_interval
 from ._select import ModuleSelector, ParamSelector, make_taps, select_modules, select_params
-from .writer._sink import Item, SnapshotSink, WriterThread
+from .writer._chunks import DEFAULT_CODEC, parse_codec
+from .writer._handle import WriterHandle, start_writer
+from .writer._ring import DEFAULT_MAX_BUFFER_BYTES, Ring, SlotLayout, slot_count
+from .writer._sink import SnapshotSink
+from .writer._work import SlotValue, WorkSpec
 
 log = logging.getLogger("dimlapse.capture")
-_REFUSALS = (_store.RunExistsError, _store.RunNotFoundError, ValueError)
-
-
+_REFUSALS = (_store.RunExistsError, _store.RunNotFoundError, _lock.RunLockedError, ValueError)
+MODES = ("full", "weights", "spectra")
 FLUSH_BYTES = 128 * 2**20  # target size of one flush's snapshot buffer
 
 
@@ -35,7 +51,7 @@ def auto_flush_every(model: nn.Module) -> int:
 
 
 class CaptureError(RuntimeError):
-    """Capture failed on the writer thread (raised on the training thread when strict=True)."""
+    """Capture failed (raised on the training thread when ``strict=True``, or on misuse)."""
 
 
 class Recorder:
@@ -43,20 +59,23 @@ class Recorder:
 
     Construct it before training (this captures step 0, the initial state), call
     :meth:`step` after every ``optimizer.step()``, and :meth:`close` it (or use ``with``).
-    The training thread only clones parameters and buffers on capture steps and enqueues
-    them; the probe forward (in a shadow copy of the model), compression and writes run on
-    one writer thread. See docs/store-layout.md for what is written.
+    On a capture step the training thread copies the parameters and buffers into a free slot
+    of a shared-memory ring (no allocation); a writer process runs the probe forward in its
+    own copy of the model, computes spectra (``mode="spectra"``), compresses and writes.
 
     Parameters
     ----------
     model : torch.nn.Module
         The model being trained.
     store : str, os.PathLike or zarr store
-        Where the run goes: a local path, any fsspec URL (``memory://run.zarr``) or a store.
+        Where the run goes: a local path or any fsspec URL. In-memory stores
+        (``memory://``, store objects) are written from a thread instead of a process.
     every : int or callable
         Capture interval, or a schedule ``step -> bool`` (``every_n``, ``log_then_dense``).
     probe : torch.Tensor, optional
-        Fixed probe batch ``(n, ...)``; without one, no activations are recorded.
+        Fixed probe batch ``(n, ...)``, n >= 2; without one, no activations are recorded.
+        It is run through the model once at construction: a probe the model cannot take is
+        refused here, naming the module where it failed.
     probe_targets : torch.Tensor, optional
         Targets of the probe batch (stored).
     modules : None, list of types, glob str, list of globs or callable
@@ -64,29 +83,43 @@ class Recorder:
         transformer layers, Embedding).
     params : str, list of str, callable or None
         Parameter globs (among parameters with ndim >= 2), or ``callable(name, param)``.
+    mode : {"full", "weights", "spectra"}
+        ``full``: weights, state and probe activations at every capture step. ``weights``:
+        no activations (replay them later with :func:`replay`). ``spectra``: the singular
+        values of every recorded weight matrix and of every module's sample-centred probe
+        activations at every capture step, and full snapshots every ``full_every`` steps
+        only: for big models (under 1 % of full mode's bytes per snapshot).
     activations : bool
-        False records weights only (replay activations later with :func:`replay`).
+        ``False`` is ``mode="weights"`` (kept for older code).
+    full_every : int
+        Spectra mode: steps between full snapshots (step 0 is always full).
     positions, tokens : int
         Spatial positions / token positions sampled (fixed, seeded) per module.
     flush_every : int, optional
-        Snapshots per chunk and flush. Default: as many as fit in about 128 MiB of
-        parameters and buffers, between 4 and 64 (64 for the study's MLP). Fewer, larger
-        flushes cost the training thread less (each flush is a burst of Zarr work on the
-        writer thread); a crash loses at most the snapshots of the flush in progress.
-    queue_size : int
-        Snapshots held in the bounded queue.
+        Snapshots per chunk and flush (default: about 128 MiB of parameters, 4 to 64).
+    max_buffer_bytes : int
+        Size of the shared-memory ring of snapshot slots (default 256 MiB, between 2 and 128
+        slots). It bounds the memory capture may hold while the writer catches up.
     backpressure : {"block", "drop"}
-        When the queue is full: wait, or drop the snapshot and count it.
+        When every slot is taken: wait, or drop the snapshot and count it.
     codec : str
-        ``zstd`` (lossless), ``none``, ``float16`` or ``bitround-<bits>``.
+        ``lz4`` (lossless, default), ``zstd``, ``blosc-zstd``, ``none``, ``float16`` or
+        ``bitround-<bits>``.
+    writer : {"auto", "process", "thread"}
+        Where the writer runs. ``auto``: a process, or a thread (with a logged warning) where
+        a process cannot be used.
+    total_steps : int, optional
+        Planned optimizer steps: the projected bytes of the whole run are logged, and a run
+        that would not fit the store's filesystem is refused, naming the modes that fit.
     overwrite, resume : bool
-        Replace an existing store, or continue it after its last complete snapshot.
+        Replace an existing run, or continue it after its last complete snapshot.
     start_step : int, optional
         Step number of the current model state (default 0, or the last snapshot on resume).
     strict : bool
         Re-raise writer errors on the training thread instead of degrading.
     attrs : dict, optional
-        JSON values merged into the root attrs (config, seed, dataset, ...).
+        JSON values merged into the root attrs (config, seed, dataset, ...); keys the
+        Recorder owns (``status``, ``layout_version``, ...) are refused.
 
     Examples
     --------
@@ -104,172 +137,300 @@ class Recorder:
         store: Any,
         *,
         every: int | Schedule = 5,
-        probe: torch.Tensor | None = None,
+        probe: Any = None,
         probe_targets: torch.Tensor | None = None,
         modules: ModuleSelector = None,
         params: ParamSelector = "*",
-        activations: bool = True,
+        mode: str = "full",
+        activations: bool | None = None,
+        full_every: int = 500,
         positions: int = 16,
         tokens: int = 4,
         flush_every: int | None = None,
-        queue_size: int = 64,
+        max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
         backpressure: str = "block",
-        codec: str = "zstd",
+        codec: str = DEFAULT_CODEC,
+        writer: str = "auto",
+        total_steps: int | None = None,
         overwrite: bool = False,
         resume: bool = False,
         start_step: int | None = None,
         strict: bool = False,
         attrs: dict[str, Any] | None = None,
     ) -> None:
+        self._closed, self._active, self.status = True, False, "running"
+        self._pid = os.getpid()
         if not isinstance(model, nn.Module):
             raise ValueError(f"Expected `model` to be a torch.nn.Module, got {model!r}")
         self.schedule: Schedule = as_schedule(every)
+        if mode not in MODES:
+            raise ValueError(f"Expected `mode` to be one of {MODES}, got {mode!r}")
+        if activations is False:
+            mode = "weights"
         if flush_every is None:
             flush_every = auto_flush_every(model)
-        checks = {"positions": positions, "tokens": tokens, "flush_every": flush_every}
-        for name, value in {**checks, "queue_size": queue_size}.items():
-            _setup.positive_int(name, value)
-        if start_step is not None:
-            _setup.positive_int("start_step", start_step, minimum=0)
+        for name, value in {
+            "positions": positions,
+            "tokens": tokens,
+            "flush_every": flush_every,
+            "max_buffer_bytes": max_buffer_bytes,
+        }.items():
+            _validate.positive_int(name, value)
+        _validate.positive_int("full_every", full_every, minimum=0)
+        for name, value in (("start_step", start_step), ("total_steps", total_steps)):
+            if value is not None:
+                _validate.positive_int(name, value, minimum=0)
         if backpressure not in ("block", "drop"):
             raise ValueError(
                 f"Expected `backpressure` to be 'block' or 'drop', got {backpressure!r}"
             )
-        codec = parse_codec(codec)
-        if probe is not None and not isinstance(probe, torch.Tensor):
-            raise ValueError(f"Expected `probe` to be a tensor (n, ...) or None, got {probe!r}")
-        if probe_targets is not None and (
-            not isinstance(probe_targets, torch.Tensor)
-            or probe is None
-            or probe_targets.shape[:1] != probe.shape[:1]
-        ):
+        if writer not in ("auto", "process", "thread"):
             raise ValueError(
-                "Expected `probe_targets` to be a tensor with one entry per probe example "
-                f"({None if probe is None else probe.shape[0]}), got {probe_targets!r:.80}"
+                f"Expected `writer` to be 'auto', 'process' or 'thread', got {writer!r}"
             )
+        codec = parse_codec(codec)
         if overwrite and resume:
             raise ValueError("Expected at most one of `overwrite`, `resume` to be True, got both")
-        user_attrs = _store.check_json(attrs)
-        self.model, self.store, self.strict = model, store, strict
-        self._backpressure, self._flush_every, self._codec = backpressure, flush_every, codec
+        user_attrs = _validate.check_user_attrs(_store.check_json(attrs))
+        self.model, self.store, self.strict, self.mode = model, store, strict, mode
+        self._backpressure = backpressure
         self.stored = select_params(model, params)
-        self._want_activations = activations
-        self._select = (modules, positions, tokens)
-        if activations:
-            select_modules(model, modules)  # validate now, before any store is touched
-        params_all = dict(model.named_parameters())
-        buffers = dict(model.named_buffers())
-        self._names = [*params_all, *buffers]  # what a snapshot clones, in this order
-        self._tensors = [*params_all.values(), *buffers.values()]
-        self._state = [n for n in self._names if n not in set(self.stored)]
+        self._taps: dict[str, Any] = {}
+        self.modules: list[str] = []
+        if resume and probe is None and mode != "weights":
+            probe, probe_targets = _stored_probe(store)  # continue with the run's own probe
+        n_probe = self._check_probe(probe, probe_targets, modules, positions, tokens)
+        named = [*model.named_parameters(), *model.named_buffers()]
+        self._tensors = [t for _, t in named]  # what a snapshot copies, in this order
+        self._names = [n for n, _ in named]
+        state = [n for n in self._names if n not in set(self.stored)]
+        self._cuda = bool(self._tensors) and self._tensors[0].device.type == "cuda"
+        scalar_chunk = flush_every * typical_interval(self.schedule)
+        self._scalar_chunk = scalar_chunk
+        layout = SlotLayout.of(named, scalar_capacity=4 * scalar_chunk + 16)
+        projected = self._project(layout, n_probe, codec, full_every, total_steps, store)
+
         self.current_step = 0
         self._pending: list[tuple[int, dict[str, Any]]] = []
-        self._scalar_chunk = flush_every * typical_interval(self.schedule)
-        self._queue: queue.Queue[Item | None] = queue.Queue(maxsize=queue_size)
-        self._dropped, self._train_seconds, self._queue_wait = 0, 0.0, 0.0
-        self._closed, self._active, self.status = False, True, "running"
-        self._writer: WriterThread | None = None
-        self._sink: SnapshotSink | None = None
-        self._error: BaseException | None = None
-        self._bytes_stored: int | None = None
+        self._scalar_names: set[str] = {"loss"}
+        self._dropped = self._captured = 0
+        self._train_seconds = self._ring_wait = 0.0
+        self._error: str | None = None
+        self._final: dict[str, Any] | None = None
         self._prior_dropped = 0
-        self.modules: list[str] = []
+        self._lease: dict[str, Any] | None = None
+        self._handle: WriterHandle | None = None
+        self._inflight: list[tuple[Any, tuple[Any, ...], Any]] = []  # CUDA copies in flight
+        self._stream: Any = None
+        self._closed = False
         try:
             self.root = _store.open_store(store, overwrite=overwrite, resume=resume)
             if resume:
-                _setup.check_resumable(self.root, codec=codec, flush_every=flush_every, probe=probe)
-            self._start(probe, probe_targets, resume, start_step, user_attrs)
+                check_resumable(self.root, codec=codec, flush_every=flush_every, probe=probe)
+            self._start(
+                layout=layout,
+                probe=probe,
+                targets=probe_targets,
+                n_probe=n_probe,
+                state=state,
+                codec=codec,
+                flush_every=flush_every,
+                full_every=full_every,
+                resume=resume,
+                start_step=start_step,
+                user_attrs=user_attrs,
+                max_buffer_bytes=max_buffer_bytes,
+                writer=writer,
+                projected=projected,
+            )
         except _REFUSALS:
+            self._closed = True
+            self._release()
             raise
         except Exception as exc:
+            self._closed = True
+            self._release()
             if strict:
                 raise
-            self._disable(exc)
+            self._disable(f"{type(exc).__name__}: {exc}")
             return
-        _setup._OPEN.add(self)
+        _exit.OPEN.add(self)
+        _exit.handle_sigterm()
 
-    def _disable(self, exc: BaseException) -> None:
-        self._active, self.status, self._error = False, "degraded", exc
-        msg = "dimlapse: capture disabled, store error at %r: %s: %s. Training continues (pass "
-        log.error(msg + "strict=True to raise instead).", self.store, type(exc).__name__, exc)
-
-    def _start(
-        self,
-        probe: torch.Tensor | None,
-        targets: torch.Tensor | None,
-        resume: bool,
-        start_step: int | None,
-        user_attrs: dict[str, Any],
-    ) -> None:
-        root: Any = self.root
-        prior: dict[str, Any] = dict(root.attrs) if resume else {}
-        if resume and probe is None and "probe" in root and "inputs" in root["probe"]:
-            probe, targets = _store.read_probe(root)  # continue with the run's own probe
-        modules, positions, tokens = self._select
-        if resume and prior.get("activations") is False:
-            self._want_activations = False  # a weights-only run stays weights-only
-        chosen = (
-            select_modules(self.model, modules)
-            if self._want_activations and probe is not None
-            else []
-        )
-        self.modules = [n for n, _ in chosen]
+    # -- construction ------------------------------------------------------------------------
+    def _check_probe(
+        self, probe: Any, targets: Any, modules: ModuleSelector, positions: int, tokens: int
+    ) -> int:
+        """Validate the probe by running it once (on the model, eval + no_grad, modes and RNG
+        restored); select the recorded modules. Returns the number of probe examples."""
+        if probe is None:
+            if targets is not None:
+                raise ValueError("Expected `probe_targets` only with a `probe`, got no probe")
+            return 0
+        n = _probe_size(probe)
+        if targets is not None and (
+            not isinstance(targets, torch.Tensor) or targets.shape[:1] != (n,)
+        ):
+            raise ValueError(
+                "Expected `probe_targets` to be a tensor with one entry per probe example "
+                f"({n}), got {targets!r:.80}"
+            )
+        chosen = select_modules(self.model, modules) if self.mode != "weights" else []
         self._taps = make_taps(self.model, chosen, positions=positions, tokens=tokens)
-        groups = ("scalars", "weights", "state") + (("activations",) if self._taps else ())
-        self._sink = sink = SnapshotSink(
-            root,
-            chunk=self._flush_every,
-            scalar_chunk=self._scalar_chunk,
-            codec=self._codec,
-            probe_examples=0 if probe is None else int(probe.shape[0]),
-            groups=groups,
+        self.modules = list(self._taps)
+        modes = [(m, m.training) for m in self.model.modules()]
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        try:
+            self.model.eval()
+            _validate.check_probe(self.model, probe, self._taps, n)
+        finally:
+            for m, was in modes:
+                m.training = was
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state_all(cuda_rng)
+        return n
+
+    def _project(
+        self,
+        layout: SlotLayout,
+        n_probe: int,
+        codec: str,
+        full_every: int,
+        total_steps: int | None,
+        store: Any,
+    ) -> dict[str, Any]:
+        shapes = dict(zip(layout.names, layout.shapes, strict=True))
+        acts = [tuple(t.value.shape) for t in self._taps.values() if t.value is not None]
+        w_bytes = sum(4 * _numel(shapes[n]) for n in self.stored)
+        sizes = _budget.Sizes(
+            weights=w_bytes,
+            state=sum(4 * _numel(shapes[n]) for n in layout.names) - w_bytes,
+            activations=sum(4 * _numel(s) for s in acts),
+            weight_spectra=_budget.spectrum_bytes([shapes[n] for n in self.stored]),
+            activation_spectra=_budget.spectrum_bytes(acts),
         )
-        resume_at, recapture = _setup.trim_for_resume(sink, start_step) if resume else (None, True)
-        created = prior.get("created", _store.utcnow())
+        for tap in self._taps.values():
+            tap.reset()
+        every = typical_interval(self.schedule)
+        n = _budget.captures(self.schedule, total_steps) if total_steps is not None else None
+        return _budget.project(
+            sizes,
+            mode=self.mode,
+            codec=codec,
+            every=every,
+            full_every=full_every,
+            n_captures=n,
+            store=store,
+        )
+
+    def _start(self, *, layout: SlotLayout, probe: Any, targets: Any, n_probe: int,
+               state: list[str], codec: str, flush_every: int, full_every: int, resume: bool,
+               start_step: int | None, user_attrs: dict[str, Any], max_buffer_bytes: int,
+               writer: str, projected: dict[str, Any]) -> None:  # fmt: skip
+        root: Any = self.root
+        created = _store.utcnow()
+        prior: dict[str, Any] = dict(root.attrs) if resume else {}
+        self._lease = _lock.acquire_lock(self.store, since=created)
+        if resume and prior.get("activations") is False and self.mode == "full":
+            self.mode, self._taps, self.modules = "weights", {}, []  # stays weights-only
+        if resume and prior.get("mode", "full") != self.mode:
+            raise ValueError(
+                f"Expected `mode` to match the run being resumed ({prior.get('mode')!r}), "
+                f"got {self.mode!r}"
+            )
+        groups: tuple[str, ...] = ("scalars",)
+        if self.mode == "spectra":
+            groups += ("spectra/weights",) + (("spectra/activations",) if self._taps else ())
+        groups += ("weights", "state") + (("activations",) if self._taps else ())
+        sink_kwargs = {
+            "chunk": flush_every,
+            "scalar_chunk": self._scalar_chunk,
+            "codec": codec,
+            "probe_examples": n_probe,
+            "groups": groups,
+            "sparse_chunk": 1 if self.mode == "spectra" else None,
+        }
+        sink = SnapshotSink(root, **sink_kwargs)  # creates the groups and step indexes
+        resume_at, recapture = trim_for_resume(sink, start_step) if resume else (None, True)
+        created = prior.get("created", created)
         self._t0 = time.perf_counter() - (
             time.time() - dt.datetime.fromisoformat(created).timestamp()
         )
-        attrs = _setup.root_attrs(
+        attrs = root_attrs(
             model=self.model,
             schedule=self.schedule,
             probe=probe,
             has_targets=targets is not None,
-            codec=self._codec,
-            flush_every=self._flush_every,
+            codec=codec,
+            flush_every=flush_every,
             scalar_chunk=self._scalar_chunk,
             modules=self.modules,
             params=self.stored,
             user_attrs=user_attrs,
             prior=prior,
             created=created,
+            mode=self.mode,
+            full_every=full_every,
+            projected=projected,
         )
         if resume:
             attrs["resumed"] = [*prior.get("resumed", []), {"at_step": resume_at}]
-            sink.nonfinite = dict(attrs["nonfinite"])
         self._prior_dropped = int(prior.get("dropped_snapshots", 0))
-        root.update_attributes(attrs)
+        root.update_attributes(attrs)  # also drops consolidated metadata of a resumed run
         if probe is not None and not (resume and "probe" in root):
             _store.write_probe(root, probe, targets)
-        shadow = _setup.make_shadow(self.model) if self._taps else None
-        self._inline = bool(self._taps) and shadow is None
-        device = self._tensors[0].device if self._tensors else torch.device("cpu")
-        self._cuda = device.type == "cuda"
-        self._probe = None if probe is None else probe.to(device)
-        self._writer = WriterThread(
-            sink,
-            self._queue,
-            names=self._names,
+        ring = Ring(layout, slot_count(layout, max_buffer_bytes))
+        device = str(self._tensors[0].device) if self._cuda else "cpu"
+        spec = WorkSpec(
             stored=self.stored,
-            state=self._state,
-            shadow=shadow,
-            taps={} if self._inline else self._taps,
-            probe=self._probe,
+            state=state,
+            mode=self.mode,
+            full_every=full_every,
+            taps=self._taps,
+            probe=probe,
             device=device,
         )
-        self._writer.start()
+        if self._cuda:
+            ring.pin()
+            self._stream = torch.cuda.Stream(self._tensors[0].device)
+        self._handle = start_writer(
+            store=self.store,
+            root=root,
+            ring=ring,
+            spec=spec,
+            sink_kwargs=sink_kwargs,
+            prefer=writer,
+            cuda=self._cuda,
+            shadow=lambda kind: self._shadow(kind, probe),
+        )
+        self.writer_kind = self._handle.kind
+        proc = getattr(self._handle, "process", None)
+        if proc is not None and proc.pid is not None:
+            _lock.add_pid(self.store, self._lease, proc.pid)
         self.current_step = (start_step or 0) if resume_at is None else resume_at
+        self._active = True
         if recapture:  # step 0 (the initial state), or a resume point between snapshots
             self._capture(self.current_step)
+
+    def _shadow(self, kind: str, probe: Any) -> tuple[nn.Module | None, Any]:
+        """The writer's copy of the model: a forked process inherits it (copy-on-write, no
+        cost here); a thread or a spawned process gets a deep copy (on the CPU to spawn)."""
+        if not self._taps:
+            return None, None
+        if kind == "fork":
+            return self.model, probe
+        shadow = copy.deepcopy(self.model)
+        if kind == "spawn":
+            return shadow.cpu(), _to_cpu(probe)
+        return shadow.eval().requires_grad_(False), probe
+
+    def _disable(self, error: str) -> None:
+        self._active, self.status, self._error = False, "degraded", error
+        log.error(
+            "dimlapse: capture disabled: %s. Training continues (pass strict=True to raise "
+            "instead); everything recorded before is kept.",
+            error,
+        )
 
     # -- the training-thread API -------------------------------------------------------------
     def step(self, loss: Any = None, **scalars: Any) -> bool:
@@ -281,73 +442,150 @@ class Recorder:
         Returns
         -------
         bool
-            Whether this step was captured (queued for writing).
+            Whether this step was captured (handed to the writer).
         """
         t0 = time.perf_counter()  # the hot path: keep it to a few microseconds
+        if self._closed:
+            raise CaptureError(
+                "Recorder.step() was called after close(); construct a new Recorder (or pass "
+                "resume=True) to record more steps"
+            )
         self.current_step = step = self.current_step + 1
-        if not self._active or self._writer is None or self._writer.failed:
+        if not self._active:
             return self._inactive()
-        row = {k: _setup.scalar_value(k, v) for k, v in scalars.items()} if scalars else {}
+        handle = self._handle
+        if handle is None or handle.header[0]:
+            return self._inactive()
+        row: dict[str, Any] = {}
+        if scalars:
+            for k, v in scalars.items():
+                if k not in self._scalar_names:
+                    self._scalar_names.add(_validate.check_scalar_name(k))
+                row[k] = _validate.scalar_value(k, v)
         if loss is not None:
-            row["loss"] = _setup.scalar_value("loss", loss)
+            row["loss"] = _validate.scalar_value("loss", loss)
         row["wall_time"] = t0 - self._t0
         self._pending.append((step, row))
+        if self._inflight:
+            self._send_ready(wait=False)
         captured = self.schedule(step)
         if captured:
             captured = self._capture(step)
         elif len(self._pending) >= self._scalar_chunk:
-            self._put(Item(step, scalars=self._pending, event=self._event()), block=True)
-            self._pending = []
+            self._hand_over(step, snapshot=False, block=True)
         self._train_seconds += time.perf_counter() - t0
         return bool(captured)
 
-    def _event(self) -> Any:
-        """CUDA: an event after the work queued so far; the writer's stream waits on it."""
-        if not self._cuda:
-            return None
-        event = torch.cuda.Event()
-        event.record()
-        return event
-
     def _inactive(self) -> bool:
-        writer = self._writer
-        if writer is not None and writer.failed:
-            self._active, self.status, self._error = False, "degraded", writer.error
+        handle = self._handle
+        if handle is not None and handle.header[0] and self._active:
+            self._active, self.status = False, "degraded"
+            self._error = handle.read_error() or "the writer failed"
         if self.strict and self._error is not None:
-            raise CaptureError(f"capture failed: {self._error}") from self._error
+            raise CaptureError(f"capture failed: {self._error}")
         return False
 
-    def _capture(self, step: int) -> bool:
-        if self._backpressure == "drop" and self._queue.full():
-            self._dropped += 1
+    def _params_changed(self) -> bool:
+        live = [*self.model.parameters(), *self.model.buffers()]
+        return len(live) != len(self._tensors) or not all(map(operator.is_, live, self._tensors))
+
+    def _reresolve(self) -> bool:
+        """The model's parameters were replaced: follow them by name, or stop capture."""
+        named = dict([*self.model.named_parameters(), *self.model.named_buffers()])
+        old = dict(zip(self._names, self._tensors, strict=True))
+        gone = [n for n in self._names if n not in named]
+        changed = [
+            n for n in self._names
+            if n in named and (named[n].shape != old[n].shape or named[n].dtype != old[n].dtype)
+        ]  # fmt: skip
+        if gone or changed:
+            what = ", ".join(
+                [f"{n!r} was removed" for n in gone]
+                + [
+                    f"{n!r} changed from {tuple(old[n].shape)} {old[n].dtype} to "
+                    f"{tuple(named[n].shape)} {named[n].dtype}"
+                    for n in changed
+                ]
+            )
+            self._disable(
+                f"the model's parameters changed after the Recorder was constructed ({what}); "
+                "the run keeps every snapshot before it. Record the changed model into a new run"
+            )
+            self._inactive()
             return False
-        acts = None
-        with torch.no_grad():
-            tensors = [t.detach().clone() for t in self._tensors]  # device-side copy
-            if self._inline:
-                probe = self._probe
-                assert probe is not None  # inline mode implies a probe
-                acts = _setup.inline_forward(self.model, probe, self._taps, cuda=self._cuda)
-        item = Item(
-            step, tensors=tensors, activations=acts, scalars=self._pending, event=self._event()
-        )
-        if not self._put(item, block=self._backpressure == "block"):
-            self._dropped += 1
-            return False
-        self._pending = []
+        added = [n for n in named if n not in old]
+        if added:
+            log.warning(
+                "dimlapse: parameters %s were added to the model after the Recorder was "
+                "constructed and are not recorded; construct the Recorder after the model is "
+                "complete to record them",
+                added,
+            )
+        self._tensors = [named[n] for n in self._names]
+        log.info("dimlapse: model parameters were replaced; recording the new ones by name")
         return True
 
-    def _put(self, item: Item, *, block: bool) -> bool:
-        if not block:
-            try:
-                self._queue.put_nowait(item)
-            except queue.Full:
-                return False
-            return True
+    def _capture(self, step: int) -> bool:
+        if self._params_changed() and not self._reresolve():
+            return False
+        return self._hand_over(step, snapshot=True, block=self._backpressure == "block")
+
+    def _hand_over(self, step: int, *, snapshot: bool, block: bool) -> bool:
+        """Copy a snapshot (and/or the pending scalar rows) into a free slot; tell the writer."""
+        handle = self._handle
+        assert handle is not None  # only called while active
         t0 = time.perf_counter()
-        self._queue.put(item)
-        self._queue_wait += time.perf_counter() - t0
+        slot = handle.acquire(block=block)
+        self._ring_wait += time.perf_counter() - t0
+        if slot is None:
+            if handle.header[0]:
+                return self._inactive()
+            self._dropped += 1  # pending scalar rows go with the next message
+            return False
+        rows, self._pending = self._pending, []
+        if self._cuda:
+            self._copy_cuda(slot, step, rows, snapshot)
+        else:
+            if snapshot:
+                with torch.no_grad():
+                    torch._foreach_copy_(handle.ring.views[slot], self._tensors)
+            handle.send(("s", slot, step, rows, snapshot))
+        self._captured += snapshot
         return True
+
+    def _copy_cuda(self, slot: int, step: int, rows: list[Any], snapshot: bool) -> None:
+        """Device-to-pinned-host copies on a side stream; the message is sent once they are
+        done (checked without blocking at later steps). The training stream waits for the
+        copies on the device only, before the next optimizer step can change a parameter."""
+        handle = self._handle
+        assert handle is not None and self._stream is not None
+        stream, main = self._stream, torch.cuda.current_stream()
+        values = [(i, k, v) for i, (_, r) in enumerate(rows) for k, v in r.items()
+                  if isinstance(v, torch.Tensor)]  # fmt: skip
+        keep: Any = None
+        stream.wait_stream(main)
+        with torch.cuda.stream(stream), torch.no_grad():
+            if snapshot:
+                torch._foreach_copy_(handle.ring.views[slot], self._tensors, non_blocking=True)
+            if values:
+                keep = torch.stack([v.reshape(()).to(torch.float64) for _, _, v in values])
+                handle.ring.scalars[slot][: len(values)].copy_(keep, non_blocking=True)
+        main.wait_stream(stream)
+        for j, (i, k, _) in enumerate(values):
+            rows[i][1][k] = SlotValue(j)
+        event = torch.cuda.Event()
+        event.record(stream)
+        self._inflight.append((event, ("s", slot, step, rows, snapshot), keep))
+
+    def _send_ready(self, *, wait: bool) -> None:
+        handle = self._handle
+        while self._inflight and handle is not None:
+            event, msg, _ = self._inflight[0]
+            if not wait and not event.query():
+                return
+            event.synchronize()
+            handle.send(msg)
+            self._inflight.pop(0)
 
     # -- closing -------------------------------------------------------------------------------
     def close(self, *, status: str = "complete") -> None:
@@ -355,50 +593,68 @@ class Recorder:
         if self._closed:
             return
         self._closed = True
-        _setup._OPEN.discard(self)
-        writer = self._writer
-        if writer is None:
+        _exit.OPEN.discard(self)
+        handle = self._handle
+        if handle is None:
             self._inactive()  # raises when strict
             return
-        if self._pending and not writer.failed:
-            item = Item(self.current_step, scalars=self._pending, event=self._event())
-            self._put(item, block=True)
-            self._pending = []
-        self._queue.put(None)
-        writer.join()
-        if writer.failed:
-            self._inactive()  # degraded; raises when strict
-            return
-        self.status = status
-        sink = self._sink
-        assert sink is not None  # a started writer implies a sink
-        self._bytes_stored = _setup.stored_bytes(self.root, list(sink.groups))
-        final: dict[str, Any] = {"status": status, "finished": _store.utcnow()}
-        final["nonfinite"] = sink.nonfinite
-        final["dropped_snapshots"] = self._prior_dropped + self._dropped
         try:
-            self.root.update_attributes({**final, "stats": self.stats})
-            _setup.consolidate(self.root)
-        except Exception as exc:
-            writer.fail(exc, None)
-            self.status = "degraded"
+            if self._active and not handle.header[0] and self._pending:
+                self._hand_over(self.current_step, snapshot=False, block=True)
+            self._send_ready(wait=True)
+            final: dict[str, Any] = {
+                "status": "degraded" if self._error else status,
+                "dropped_snapshots": self._prior_dropped + self._dropped,
+                "stats": self._trainer_stats(),
+            }
+            if self._error:
+                final["errors"] = [self._error]
+            self._final = handle.close(final)
+        finally:
+            if self._cuda:
+                handle.ring.unpin()
+            self._release()
+        error = self._final.get("error") if self._final else None
+        if error or self._error:
+            self._error = self._error or error
+            self._active, self.status = False, "degraded"
+            if self._final and self._final.get("snapshots") is None:
+                self._mark_degraded()  # the writer died before writing the final attrs
             if self.strict:
-                raise CaptureError(f"could not finalise the store: {exc}") from exc
+                raise CaptureError(f"capture failed: {self._error}")
+            return
+        self._active, self.status = False, status
+
+    def _mark_degraded(self) -> None:
+        try:
+            self.root.update_attributes({"status": "degraded", "errors": [self._error]})
+        except Exception as exc:  # the store may be the thing that broke
+            log.error("dimlapse: could not mark the store degraded: %s", exc)
+
+    def _release(self) -> None:
+        _lock.release_lock(self.store, self._lease)
+        self._lease = None
+
+    def _trainer_stats(self) -> dict[str, Any]:
+        return {
+            "dropped": self._dropped,
+            "train_thread_capture_seconds": self._train_seconds,
+            "ring_wait_seconds": self._ring_wait,
+            "writer": getattr(self, "writer_kind", None),
+        }
 
     @property
     def stats(self) -> dict[str, Any]:
-        """Capture statistics (bytes_stored is known once the recorder is closed)."""
-        sink = self._sink
-        raw = sink.bytes_raw if sink is not None else 0
-        stored = self._bytes_stored
+        """Capture statistics; the writer's figures (bytes, CPU) are known once closed."""
+        final = self._final or {}
+        snapshots = final.get("snapshots")
         return {
-            "snapshots": sink.snapshots if sink is not None else 0,
-            "dropped": self._dropped,
-            "bytes_raw": raw,
-            "bytes_stored": stored,
-            "compression_ratio": raw / stored if stored else None,
-            "train_thread_capture_seconds": self._train_seconds,
-            "queue_wait_seconds": self._queue_wait,
+            "snapshots": self._captured if snapshots is None else snapshots,
+            "bytes_raw": final.get("bytes_raw"),
+            "bytes_stored": final.get("bytes_stored"),
+            "compression_ratio": final.get("compression_ratio"),
+            "writer_cpu_seconds": final.get("writer_cpu_seconds"),
+            **self._trainer_stats(),
             "status": self.status,
         }
 
@@ -414,5 +670,62 @@ class Recorder:
         except CaptureError as err:  # never mask the exception that ended training
             log.error("dimlapse: %s", err)
 
+    def __del__(self) -> None:
+        # garbage-collected without close(): flush and finish the run (a forked writer
+        # would also finish on its own when the pipe closes, but as "crashed")
+        if getattr(self, "_closed", True) or getattr(self, "_pid", None) != os.getpid():
+            return
+        log.warning("dimlapse: a Recorder was garbage-collected without close(); closing it")
+        try:
+            self.close()
+        except Exception as exc:
+            log.error("dimlapse: closing a collected Recorder failed: %s", exc)
+
     def __repr__(self) -> str:
         return f"Recorder(store={self.store!r}, step={self.current_step}, status={self.status!r})"
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _probe_size(probe: Any) -> int:
+    """Examples in a probe: a tensor's first dim, or that of a dict's / tuple's tensors."""
+    if isinstance(probe, torch.Tensor):
+        if probe.ndim == 0:
+            raise ValueError(f"Expected `probe` to be a batch (n, ...), got a scalar {probe!r}")
+        return int(probe.shape[0])
+    values = list(probe.values()) if isinstance(probe, dict) else probe
+    if isinstance(values, tuple | list):
+        sizes = {int(v.shape[0]) for v in values if isinstance(v, torch.Tensor) and v.ndim}
+        if len(sizes) == 1:
+            return sizes.pop()
+    raise ValueError(
+        "Expected `probe` to be a tensor (n, ...), a dict or a tuple of tensors sharing their "
+        f"first dimension, or None, got {_validate.describe(probe)}"
+    )
+
+
+def _to_cpu(probe: Any) -> Any:
+    if isinstance(probe, torch.Tensor):
+        return probe.cpu()
+    if isinstance(probe, dict):
+        return {k: _to_cpu(v) for k, v in probe.items()}
+    if isinstance(probe, tuple | list):
+        return type(probe)(_to_cpu(v) for v in probe)
+    return probe
+
+
+def _stored_probe(store: Any) -> tuple[Any, Any]:
+    import zarr
+
+    try:
+        root = zarr.open_group(store, mode="r", use_consolidated=False)
+    except FileNotFoundError:
+        return None, None
+    if "probe" in root and "inputs" in root["probe"]:
+        return _store.read_probe(root)
+    return None, None

@@ -11,9 +11,10 @@ import zarr
 from torch import nn
 
 from . import _store
-from .writer._chunks import quiet_numcodecs, valid_prefix
 from ._select import ModuleSelector, make_taps, probe_forward, select_modules
-from .writer._sink import SnapshotSink, host
+from .writer._chunks import quiet_numcodecs, valid_prefix
+from .writer._sink import SnapshotSink
+from .writer._work import host
 
 log = logging.getLogger("dimlapse.capture")
 
@@ -147,6 +148,7 @@ def _replay(
     root.update_attributes(
         {
             "activations": True,
+            **({"mode": "full"} if attrs.get("mode") == "weights" else {}),
             "modules": [name for name, _ in selected],
             "replayed": {"time": _store.utcnow(), "snapshots": n},
             "nonfinite": {**attrs.get("nonfinite", {}), **sink.nonfinite},

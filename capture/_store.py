@@ -1,4 +1,4 @@
-"""Opening, creating and describing a run store (docs/store-layout.md, layout_version 1)."""
+"""Opening, creating and describing a run store (docs/store-layout.md, layout_version 2)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,20 @@ import json
 import os
 import platform
 import subprocess
+import warnings
 from typing import Any
 
 import numcodecs
 import numpy as np
 import torch
 import zarr
-from zarr.codecs import ZstdCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.errors import GroupNotFoundError
 
-LAYOUT_VERSION = 1
+from ._lock import check_unlocked
+
+LAYOUT_VERSION = 2
+READABLE_LAYOUTS = (1, 2)  # 2 adds spectra/ and the checksum on every chunk
 GROUPS = ("scalars", "weights", "activations", "state")
 
 
@@ -65,7 +69,7 @@ def open_store(store: Any, *, overwrite: bool, resume: bool) -> zarr.Group:
             )
         check_layout(dict(existing.attrs), store)
         root = zarr.open_group(store, mode="r+", use_consolidated=False)
-        root.update_attributes({"status": "running"})  # also drops stale consolidated metadata
+        check_unlocked(store)
         return root
     local = _local_path(store)
     occupied = existing is not None or (
@@ -81,7 +85,28 @@ def open_store(store: Any, *, overwrite: bool, resume: bool) -> zarr.Group:
             f"{store!r} exists and is not a Zarr store; refusing to overwrite it, "
             "choose another path"
         )
+    if existing is not None:
+        if "layout_version" not in existing.attrs:
+            raise RunExistsError(
+                f"{store!r} is a Zarr store but not a dimlapse run (no layout_version); "
+                "refusing to overwrite it, choose another path"
+            )
+        check_unlocked(store)
+        if local is not None:
+            _only_zarr_inside(local, store)
     return zarr.open_group(store, mode="w" if overwrite else "w-")
+
+
+def _only_zarr_inside(path: str, store: Any) -> None:
+    """Overwrite deletes the whole directory: refuse when it holds files zarr did not write."""
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            if f == "zarr.json" or "/c/" in f"{dirpath}/":
+                continue
+            raise RunExistsError(
+                f"{store!r} holds {os.path.join(dirpath, f)!r}, which is not part of a run; "
+                "refusing to overwrite it, move that file or choose another path"
+            )
 
 
 def check_layout(attrs: dict[str, Any], store: Any) -> None:
@@ -89,9 +114,9 @@ def check_layout(attrs: dict[str, Any], store: Any) -> None:
     version = attrs.get("layout_version")
     if version is None:
         raise ValueError(f"{store!r} is a Zarr store but not a dimlapse run (no layout_version)")
-    if version != LAYOUT_VERSION:
+    if version not in READABLE_LAYOUTS:
         raise ValueError(
-            f"Expected layout_version {LAYOUT_VERSION} at {store!r}, got {version!r}; "
+            f"Expected layout_version in {READABLE_LAYOUTS} at {store!r}, got {version!r}; "
             "upgrade dimlapse to read it"
         )
 
@@ -171,7 +196,7 @@ def write_probe(root: zarr.Group, inputs: torch.Tensor, targets: torch.Tensor | 
             chunks=value.shape if value.size else "auto",
             dtype=value.dtype,
             fill_value=np.nan if floating else 0,
-            compressors=ZstdCodec(level=1),
+            compressors=[ZstdCodec(level=1), Crc32cCodec()],
             dimension_names=dims,
             overwrite=True,
         )
@@ -184,3 +209,31 @@ def read_probe(root: zarr.Group) -> tuple[torch.Tensor, torch.Tensor | None]:
     inputs = torch.from_numpy(np.asarray(group["inputs"][...]))
     targets = torch.from_numpy(np.asarray(group["targets"][...])) if "targets" in group else None
     return inputs, targets
+
+
+def consolidate(root: Any) -> None:
+    """Consolidate metadata once, at close, so ``xr.open_zarr(store, group=...)`` opens the
+    finished run quietly. Readers of live runs (``open_run``) never trust it, and the first
+    attrs write of a resume drops it (docs/storage-notes.md: consolidated metadata of a v3
+    store warns, and can disagree with the real metadata after a resize)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr")
+        zarr.consolidate_metadata(root.store, path=root.path or None)
+
+
+def stored_bytes(root: zarr.Group, groups: list[str]) -> int | None:
+    """Bytes the groups occupy in the store (None where the store cannot say)."""
+    from zarr.core.sync import sync
+
+    try:
+        return sum(sync(root.store.getsize_prefix(f"{root.path}/{g}".lstrip("/"))) for g in groups)
+    except (NotImplementedError, OSError) as exc:
+        log_size_error(exc)
+        return None
+
+
+def log_size_error(exc: BaseException) -> None:
+    import logging
+
+    logging.getLogger("dimlapse.capture").info("dimlapse: could not size the store: %s", exc)

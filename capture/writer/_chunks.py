@@ -1,10 +1,12 @@
 """Whole-chunk buffered writing of one store group (``weights``, ``activations``, ...).
 
 Every array of a group shares the leading ``step`` axis and its chunk length. Rows are
-buffered in memory and written one whole chunk at a time (STORAGE_NOTES traps 4-6): one
-writer per chunk, no read-modify-write, arrays grown by resizing in whole chunks (at most 8
-ahead) and trimmed to the rows written at close. At each
-flush the data arrays are resized and written first and the group's ``step`` array last, so
+buffered in memory and written one whole chunk at a time (docs/storage-notes.md, "Zarr 3.1
+behaviours"): one writer per chunk, no read-modify-write, arrays grown by resizing in whole
+chunks (at most 8 ahead) and trimmed to the rows written at close. Every chunk ends with a
+CRC-32C checksum (zarr's ``crc32c`` codec) that readers verify, and chunks are written without
+zarr's "is this chunk all fill value?" scan (``write_empty_chunks``): a capture chunk never is.
+At each flush the data arrays are resized and written first and the group's ``step`` array last, so
 after a crash the valid prefix of ``step`` marks the last complete row.
 """
 
@@ -17,13 +19,19 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import ZstdCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
-_CODECS = ("zstd", "none", "float16")
+# Lossless: lz4 (blosc lz4 + bit-shuffle, the default: the cheapest writer CPU per snapshot at
+# the best lossless ratio, see README "Codecs"), zstd (zstd level 1), blosc-zstd, none.
+# Lossy: float16, bitround-<bits> (keep <bits> mantissa bits) + blosc zstd.
+_CODECS = ("lz4", "zstd", "blosc-zstd", "none", "float16")
+DEFAULT_CODEC = "lz4"
+WRITE_CONFIG = {"write_empty_chunks": True}  # skip the per-chunk fill-value scan
 
 
 def parse_codec(codec: str) -> str:
-    """Validate a codec name: ``zstd`` | ``none`` | ``float16`` | ``bitround-<bits>``."""
+    """Validate a codec name: ``lz4`` | ``zstd`` | ``blosc-zstd`` | ``none`` | ``float16`` |
+    ``bitround-<bits>``."""
     if isinstance(codec, str):
         if codec in _CODECS:
             return codec
@@ -32,25 +40,39 @@ def parse_codec(codec: str) -> str:
             if bits.isdigit() and 1 <= int(bits) <= 23:
                 return codec
     raise ValueError(
-        f"Expected `codec` to be 'zstd', 'none', 'float16' or 'bitround-<bits>' with bits in "
+        f"Expected `codec` to be one of {', '.join(map(repr, _CODECS))} or 'bitround-<bits>' "
+        "with bits in "
         f"1..23 (e.g. 'bitround-10'), got {codec!r}"
     )
 
 
+def compressors(codec: str) -> list[Any]:
+    """The bytes-to-bytes codec chain of ``codec``, ending with the CRC-32C checksum.
+
+    Blosc runs single-threaded (``numthreads`` is not a v3 codec setting; zarr's blosc wrapper
+    turns blosc's own threads off on import), so it never competes with training for cores.
+    """
+    if codec == "none":
+        return [Crc32cCodec()]
+    if codec == "zstd":
+        return [ZstdCodec(level=1), Crc32cCodec()]
+    if codec == "lz4":
+        return [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"), Crc32cCodec()]
+    # blosc-zstd, float16 and bitround: the best ratio on what survives the rounding
+    return [BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"), Crc32cCodec()]
+
+
 def codec_kwargs(codec: str) -> dict[str, Any]:
     """``create_array`` keyword arguments (dtype, filters, compressors) for a data array."""
-    zstd = ZstdCodec(level=1)
-    if codec == "none":
-        return {"dtype": "float32", "compressors": None}
     if codec == "float16":
-        return {"dtype": "float16", "compressors": zstd}
+        return {"dtype": "float16", "compressors": compressors(codec)}
     if codec.startswith("bitround-"):
         with quiet_numcodecs():
             from zarr.codecs.numcodecs import BitRound
 
             filt = BitRound(keepbits=int(codec.removeprefix("bitround-")))
-        return {"dtype": "float32", "filters": [filt], "compressors": zstd}
-    return {"dtype": "float32", "compressors": zstd}
+        return {"dtype": "float32", "filters": [filt], "compressors": compressors(codec)}
+    return {"dtype": "float32", "compressors": compressors(codec)}
 
 
 @contextlib.contextmanager
@@ -95,7 +117,7 @@ class ChunkedGroup:
         self.buffers: dict[str, np.ndarray] = {}
         self.step_array: Any
         if "step" in group:
-            self.step_array = group["step"]
+            self.step_array = group["step"].with_config(WRITE_CONFIG)
         else:
             self.step_array = group.create_array(
                 "step",
@@ -104,6 +126,8 @@ class ChunkedGroup:
                 dtype="int64",
                 fill_value=-1,
                 dimension_names=("step",),
+                compressors=[Crc32cCodec()],
+                config=WRITE_CONFIG,
             )
         self.step_buffer = np.full(chunk, -1, dtype=np.int64)
         self.base = 0  # first row held by the buffers (a multiple of chunk)
@@ -123,7 +147,7 @@ class ChunkedGroup:
     def _trim(self, n: int) -> None:
         for name, arr in self.group.arrays():
             if name != "step":
-                self.arrays[name] = arr
+                self.arrays[name] = arr.with_config(WRITE_CONFIG)
         self.base = (n // self.chunk) * self.chunk
         self.count = n - self.base
         for arr in [*self.arrays.values(), self.step_array]:
@@ -157,7 +181,11 @@ class ChunkedGroup:
         self, name: str, value: np.ndarray, attrs: dict[str, Any], dims: Any, dtype: Any
     ) -> None:
         floating = np.issubdtype(value.dtype, np.floating)
-        kwargs = codec_kwargs(self.codec) if floating else {"dtype": value.dtype}
+        kwargs: dict[str, Any] = (
+            codec_kwargs(self.codec)
+            if floating
+            else {"dtype": value.dtype, "compressors": compressors("zstd")}
+        )
         if dtype is not None:  # caller pins the dtype (e.g. float64 wall_time)
             kwargs["dtype"] = dtype
         with quiet_numcodecs():
@@ -168,6 +196,7 @@ class ChunkedGroup:
                 fill_value=np.nan if floating else -1,
                 dimension_names=dims,
                 attributes=attrs,
+                config=WRITE_CONFIG,
                 **kwargs,
             )
         self.arrays[name] = arr

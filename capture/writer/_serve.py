@@ -1,0 +1,192 @@
+"""The writer's loop, shared by the writer process and the fallback writer thread.
+
+Messages from the training thread (in ring order)::
+
+    ("s", slot, step, rows, has_snapshot)   scalar rows, and a snapshot in ``slot`` when set
+    ("c", final)                            close: flush, write the final attrs, reply
+
+Every slot is released (its semaphore count given back) once the writer is done with it,
+also after an error, so the training thread never waits on a writer that has given up.
+
+Failure policy: the first error stops processing; every snapshot already processed is
+flushed ("flush what is good"), the run is marked ``degraded`` with the error, and the error
+is reported to the training thread (``strict=True`` raises it there). If the training
+process dies (kill -9 included), the pipe reports end-of-file (or the parent pid changes):
+the writer flushes what it has, marks the run ``crashed`` and exits by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zarr
+
+from .._store import consolidate, stored_bytes, utcnow
+from ._work import Worker
+
+log = logging.getLogger("dimlapse.capture")
+
+POLL_SECONDS = 0.5  # how often an idle writer checks that its trainer is alive
+
+
+class Serve:
+    """State of one writer: the worker, the failure flag, and the replies."""
+
+    def __init__(
+        self,
+        make_worker: Callable[[], Worker],
+        *,
+        recv: Callable[[float], Any],
+        reply: Callable[[Any], None],
+        release: Callable[[], None],
+        header: Any,
+        cpu_time: Callable[[], float],
+    ) -> None:
+        self.make_worker = make_worker
+        self.recv, self.reply, self.release = recv, reply, release
+        self.header = header  # shared int64[4]: failed, processed, writer pid, unused
+        self.cpu_time = cpu_time
+        self.worker: Worker | None = None
+        self.error: str | None = None
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        t0 = self.cpu_time()
+        try:
+            self.worker = self.make_worker()
+        except Exception as exc:
+            self.fail(exc, None)
+        while True:
+            try:
+                msg = self.recv(POLL_SECONDS)
+            except EOFError:  # the training process is gone: keep what is good
+                log.error("dimlapse: the training process ended without closing the run")
+                self.finish({"status": "crashed"}, t0)
+                return
+            if msg is None:
+                continue
+            if msg[0] == "c":
+                self.reply(("closed", self.finish(msg[1], t0)))
+                return
+            _, slot, step, rows, has_snapshot = msg
+            if self.error is None and self.worker is not None:
+                try:
+                    self.worker.rows(slot, rows)
+                    if has_snapshot:
+                        self.worker.snapshot(slot, step)
+                        self._note_nonfinite()
+                except Exception as exc:
+                    self.fail(exc, step)
+            self.release()
+            self.header[1] += 1
+
+    def _note_nonfinite(self) -> None:
+        sink = self.worker.sink if self.worker else None
+        if sink is not None and sink.nonfinite_dirty:  # a new array with NaN/Inf: say so now
+            sink.root.update_attributes({"nonfinite": sink.nonfinite})
+            sink.nonfinite_dirty = False
+
+    def fail(self, exc: BaseException, step: int | None) -> None:
+        """Stop processing after an error; keep (flush) every snapshot processed before it."""
+        where = f" at step {step}" if step is not None else " at start"
+        self.error = f"{type(exc).__name__}: {exc}"
+        self.errors.append(self.error)
+        log.error(
+            "dimlapse: capture disabled after a store error%s: %s. Training continues; every "
+            "snapshot processed before it is kept (pass strict=True to raise instead).",
+            where,
+            self.error,
+        )
+        self.header[0] = 1
+        self.reply(("error", self.error))
+        if self.worker is None:
+            return
+        self.worker.sink.flush_what_is_good()
+        try:
+            self.worker.sink.root.update_attributes(
+                {
+                    "status": "degraded",
+                    "errors": self.errors,
+                    "nonfinite": self.worker.sink.nonfinite,
+                }
+            )
+        except Exception as exc2:  # best effort: the store may be the thing that broke
+            log.warning("dimlapse: could not mark the store degraded either: %s", exc2)
+
+    def finish(self, final: dict[str, Any], t0: float) -> dict[str, Any]:
+        """Flush, check the store still holds what was written, write the final attrs."""
+        worker = self.worker
+        if worker is None:
+            return {"snapshots": 0, "error": self.error, "writer_cpu_seconds": 0.0}
+        sink = worker.sink
+        if self.error is None:
+            try:
+                sink.flush()
+                self._verify(sink)
+            except Exception as exc:
+                self.fail(exc, None)
+        status = "degraded" if self.error is not None else final.get("status", "complete")
+        stats = {
+            "snapshots": sink.snapshots,
+            "bytes_raw": sink.bytes_raw,
+            "bytes_stored": stored_bytes(sink.root, list(sink.groups)),
+            "writer_cpu_seconds": self.cpu_time() - t0,
+            "error": self.error,
+        }
+        attrs = {k: v for k, v in final.items() if k != "stats"}
+        stats_all = {**final.get("stats", {}), **stats, "status": status}
+        raw, stored = stats_all.get("bytes_raw"), stats_all.get("bytes_stored")
+        stats_all["compression_ratio"] = raw / stored if raw and stored else None
+        try:
+            sink.root.update_attributes(
+                {
+                    **attrs,
+                    "status": status,
+                    "finished": utcnow(),
+                    "nonfinite": sink.nonfinite,
+                    "errors": [*final.get("errors", []), *self.errors],
+                    "stats": stats_all,
+                }
+            )
+            if self.error is None:
+                consolidate(sink.root)
+        except Exception as exc:
+            log.error("dimlapse: could not finalise the store: %s", exc)
+            self.error = self.error or f"{type(exc).__name__}: {exc}"
+            stats_all["status"] = "degraded"
+        stats_all["error"] = self.error
+        return stats_all
+
+    def _verify(self, sink: Any) -> None:
+        """A store that vanished or lost rows under us (deleted directory, ...) is an error."""
+        store = sink.root.store
+        root = zarr.open_group(store, path=sink.root.path, mode="r", use_consolidated=False)
+        for name, group in sink.groups.items():
+            if name not in root or "step" not in root[name]:
+                raise FileNotFoundError(f"the store lost its {name!r} group while being written")
+            n = root[name]["step"].shape[0]
+            if n != group.rows:
+                raise OSError(
+                    f"the store's {name!r} group holds {n} rows, {group.rows} were written"
+                )
+
+
+def parent_watch(recv: Callable[[float], Any]) -> Callable[[float], Any]:
+    """Wrap a pipe's poll+recv so a changed parent pid also counts as end-of-file."""
+    parent = os.getppid()
+
+    def wrapped(timeout: float) -> Any:
+        msg = recv(timeout)
+        if msg is None and os.getppid() != parent:
+            raise EOFError("the training process is gone")
+        return msg
+
+    return wrapped
+
+
+def wall_cpu() -> float:
+    return time.process_time()
