@@ -6,7 +6,7 @@ ARGS = $(if $(DATA),--data $(DATA)) $(if $(STEPS),--steps $(STEPS)) $(if $(EVERY
        $(if $(SEED),--seed $(SEED)) $(if $(RUN),--run $(RUN)) $(if $(CODEC),--codec $(CODEC)) \
        $(if $(WEIGHTS_ONLY),--weights-only) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume)
 
-.PHONY: setup test test-slow lint typecheck capture replay analyze report bench-capture bench-analyze
+.PHONY: setup test test-slow lint typecheck capture replay analyze report bench-capture bench-analyze watch
 
 setup:  ## .venv: torch (CPU build) first, then dimlapse with dev tools and ndtracker (benchmark baseline)
 	python3 -m venv .venv
@@ -39,6 +39,9 @@ analyze:
 
 report:
 	$(PY) -m dimlapse.pipelines report $(if $(RUN),--run $(RUN))
+
+watch:  ## follow a run while it trains (default: the newest): terminal view, alerts.jsonl, dashboard on PORT (8765)
+	$(PY) -m dimlapse.pipelines watch $(if $(RUN),--run $(RUN)) $(if $(PORT),--port $(PORT)) $(if $(TIMEOUT),--timeout $(TIMEOUT))
 
 bench-capture:
 	$(PY) -m dimlapse.pipelines bench-capture

@@ -1,0 +1,177 @@
+"""The diagnosis rules: pure functions of one snapshot's evidence, returning an alert or None.
+
+Each rule sees a layer's series ``y`` up to the snapshot being judged (``(n,)``, oldest
+first), its running median ``smooth`` and a :class:`LayerEvidence` computed once per layer
+and snapshot; thresholds come from the layer's own earlier snapshots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._alert import Alert, DiagnosisOptions
+from ._stats import change, level, noise
+
+__all__ = [
+    "LayerEvidence",
+    "bottleneck",
+    "evidence",
+    "information_flow",
+    "instability",
+    "rank_collapse",
+]
+
+
+@dataclass(frozen=True)
+class LayerEvidence:
+    """One layer at one snapshot: window bounds, calibrated noise and the derived verdicts."""
+
+    layer: str
+    window: tuple[int, int]  # first and last step of the recent window
+    calibration: dict[str, Any]  # steps of the earlier history and its noise
+    sigma: float  # per-snapshot noise of the earlier history (log units)
+    tolerance: float  # smallest change over a window that counts as moving
+    moved: float  # relative change over the window
+    stalled: bool  # |moved| <= tolerance
+    flat: bool  # the window never rose `expanded` above the layer's running minimum
+
+
+def evidence(
+    layer: str, y: np.ndarray, smooth: np.ndarray, steps: np.ndarray, o: DiagnosisOptions
+) -> LayerEvidence | None:
+    """The layer's evidence at snapshot ``len(y) - 1``; None when the window is not finite."""
+    n, w = y.size, o.window
+    if not np.isfinite(y[n - w :]).all():
+        return None
+    hist = y[: n - w]
+    sigma = noise(hist[-20 * w :])  # the recent past, up to 20 windows
+    tol = max(o.stall, o.noise_factor * sigma) if np.isfinite(sigma) else o.stall
+    moved = change(y[n - w :])
+    flat = bool(smooth[n - w :].max() <= (1 + o.expanded) * smooth.min())
+    return LayerEvidence(
+        layer,
+        (int(steps[n - w]), int(steps[n - 1])),
+        {"steps": [int(steps[0]), int(steps[n - w - 1])], "noise": sigma},
+        sigma,
+        tol,
+        moved,
+        abs(moved) <= tol,
+        flat,
+    )
+
+
+def instability(y: np.ndarray, ev: LayerEvidence, o: DiagnosisOptions) -> Alert | None:
+    """Erratic expansion: the window's noise exceeds ``noise_factor`` x the earlier noise.
+
+    The threshold is clipped to ``[unstable_floor, unstable_ceiling]``: a very calm past does
+    not make ordinary jitter an alarm, and a run erratic from its first snapshots (whose
+    past is as noisy as its present) is still caught at the ceiling.
+    """
+    rough = noise(y[y.size - o.window :])
+    thr = o.unstable_ceiling
+    if np.isfinite(ev.sigma):
+        thr = float(np.clip(o.noise_factor * ev.sigma, o.unstable_floor, o.unstable_ceiling))
+    if not rough > thr:
+        return None
+    w0, w1 = ev.window
+    return Alert(
+        "instability",
+        ev.layer,
+        o.metric,
+        w1,
+        ev.window,
+        rough,
+        thr,
+        f"{ev.layer}: {o.metric} erratic, noise {100 * rough:.1f} %/snapshot over steps "
+        f"{w0}-{w1} > {100 * thr:.1f} % ({o.noise_factor:g}x its earlier "
+        f"{100 * ev.sigma:.2f} %, clipped to [{100 * o.unstable_floor:g}, "
+        f"{100 * o.unstable_ceiling:g}] %)",
+        calibration=ev.calibration,
+    )
+
+
+def bottleneck(y: np.ndarray, ev: LayerEvidence, width: int, o: DiagnosisOptions) -> Alert | None:
+    """Expansion stalled in a hidden layer at its capacity (``capacity`` x its width)."""
+    use = level(y[y.size - o.window :]) / width
+    if not (ev.stalled and use >= o.capacity):
+        return None
+    w0, w1 = ev.window
+    return Alert(
+        "bottleneck",
+        ev.layer,
+        o.metric,
+        w1,
+        ev.window,
+        use,
+        o.capacity,
+        f"{ev.layer}: expansion stalled at {100 * use:.0f} % of its width {width} (change "
+        f"{100 * ev.moved:+.1f} % over steps {w0}-{w1}, tolerance {100 * ev.tolerance:.1f} %): "
+        "the layers after it cannot use more dimensions than it passes on",
+        calibration={**ev.calibration, "change": ev.moved, "tolerance": ev.tolerance},
+    )
+
+
+def rank_collapse(
+    smooth: np.ndarray, steps: np.ndarray, ev: LayerEvidence, o: DiagnosisOptions
+) -> Alert | None:
+    """A layer that had expanded fell below ``collapse`` x its peak since.
+
+    Armed only once the layer has risen ``expanded`` above its running minimum, so the usual
+    initial collapse of a freshly initialised network is not an alarm.
+    """
+    lo = np.minimum.accumulate(smooth)  # (n,)
+    armed = np.flatnonzero(smooth >= (1 + o.expanded) * lo)
+    if armed.size == 0:
+        return None
+    peak_i = int(armed[0] + np.argmax(smooth[armed[0] :]))
+    ratio = float(smooth[-1] / smooth[peak_i])
+    if ratio >= o.collapse:
+        return None
+    peak_step, w1 = int(steps[peak_i]), ev.window[1]
+    return Alert(
+        "rank_collapse",
+        ev.layer,
+        o.metric,
+        w1,
+        (peak_step, w1),
+        ratio,
+        o.collapse,
+        f"{ev.layer}: {o.metric} fell to {100 * ratio:.0f} % of its peak "
+        f"{smooth[peak_i]:.2f} (step {peak_step}) by step {w1}",
+        severity="critical",
+        calibration={**ev.calibration, "peak": float(smooth[peak_i]), "peak_step": peak_step},
+    )
+
+
+def information_flow(evs: list[LayerEvidence | None], o: DiagnosisOptions) -> Alert | None:
+    """Early layers (the first half) stalled while every later layer has not expanded."""
+    if len(evs) < 3 or any(ev is None for ev in evs):
+        return None
+    full = [ev for ev in evs if ev is not None]
+    half = len(full) // 2
+    early, late = full[:half], full[half:]
+    if not (all(ev.stalled for ev in early) and all(ev.flat for ev in late)):
+        return None
+    w0, w1 = full[0].window
+    names_e, names_l = [ev.layer for ev in early], [ev.layer for ev in late]
+    worst = max(abs(ev.moved) / ev.tolerance for ev in early)
+    return Alert(
+        "information_flow",
+        f"{','.join(names_e)} -> {','.join(names_l)}",
+        o.metric,
+        w1,
+        (w0, w1),
+        worst,
+        1.0,
+        f"early layers {', '.join(names_e)} saturated (changed at most "
+        f"{100 * max(abs(ev.moved) for ev in early):.1f} % over steps {w0}-{w1}) while later "
+        f"layers {', '.join(names_l)} have not expanded {100 * o.expanded:.0f} % above their "
+        "minimum",
+        calibration={
+            "steps": full[0].calibration["steps"],
+            "early_tolerance": {ev.layer: ev.tolerance for ev in early},
+        },
+    )
