@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,7 @@ def train(
     device: str = "cpu",
     threads: int | None = None,
     cache_dir: str | Path = DEFAULT_CACHE,
+    intervention: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> RunResult:
     """Train ``recipe`` and capture it into ``store`` with a :class:`dimlapse.capture.Recorder`.
 
@@ -169,6 +171,10 @@ def train(
         Torch intra-op threads; default :func:`default_threads` (cores - 1).
     cache_dir
         Dataset cache.
+    intervention
+        Optional ``f(step, model, optimizer, x, y) -> (x, y)`` called before each step's forward
+        with its mini-batch; it may change the batch or the model/optimizer settings (the
+        disrupted runs of ``make intervene``).
 
     Returns
     -------
@@ -229,7 +235,10 @@ def train(
                 b = batch_indices(
                     step, n=len(y_train), batch_size=recipe.batch_size, seed=recipe.seed
                 ).to(dev)
-                loss = loss_fn(model(x_train[b]), y_train[b])
+                xb, yb = x_train[b], y_train[b]
+                if intervention is not None:
+                    xb, yb = intervention(step, model, opt, xb, yb)
+                loss = loss_fn(model(xb), yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 grads = [p.grad for p in model.parameters() if p.grad is not None]
