@@ -21,6 +21,8 @@ _LAZY: dict[str, tuple[str, str, str, str]] = {
     "report": ("_cmd_analyze", "add_report_arguments", "run_report", "write a run's report"),
     "bench-analyze": ("_bench_analyze", "add_arguments", "main", "benchmark the analysis jobs"),
     "bench-capture": ("_bench_capture", "add_arguments", "main", "benchmark capture overhead"),
+    "intervene": ("_intervene_run", "add_arguments", "main", "disrupt training in step windows"),
+    "study": ("_study", "add_arguments", "main", "compare architectures over seeds"),
     "watch": ("_watch", "add_arguments", "main", "follow a run live: diagnoses, alerts, dashboard"),
 }
 
