@@ -248,9 +248,9 @@ class Recorder:
             self._release()
             raise
         except Exception as exc:
-            self._closed = True
             self._release()
             if strict:
+                self._closed = True
                 raise
             self._disable(f"{type(exc).__name__}: {exc}")
             return

@@ -74,9 +74,9 @@ def test_no_observer_effect_bitwise(tmp_path, uncopyable):
         ({"positions": 0}, "Expected `positions` to be an int >= 1, got 0"),
         ({"tokens": 1.5}, "Expected `tokens`"),
         ({"flush_every": -2}, "Expected `flush_every`"),
-        ({"queue_size": 0}, "Expected `queue_size`"),
+        ({"max_buffer_bytes": 0}, "Expected `max_buffer_bytes`"),
         ({"backpressure": "wait"}, "Expected `backpressure` to be 'block' or 'drop', got 'wait'"),
-        ({"codec": "gzip"}, "Expected `codec` to be 'zstd'"),
+        ({"codec": "gzip"}, "Expected `codec` to be one of 'lz4'"),
         ({"codec": "bitround-40"}, "bits in 1..23"),
         ({"probe": [[1.0]]}, "Expected `probe` to be a tensor"),
         ({"probe_targets": torch.zeros(3)}, "Expected `probe_targets`"),
@@ -184,7 +184,7 @@ def test_backpressure_drop_counts_dropped_snapshots():
     model = nn.Sequential(*[nn.Linear(256, 256) for _ in range(4)])
     probe = torch.randn(2048, 256)
     store = "memory://drop.zarr"
-    with Recorder(model, store, every=1, probe=probe, queue_size=1, backpressure="drop") as rec:
+    with Recorder(model, store, every=1, probe=probe, max_buffer_bytes=1, backpressure="drop") as rec:
         captured = [rec.step(0.0) for _ in range(30)]
     stats = rec.stats
     assert stats["dropped"] > 0
@@ -221,7 +221,7 @@ def test_stats_and_provenance(tmp_path):
     assert stats["compression_ratio"] == pytest.approx(stats["bytes_raw"] / stats["bytes_stored"])
     attrs = open_run(store).attrs
     assert attrs["config"] == {"lr": 0.1}
-    assert attrs["layout_version"] == 1
+    assert attrs["layout_version"] == 2
     assert set(attrs["versions"]) >= {"torch", "zarr", "numpy", "numcodecs", "python", "dimlapse"}
     assert "git_commit" in attrs and attrs["created"] <= attrs["finished"]
     assert attrs["model"]["n_parameters"] == 64 * 64 + 64

@@ -225,7 +225,7 @@ class SnapshotSink:
             try:
                 group.flush(final=True)
             except Exception as exc:  # the store may be what broke; keep trying the others
-                log.error("dimlapse: could not flush %s after an error: %s", name, exc)
+                log.warning("dimlapse: could not flush %s after an error: %s", name, exc)
 
     @property
     def bytes_raw(self) -> int:

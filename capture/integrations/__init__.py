@@ -1,0 +1,14 @@
+"""Callbacks for the trainers users train with, each importing its framework lazily.
+
+- :mod:`dimlapse.capture.integrations.huggingface`: ``DimlapseCallback`` for
+  ``transformers.Trainer`` (needs ``transformers``);
+- :mod:`dimlapse.capture.integrations.lightning`: ``DimlapseCallback`` for
+  ``lightning.Trainer`` (needs ``lightning``).
+
+Both take a store, ``every``, a probe and :class:`CaptureOptions`. Importing this package
+imports neither framework: ``pip install 'dimlapse[integrations]'`` brings them.
+"""
+
+from ._common import CaptureOptions
+
+__all__ = ["CaptureOptions"]
