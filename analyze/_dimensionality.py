@@ -12,14 +12,14 @@ import numpy as np
 import xarray as xr
 
 from ._metrics import SPECTRAL_METRICS, epsilon_rank, numerical_rank
-from ._spectra import blas_single_thread, singular_values
+from ._spectra import blas_single_thread, singular_values, squeeze_leading
 from ._twonn import twonn
 
 __all__ = ["DEFAULT_TWONN_STRIDE", "dimensionality", "numerical_rank_rtol"]
 
 DEFAULT_TWONN_STRIDE = 10  # capture steps between TwoNN estimates (160 points on 1,600 steps)
 DEFAULT_EPSILON = 1e-3  # epsilon-rank threshold on Gram eigenvalues
-_MIN_CHUNK, _MAX_CHUNK = 16, 64  # steps per task (STORAGE_NOTES "Dask on 2 cores")
+_MIN_CHUNK, _MAX_CHUNK = 16, 64  # steps per task (docs/storage-notes.md, "Dask on 2 cores")
 
 Metric = Callable[..., np.ndarray]
 
@@ -80,11 +80,13 @@ def _matrices(ds: xr.Dataset | None, *, min_ndim: int) -> dict[str, xr.DataArray
     if ds is None:
         return {}
     arrays = {
-        str(k): v
+        str(k): squeeze_leading(v)
         for k, v in ds.data_vars.items()
         if v.ndim >= min_ndim and v.dims[0] == "step" and k != "step"
     }
-    owners = [str(v.attrs.get("layer", k)) for k, v in arrays.items()]
+    arrays = {k: v for k, v in arrays.items() if v.ndim >= min_ndim}
+    # a root parameter (e.g. a position table `pos`) has no owning module: use its own name
+    owners = [str(v.attrs.get("layer") or k) for k, v in arrays.items()]
     # a module owning several matrices (e.g. attention in/out projections): param names
     return {
         (owner if owners.count(owner) == 1 else name): da
@@ -168,7 +170,9 @@ def dimensionality(
         As returned by :func:`dimlapse.analyze.open_run` (layout of ``docs/store-layout.md``).
         Activations ``(step, sample, feature)`` are sample-centred; weights ``(step, out,
         in, k...)`` are *not* centred (the spectrum of the linear map itself) and conv kernels
-        are reshaped to ``out x (in * k...)``; 1-D parameters (biases) are skipped.
+        are reshaped to ``out x (in * k...)``; 1-D parameters (biases) are skipped. Leading
+        singleton dims are dropped first, so a ``(1, length, d)`` position table is the
+        ``length x d`` matrix; a parameter without an owning module is named by itself.
     metrics : list of names, mapping name -> function, or None
         Metrics from :data:`SPECTRAL_METRICS` (default: all of them) or custom functions of a
         descending spectrum ``(..., rank)``.

@@ -46,6 +46,12 @@ def _layers(tree: xr.DataTree, kind: str, metric: str) -> list[str]:
     return [str(x) for x in dim["layer"].values if np.isfinite(dim.sel(layer=x).values).any()]
 
 
+def _legend(ax: Any, **kw: Any) -> None:
+    """A legend only where something is labelled (matplotlib warns on an empty one)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kw)
+
+
 def _save(fig: Any, path: Path) -> Path:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -108,9 +114,14 @@ def trajectories(tree: xr.DataTree, path: Path) -> Path:
     for ax in axes.ravel():
         for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, h)
-    fig.legend(
-        list(handles.values()), list(handles.keys()), loc="outside lower center", ncol=6, fontsize=7
-    )
+    if handles:
+        fig.legend(
+            list(handles.values()),
+            list(handles.keys()),
+            loc="outside lower center",
+            ncol=6,
+            fontsize=7,
+        )
     fig.suptitle(f"{tree.attrs.get('run', '')}: {metric}, phases and significant transitions")
     return _save(fig, path)
 
@@ -138,14 +149,14 @@ def dimensionality_vs_loss(tree: xr.DataTree, path: Path) -> Path:
             )
     ax.set_xlabel("step")
     ax.set_ylabel(f"{kind} {metric}")
-    ax.legend(fontsize=7)
+    _legend(ax, fontsize=7)
     if loss is not None:
         twin = ax.twinx()
         twin.plot(loss["step"], loss, color="k", lw=0.8, ls=":", label="loss")
         twin.set_ylabel("loss (interval mean)")
         bx.set_xlabel("training loss")
         bx.set_ylabel(metric)
-        bx.legend(fontsize=7)
+        _legend(bx, fontsize=7)
     ax.set_title("dimensionality and loss over training", fontsize=9)
     bx.set_title("dimensionality against loss (Spearman rho)", fontsize=9)
     return _save(fig, path)
@@ -171,7 +182,7 @@ def sampling(tree: xr.DataTree, path: Path) -> Path:
         ax.set_xlabel("sampling interval (steps)")
         ax.set_title(f"{det}: {kind} {metric}, all layers", fontsize=9)
     axes[0, 0].set_ylabel("transitions")
-    axes[0, 0].legend(fontsize=7)
+    _legend(axes[0, 0], fontsize=7)
     return _save(fig, path)
 
 
@@ -191,7 +202,7 @@ def activation_vs_weight(tree: xr.DataTree, path: Path) -> Path:
             if np.isfinite(y.values).any():
                 ax.plot(y["step"], y, lw=0.9, label=kind)
         ax.set_title(f"{layer}: {metric}, min-max normalised", fontsize=9)
-        ax.legend(fontsize=7)
+        _legend(ax, fontsize=7)
         if "xcorr" in cmp:
             xc = cmp["xcorr"].sel(layer=layer, metric=metric)
             bx.plot(xc["lag"], xc, lw=0.9)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -19,19 +20,48 @@ from tqdm.auto import tqdm
 from ._compare import compare
 from ._coupling import coupling
 from ._jobcommon import jsonable, vlen_strings
+from ._nonfinite import excluded_steps, nonfinite_record
 from ._phases import phases
-from ._sampling import DEFAULT_INTERVALS, sampling
+from ._sampling import DEFAULT_INTERVALS, MIN_SAMPLES, sampling
 from ._spectra import blas_single_thread
 from ._timing import timing
 
 DETECTORS = ("zscore", "meanshift", "pelt")
+RESULTS_DIR = "data/results"
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: Default seconds to reach a dask.distributed scheduler before giving up.
+SCHEDULER_TIMEOUT = 10.0
 JOBS = ("dimensionality", "transitions", "phases", "timing", "coupling", "sampling", "compare")
 
 
 def run_name(path: str | os.PathLike[str]) -> str:
-    """Run name of a store path or URL: its last path component without ``.zarr``."""
-    name = str(path).rstrip("/").split("/")[-1]
-    return name[: -len(".zarr")] if name.endswith(".zarr") else name
+    """Run name of a store path or URL: its last path component without ``.zarr``.
+
+    Raises ValueError when the path has a ``..`` component or the name is not a plain
+    directory name, so that results always stay under ``data/results/<run>/``.
+
+    Examples
+    --------
+    >>> run_name("data/runs/mlp-mnist1d-s0.zarr")
+    'mlp-mnist1d-s0'
+    >>> run_name("data/runs/mlp.zarr/weights/..")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected a run store path without '..' components, got ...
+    """
+    text = str(path).rstrip("/")
+    if ".." in text.split("://")[-1].split("/"):
+        raise ValueError(
+            f"Expected a run store path without '..' components, got {str(path)!r}; pass the "
+            "store itself, e.g. data/runs/<run>.zarr"
+        )
+    name = text.split("/")[-1].removesuffix(".zarr")
+    if not _RUN_NAME.match(name):
+        raise ValueError(
+            f"Expected the run store's name to be letters, digits, '.', '_' or '-' (not "
+            f"starting with a symbol), got {name!r} from {str(path)!r}"
+        )
+    return name
 
 
 class _TaskBar(Callback):
@@ -56,14 +86,54 @@ class _TaskBar(Callback):
             self._bar.close()
 
 
+def check_scheduler(address: str, *, timeout: float = SCHEDULER_TIMEOUT) -> None:
+    """Fail fast when no dask scheduler answers at `address` within `timeout` seconds.
+
+    ``Client(address)`` waits without bound on a peer that accepts the connection and never
+    answers; this asks the scheduler for its identity under one wall-clock deadline.
+
+    Raises
+    ------
+    ConnectionError
+        Naming the address, the timeout and what to do instead.
+    """
+    import asyncio
+
+    from distributed.core import rpc
+
+    async def identity() -> Any:
+        async with rpc(address, timeout=timeout) as remote:
+            return await remote.identity()
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(identity(), timeout)
+
+    try:
+        reply = asyncio.run(bounded())
+    except (TimeoutError, OSError, ValueError, TypeError) as exc:
+        raise ConnectionError(
+            f"No dask scheduler answered at {address!r} within {timeout:g} s "
+            f"({type(exc).__name__}{': ' + str(exc) if str(exc) else ''}); check the address "
+            "(start one with `dask scheduler`), or leave out --scheduler to use local threads"
+        ) from exc
+    if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
+        raise ConnectionError(
+            f"The peer at {address!r} is not a dask scheduler (it answered {reply!r})"
+        )
+
+
 @contextlib.contextmanager
-def scheduler_context(scheduler: Any = None) -> Iterator[Any]:
+def scheduler_context(
+    scheduler: Any = None, *, timeout: float = SCHEDULER_TIMEOUT
+) -> Iterator[Any]:
     """Where the jobs' dask graphs run.
 
     None: the local threaded scheduler, one worker thread per core, with BLAS pinned to one
-    thread (threadpoolctl) so worker threads do not oversubscribe the cores (STORAGE_NOTES,
-    "Dask on 2 cores"). A string: the address of a ``dask.distributed`` scheduler, connected
-    with ``Client(address)`` and closed afterwards. A ``distributed.Client``: used as is.
+    thread (threadpoolctl) so worker threads do not oversubscribe the cores
+    (docs/storage-notes.md, "Dask on 2 cores"). A string: the address of a
+    ``dask.distributed`` scheduler, checked within `timeout` seconds
+    (:func:`check_scheduler`), connected with ``Client(address)`` and closed afterwards. A
+    ``distributed.Client``: used as is.
     """
     if scheduler is None:
         with blas_single_thread(), dask.config.set(scheduler="threads"):
@@ -80,7 +150,8 @@ def scheduler_context(scheduler: Any = None) -> Iterator[Any]:
             "Expected `scheduler` to be None (local threads), a dask.distributed scheduler "
             f"address such as 'tcp://127.0.0.1:8786', or a Client, got {scheduler!r}"
         )
-    client = Client(scheduler)
+    check_scheduler(scheduler, timeout=timeout)
+    client = Client(scheduler, timeout=timeout)
     try:
         with dask.config.set(scheduler=client.get):
             yield client
@@ -145,12 +216,31 @@ def _root_attrs(run: Any, run_path: str, params: dict[str, Any]) -> dict[str, An
     return {k: ("null" if v is None else v) for k, v in attrs.items()}
 
 
+#: Fewest snapshots ``analyze_run`` accepts: the sampling job's ``min_samples`` at the finest
+#: interval (shorter series cannot be tested for transitions against surrogates either).
+MIN_SNAPSHOTS = MIN_SAMPLES
+
+
+def check_length(run: Any, run_path: Any) -> int:
+    """The run's snapshot count; ValueError saying how many are needed when it is too short."""
+    counts = [g.sizes.get("step", 0) for g in (run.weights, run.activations)]
+    n = max(counts)
+    if n < MIN_SNAPSHOTS:
+        raise ValueError(
+            f"Run {str(run_path)!r} (status {run.status!r}) has {n} complete snapshot(s); "
+            f"the analysis needs at least {MIN_SNAPSHOTS} (transition tests and the sampling "
+            "job cannot use fewer). Record more steps, or capture more often (--every)"
+        )
+    return n
+
+
 def save_tree(tree: xr.DataTree, path: str | os.PathLike[str]) -> None:
     """Write the analysis DataTree as Zarr v3 (variable-length strings, JSON-safe attrs).
 
     Metadata is consolidated so that ``xr.open_datatree(path, engine="zarr")`` opens it
     without a fallback warning; zarr warns that consolidation is not in the v3 spec, which
-    is known and harmless for a file written once (STORAGE_NOTES item 8).
+    is known and harmless for a file written once (docs/storage-notes.md, "Consolidated
+    metadata").
     """
     clean = {}
     for node in tree.subtree:
@@ -182,6 +272,7 @@ def analyze_run(
     sampling_metrics: Sequence[str] | None = ("stable_rank",),
     progress: bool = True,
     figures: bool = True,
+    scheduler_timeout: float = SCHEDULER_TIMEOUT,
 ) -> xr.DataTree:
     """Run every study job on one run store; write ``analysis.zarr``, figures and report.md.
 
@@ -205,6 +296,8 @@ def analyze_run(
         Show a bar over the jobs (and over tasks on the local scheduler).
     figures : bool
         Also render ``figures/*.png`` and ``report.md``.
+    scheduler_timeout : float
+        Seconds to reach a scheduler at an address before failing (:func:`check_scheduler`).
 
     Returns
     -------
@@ -212,6 +305,17 @@ def analyze_run(
         Groups ``/dimensionality``, ``/transitions``, ``/phases``, ``/timing``, ``/coupling``,
         ``/sampling``, ``/compare``; root attrs hold the run's provenance and every parameter.
         Saved to ``<out_dir>/analysis.zarr`` (``xr.open_datatree(path, engine="zarr")``).
+        Root attrs ``nonfinite`` (arrays -> steps holding NaN/Inf) and ``excluded`` (series ->
+        steps left out because their spectra are NaN) say what was not analysed.
+
+    Raises
+    ------
+    ValueError
+        A run with fewer than ``MIN_SNAPSHOTS`` snapshots, or bad options.
+    StoreIntegrityError
+        Corrupt, truncated or missing chunks (a ValueError too).
+    ConnectionError
+        No scheduler answers at the address within `scheduler_timeout`.
     """
     from ._dimensionality import dimensionality
     from ._run import open_run
@@ -221,8 +325,9 @@ def analyze_run(
         raise ValueError(f"Expected `alpha` to be a float in (0, 1), got {alpha!r}")
     if isinstance(detectors, str) or not detectors:
         raise ValueError(f"Expected `detectors` to be a non-empty list of names, got {detectors!r}")
-    out = Path("data/results") / run_name(run_path) if out_dir is None else Path(out_dir)
+    out = Path(RESULTS_DIR) / run_name(run_path) if out_dir is None else Path(out_dir)
     run = open_run(run_path)
+    check_length(run, run_path)
     params = {
         "metrics": list(metrics) if metrics is not None else "all",
         "detectors": list(detectors),
@@ -245,7 +350,7 @@ def analyze_run(
         bar.set_postfix_str(job)
         bar.update(1)
 
-    with scheduler_context(scheduler):
+    with scheduler_context(scheduler, timeout=scheduler_timeout):
         dims = dimensionality(run, metrics=metrics, twonn_stride=twonn_stride)
         results["dimensionality"] = _compute(dims, "dimensionality", local=local, progress=progress)
         step("dimensionality")
@@ -280,7 +385,12 @@ def analyze_run(
             results[job] = _compute(build(), job, local=local, progress=progress)
             step(job)
     bar.close()
-    root = xr.Dataset(attrs={**_root_attrs(run, str(run_path), params), "job_seconds": seconds})
+    health = {
+        "nonfinite": nonfinite_record(run),
+        "excluded": excluded_steps(results["dimensionality"]["dimensionality"]),
+    }
+    attrs = _root_attrs(run, str(run_path), params)
+    root = xr.Dataset(attrs={**attrs, **health, "job_seconds": seconds})
     tree = xr.DataTree.from_dict({"/": root, **results})
     out.mkdir(parents=True, exist_ok=True)
     save_tree(tree, out / "analysis.zarr")

@@ -227,6 +227,31 @@ def interpretation(tree: xr.DataTree, n: dict[str, float]) -> list[str]:
     return out
 
 
+def _step_list(steps: list[int], limit: int = 12) -> str:
+    head = ", ".join(str(int(s)) for s in steps[:limit])
+    more = f" and {len(steps) - limit} more" if len(steps) > limit else ""
+    return f"step{'s' if len(steps) > 1 else ''} {head}{more}"
+
+
+def health_lines(tree: xr.DataTree) -> list[str]:
+    """Markdown bullets: arrays holding NaN/Inf, and the steps the analysis left out."""
+    nonfinite = dict(tree.attrs.get("nonfinite") or {})
+    excluded = dict(tree.attrs.get("excluded") or {})
+    if not nonfinite and not excluded:
+        return ["- The run holds no NaN or Inf values; no step was excluded."]
+    out = []
+    for name, steps in sorted(nonfinite.items()):
+        out.append(f"- Non-finite values in {name}: {_step_list(list(steps))}.")
+    for series, steps in sorted(excluded.items()):
+        kind, _, layer = series.partition("/")
+        out.append(
+            f"- Excluded from every job (NaN spectrum): {kind} {layer}: {_step_list(list(steps))}."
+        )
+    if nonfinite and not excluded:
+        out.append("- No step was excluded: no non-finite value reached a spectrum.")
+    return out
+
+
 def report_markdown(tree: xr.DataTree) -> str:
     """The report as markdown text."""
     table, numbers = claims_table(tree)
@@ -245,6 +270,10 @@ def report_markdown(tree: xr.DataTree) -> str:
         "## Interpretation",
         "",
         *(f"- {s}" for s in interpretation(tree, numbers)),
+        "",
+        "## Data health",
+        "",
+        *health_lines(tree),
         "",
         "## Figures",
         "",

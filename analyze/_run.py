@@ -12,7 +12,10 @@ import xarray as xr
 import zarr
 from zarr.errors import GroupNotFoundError
 
-LAYOUT_VERSION = 1
+from ._integrity import CheckedArray, StoreIntegrityError, missing_rows, step_range
+
+LAYOUT_VERSION = 2
+READABLE_LAYOUTS = (1, 2)  # 2: spectra/ groups (spectra mode), a checksum on every chunk
 _TARGET_STEP_CHUNK = 64  # dask chunks along step: a multiple of the store's chunk, ~64 rows
 
 
@@ -21,17 +24,43 @@ def _valid_prefix(steps: np.ndarray) -> int:
     return int(bad[0]) if bad.size else int(steps.size)
 
 
+def _damaged(where: str, exc: Exception) -> StoreIntegrityError:
+    return StoreIntegrityError(
+        f"{where}: its metadata (zarr.json) cannot be read ({type(exc).__name__}: {exc}); the "
+        "store is damaged. Re-record the run, or restore the store from a copy"
+    )
+
+
 def _quiet_open(root: zarr.Group, key: str) -> Any:
-    with warnings.catch_warnings():
-        # bitround runs use a numcodecs codec, which zarr flags as outside the v3 spec
-        warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr")
-        return root[key]
+    try:
+        with warnings.catch_warnings():
+            # bitround runs use a numcodecs codec, which zarr flags as outside the v3 spec
+            warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr")
+            return root[key]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise _damaged(f"group {key!r}", exc) from exc
 
 
 def _quiet_arrays(group: zarr.Group) -> dict[str, Any]:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr")
-        return dict(group.arrays())
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr")
+            return dict(group.arrays())
+    except (ValueError, TypeError, KeyError) as exc:
+        raise _damaged(f"an array of group {group.path!r}", exc) from exc
+
+
+def _checked(arr: Any, label: str, steps: np.ndarray, n: int) -> CheckedArray:
+    """`arr` wrapped for reading; raises when chunks the step index counts are missing."""
+    gaps = missing_rows(arr, n)
+    if gaps:
+        where = ", ".join(step_range(steps, a, b) for a, b in gaps)
+        raise StoreIntegrityError(
+            f"{label}: chunks holding {where} are missing from the store although its step "
+            "index says they were written; zarr would read them as NaN, so the run is not "
+            "analysed. Restore the store from a copy or re-record the run"
+        )
+    return CheckedArray(arr, label, steps)
 
 
 class Run:
@@ -67,8 +96,9 @@ class Run:
         found = _quiet_arrays(group)
         arrays = {k: found[k] for k in sorted(found) if k != "step"}
         n = 0
+        steps = np.zeros(0, np.int64)
         if "step" in group:
-            steps = np.asarray(group["step"][:])
+            steps = np.asarray(CheckedArray(group["step"], f"{name}/step", steps)[:])
             n = _valid_prefix(steps)
         n = min([n, *(a.shape[0] for a in arrays.values())])  # data written before the index
         data_vars = {}
@@ -76,7 +106,15 @@ class Run:
             store_chunk = arr.chunks[0]
             step_chunk = store_chunk * max(1, _TARGET_STEP_CHUNK // store_chunk)
             chunks = (step_chunk, *arr.shape[1:])
-            lazy = da.from_zarr(arr, chunks=chunks, name=f"dimlapse-{name}-{key}-{arr.shape}")
+            lazy = da.from_array(
+                _checked(arr, f"{name}/{key}", steps, n),
+                chunks=chunks,
+                name=f"dimlapse-{name}-{key}-{arr.shape}",
+                asarray=True,
+                lock=False,
+                fancy=False,
+                meta=np.empty((0,) * arr.ndim, dtype=arr.dtype),
+            )
             dims = arr.metadata.dimension_names or (
                 "step",
                 *(f"{key}.d{i}" for i in range(arr.ndim - 1)),
@@ -113,11 +151,29 @@ class Run:
             return xr.Dataset()
         group: Any = root["probe"]
         data_vars = {}
-        for key in group.array_keys():
-            arr: Any = group[key]
+        for key, arr in _quiet_arrays(group).items():
             dims = arr.metadata.dimension_names or tuple(f"probe.d{i}" for i in range(arr.ndim))
-            data_vars[key] = xr.Variable(dims, da.from_zarr(arr, chunks=arr.shape))
+            rows = np.arange(arr.shape[0]) if arr.ndim else np.zeros(0, np.int64)
+            checked = _checked(arr, f"probe/{key}", rows, arr.shape[0] if arr.ndim else 0)
+            data_vars[key] = xr.Variable(
+                dims, da.from_array(checked, chunks=arr.shape, asarray=True, lock=False)
+            )
         return xr.Dataset(data_vars)
+
+    def validate(self) -> Run:
+        """Check every group's metadata and that no chunk the step index counts is missing.
+
+        Chunk contents are checked (checksum, decoding) when they are read.
+
+        Raises
+        ------
+        StoreIntegrityError
+            Naming the array and the steps of the damage.
+        """
+        for name in ("weights", "activations", "scalars", "state"):
+            self._group(name)
+        self.probe  # noqa: B018 (opens and checks the probe arrays)
+        return self
 
     def __repr__(self) -> str:
         return f"Run({self.path!r}, status={self.status!r})"
@@ -127,7 +183,8 @@ def open_run(path: Any) -> Run:
     """Open a dimlapse run store for analysis.
 
     Works on complete, running, crashed and degraded runs: every group is trimmed to its
-    last complete snapshot (the valid prefix of its ``step`` index).
+    last complete snapshot (the valid prefix of its ``step`` index). The store is validated
+    on opening (:meth:`Run.validate`); chunk checksums are verified whenever data is read.
 
     Parameters
     ----------
@@ -139,6 +196,15 @@ def open_run(path: Any) -> Run:
     Run
         With lazy (dask-backed) ``weights``, ``activations``, ``scalars`` datasets, each with
         a ``step`` coordinate, plus ``probe``, ``attrs`` and ``path``.
+
+    Raises
+    ------
+    FileNotFoundError
+        No store at `path`.
+    StoreIntegrityError
+        Unreadable metadata (e.g. a truncated ``zarr.json``) or chunks missing below the step
+        index; reading a chunk that fails its checksum or does not decode raises it too,
+        naming the array and its steps.
 
     Examples
     --------
@@ -158,15 +224,17 @@ def open_run(path: Any) -> Run:
         raise FileNotFoundError(
             f"No run store at {path!r}; expected a Zarr group written by dimlapse.capture.Recorder"
         ) from exc
+    except (ValueError, TypeError, KeyError) as exc:  # e.g. a truncated root zarr.json
+        raise _damaged(f"Run store {path!r}", exc) from exc
     version = root.attrs.get("layout_version")
     if version is None:
         raise ValueError(
             f"Expected a dimlapse run store at {path!r}, got a Zarr group without a "
             "`layout_version` attr"
         )
-    if version != LAYOUT_VERSION:
+    if version not in READABLE_LAYOUTS:
         raise ValueError(
-            f"Expected a run store with layout_version {LAYOUT_VERSION} at {path!r}, got "
+            f"Expected a run store with layout_version in {READABLE_LAYOUTS} at {path!r}, got "
             f"{version!r}; upgrade dimlapse to read it"
         )
-    return Run(path, root)
+    return Run(path, root).validate()

@@ -19,6 +19,7 @@ from ._jobcommon import as_trajectories, check_positive_int, infer_every, params
 from ._timing import transition_counts
 
 DEFAULT_INTERVALS = (5, 10, 25, 50, 100, 250, 500, 1000)
+MIN_SAMPLES = 10  # fewest samples an interval must leave to be tested
 
 
 def _strides(intervals: Sequence[int], every: int) -> list[tuple[int, int, int]]:
@@ -52,7 +53,7 @@ def sampling(
     every: int | None = None,
     detectors: Sequence[str] = ("zscore", "meanshift", "pelt"),
     alpha: float = 0.05,
-    min_samples: int = 10,
+    min_samples: int = MIN_SAMPLES,
     base: xr.Dataset | None = None,
     **params: Any,
 ) -> xr.Dataset:
@@ -118,6 +119,12 @@ def sampling(
         counts["n_base_found"] = matched(finest, tr, tolerance=effective)  # finest: set above
         rows.append((k, effective, n, counts))
     computed = [c for *_, c in rows if c is not None]
+    if not computed:
+        raise ValueError(
+            f"Expected trajectories of at least `min_samples` = {min_samples} samples at the "
+            f"finest interval ({plan[0][2]} steps), got {rows[0][2]}; the run is too short for "
+            "the sampling job"
+        )
     template = computed[0]
     per_interval = [
         c if c is not None else xr.full_like(template, np.nan, dtype=float) for *_, c in rows

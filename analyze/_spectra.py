@@ -3,7 +3,7 @@
 One spectrum per (array, step): the singular values of the (optionally sample-centred) matrix,
 computed as the square roots of the eigenvalues of its Gram matrix on the smaller side,
 accumulated in float64. On these machines this is 3-6x faster than a full SVD
-(``STORAGE_NOTES.md``, "Spectral kernels"), and a float64 Gram matches a float64 SVD where a
+(``docs/storage-notes.md``, "Spectral kernels"), and a float64 Gram matches a float64 SVD where a
 float32 Gram lost up to 4 % of effective rank on steep spectra.
 """
 
@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from ._metrics import DegenerateSpectrumWarning
 
-__all__ = ["blas_single_thread", "singular_values", "spectra"]
+__all__ = ["blas_single_thread", "singular_values", "spectra", "squeeze_leading"]
 
 _blas_lock = threading.Lock()
 _blas_users = 0
@@ -38,7 +38,7 @@ def blas_single_thread() -> Iterator[None]:
     callers should also wrap their ``compute()`` in it, so the pin is set and restored once,
     from the calling thread (OpenBLAS 0.3.31 reported inconsistent thread counts when a pool
     thread set and restored the limit). With Dask's threaded scheduler each worker thread then
-    uses one BLAS thread (``STORAGE_NOTES.md``, "Dask on 2 cores": oversubscribed BLAS made
+    uses one BLAS thread (``docs/storage-notes.md``, "Dask on 2 cores": oversubscribed BLAS made
     the parallel job slower than a plain loop).
 
     Examples
@@ -121,6 +121,23 @@ def singular_values(x: np.ndarray, *, center: bool) -> np.ndarray:
     return s
 
 
+def squeeze_leading(da: xr.DataArray) -> xr.DataArray:
+    """Drop singleton dims right after ``step`` while more than two matrix dims remain.
+
+    A ``(step, 1, length, d)`` parameter (a batch-shaped position table) is the ``length x d``
+    matrix, not ``1 x (length * d)``, whose spectrum has a single value.
+
+    Examples
+    --------
+    >>> da = xr.DataArray(np.zeros((3, 1, 6, 4)), dims=("step", "a", "b", "c"))
+    >>> squeeze_leading(da).dims
+    ('step', 'b', 'c')
+    """
+    while da.ndim > 3 and da.shape[1] == 1:
+        da = da.isel({da.dims[1]: 0}, drop=True)
+    return da
+
+
 def _block_spectra(block: np.ndarray, *, center: bool) -> np.ndarray:
     """(step, n, d...) -> (step, min(n, prod(d...))), BLAS pinned to one thread."""
     block = block.reshape(*block.shape[:2], -1)  # conv kernels: out x (in * k...)
@@ -136,7 +153,8 @@ def spectra(da: xr.DataArray, *, center: bool) -> xr.DataArray:
     da : xarray.DataArray, dims (step, a, b, ...)
         Activations ``(step, sample, feature)`` or weights ``(step, out, in, k...)``; trailing
         dims beyond the third are flattened into the columns (conv kernels become
-        ``out x (in * k...)``). Dask-backed arrays stay lazy: one task per ``step`` chunk
+        ``out x (in * k...)``) after leading singleton dims are dropped
+        (:func:`squeeze_leading`). Dask-backed arrays stay lazy: one task per ``step`` chunk
         (other dims are merged into one chunk), each running with one BLAS thread.
     center : bool
         Sample-centre each matrix (columns minus their mean over rows); ``True`` for
@@ -153,6 +171,7 @@ def spectra(da: xr.DataArray, *, center: bool) -> xr.DataArray:
             "Expected `da` to be an xarray.DataArray with dims (step, a, b, ...), got "
             f"{type(da).__name__} with dims {getattr(da, 'dims', None)}"
         )
+    da = squeeze_leading(da)
     step_dim = da.dims[0]
     n = da.shape[1]
     d = int(np.prod(da.shape[2:]))

@@ -138,6 +138,8 @@ def run_capture(args: argparse.Namespace) -> int:
         raise CLIError(f"Cannot --resume: no run store at {store}")
     from dimlapse.capture import RunExistsError
 
+    from ._train import DataSizeError
+
     try:
         result = train(
             recipe,
@@ -151,6 +153,8 @@ def run_capture(args: argparse.Namespace) -> int:
         )
     except RunExistsError as e:  # raised before training starts (remote stores)
         raise CLIError(f"{e}; pass --overwrite to replace it or --resume to continue it") from e
+    except DataSizeError as e:  # raised once the data is loaded, before training starts
+        raise CLIError(str(e)) from e
     print(result.summary())
     return 0
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ._cli import CLIError
+from ._recipes import check_run_name
 
 RUNS_DIR = "data/runs"
 RESULTS_DIR = "data/results"
@@ -30,6 +31,12 @@ def add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
         "--scheduler",
         help="address of a dask.distributed scheduler, e.g. tcp://10.0.0.5:8786 "
         "(default: local threads)",
+    )
+    parser.add_argument(
+        "--scheduler-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to reach the scheduler before giving up (default 10)",
     )
     parser.add_argument("--metrics", type=_csv, help="comma-separated metric names (default all)")
     parser.add_argument(
@@ -61,6 +68,11 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve_store(run: str | None, runs_dir: str) -> str:
     """The store to analyse: `run` as a path or URL, a run name in `runs_dir`, or the newest."""
     if run:
+        if ".." in run.split("://")[-1].replace("\\", "/").split("/"):
+            raise CLIError(
+                f"Expected --run without '..' components, got {run!r}; pass the run store "
+                "itself (data/runs/<run>.zarr) or its name"
+            )
         if "://" in run or Path(run).exists():
             return run
         name = run if run.endswith(".zarr") else f"{run}.zarr"
@@ -87,10 +99,15 @@ def run_analyze(args: argparse.Namespace) -> int:
     """``analyze``: all study jobs on one run -> analysis.zarr, figures/, report.md."""
     from dimlapse.analyze._pipeline import analyze_run, run_name
 
-    store = resolve_store(args.run, args.runs_dir)
-    out = Path(args.out_dir) if args.out_dir else Path(RESULTS_DIR) / run_name(store)
+    try:
+        store = resolve_store(args.run, args.runs_dir)
+        out = Path(args.out_dir) if args.out_dir else Path(RESULTS_DIR) / run_name(store)
+    except ValueError as e:
+        raise CLIError(str(e)) from e
     if not 0 < args.alpha < 1:
         raise CLIError(f"Expected `--alpha` in (0, 1), got {args.alpha!r}")
+    if not args.scheduler_timeout > 0:
+        raise CLIError(f"Expected `--scheduler-timeout` > 0 seconds, got {args.scheduler_timeout}")
     try:
         analyze_run(
             store,
@@ -101,8 +118,9 @@ def run_analyze(args: argparse.Namespace) -> int:
             alpha=args.alpha,
             n_boot=args.n_boot,
             progress=not args.no_progress,
+            scheduler_timeout=args.scheduler_timeout,
         )
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ConnectionError) as e:
         raise CLIError(str(e)) from e
     print(f"{store}: wrote {out / 'analysis.zarr'}, {out / 'figures'}/, {out / 'report.md'}")
     return 0
@@ -118,7 +136,15 @@ def run_report(args: argparse.Namespace) -> int:
     if args.out_dir:
         out = Path(args.out_dir)
     elif args.run:
-        out = Path(args.results_dir) / args.run.removesuffix(".zarr")
+        name = args.run.removesuffix(".zarr")
+        try:
+            check_run_name(name)
+        except ValueError as e:
+            raise CLIError(
+                f"Expected --run to be a run name in {args.results_dir}/ (letters, digits, "
+                f"'.', '_' or '-'), got {args.run!r}; use --out-dir for a results folder"
+            ) from e
+        out = Path(args.results_dir) / name
     else:
         done = sorted(
             Path(args.results_dir).glob("*/analysis.zarr"), key=lambda p: p.stat().st_mtime

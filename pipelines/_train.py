@@ -27,6 +27,10 @@ from ._recipes import Recipe
 EVAL_CHUNK = 2048  # held-out evaluation batch size (bounds memory on large test splits)
 
 
+class DataSizeError(ValueError):
+    """A recipe asks for more examples (probe, batch) than its dataset holds."""
+
+
 @dataclass
 class RunResult:
     """What one capture run did: sizes, timings and final quality."""
@@ -118,7 +122,7 @@ def probe_indices(data: Dataset, *, size: int, seed: int) -> torch.Tensor:
     """A fixed, seeded choice of ``size`` held-out examples for the probe batch."""
     n = len(data.y_test)
     if size > n:
-        raise ValueError(
+        raise DataSizeError(
             f"Expected `probe_size` <= the {n} held-out examples of {data.spec.name!r}, "
             f"got {size}; pass a smaller --probe-size"
         )
@@ -191,9 +195,9 @@ def train(
     dev = resolve_device(device)
     data = load_dataset(recipe.data, cache_dir=cache_dir)
     if recipe.batch_size > len(data.y_train):
-        raise ValueError(
+        raise DataSizeError(
             f"Expected `batch_size` <= the {len(data.y_train)} training examples, "
-            f"got {recipe.batch_size}"
+            f"got {recipe.batch_size}; pass a smaller --batch-size"
         )
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.model, data.spec).to(dev)
