@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import socket
+import time
 from typing import Any
 
 log = logging.getLogger("dimlapse.capture")
@@ -84,6 +85,7 @@ def lease_is_live(lease: dict[str, Any]) -> bool:
 
 def check_unlocked(store: Any) -> None:
     """Raise :class:`RunLockedError` when a live writer holds ``store``."""
+    wait_for_finishing_writer(store)
     lease = read_lock(store)
     if lease is not None and lease_is_live(lease):
         where = lock_location(store)
@@ -131,8 +133,25 @@ def _delete(store: Any) -> None:
         pass
 
 
+def wait_for_finishing_writer(store: Any, *, timeout: float = 60.0) -> None:
+    """A writer process whose trainer died flushes what it holds, then exits: wait for it."""
+    lease = read_lock(store)
+    if lease is None or lease.get("host") != socket.gethostname():
+        return
+    if _pid_alive(int(lease.get("pid", -1))) or not lease_is_live(lease):
+        return
+    log.info("dimlapse: waiting for the writer of a dead run to finish flushing %r", store)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = read_lock(store)
+        if current is None or not lease_is_live(current):
+            return
+        time.sleep(0.1)
+
+
 def acquire_lock(store: Any, *, since: str) -> dict[str, Any]:
     """Take the lease of ``store`` for this process (stale leases are taken over)."""
+    wait_for_finishing_writer(store)
     pid = os.getpid()
     lease = {"host": socket.gethostname(), "pid": pid, "pids": [pid], "since": since}
     for _ in range(3):

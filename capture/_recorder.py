@@ -200,6 +200,8 @@ class Recorder:
         if resume and probe is None and mode != "weights":
             probe, probe_targets = _stored_probe(store)  # continue with the run's own probe
         n_probe = self._check_probe(probe, probe_targets, modules, positions, tokens)
+        if self.mode == "full" and not self._taps:
+            self.mode = "weights"  # nothing to record on a probe: say so in the store
         named = [*model.named_parameters(), *model.named_buffers()]
         self._tensors = [t for _, t in named]  # what a snapshot copies, in this order
         self._names = [n for n, _ in named]

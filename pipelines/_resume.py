@@ -20,15 +20,6 @@ def store_attrs(store: str | Path) -> dict[str, Any]:
     return dict(group.attrs)
 
 
-def complete_rows(steps: np.ndarray) -> int:
-    """Length of the prefix of a group's ``step`` index holding valid (>= 0) entries.
-
-    The writer writes ``step`` last at each flush, so this marks the last complete snapshot.
-    """
-    bad = np.flatnonzero(steps < 0)
-    return int(bad[0]) if bad.size else len(steps)
-
-
 def last_snapshot(store: str | Path, model: nn.Module) -> int:
     """Load the last complete snapshot of ``store`` into ``model``; return its step.
 
@@ -36,16 +27,23 @@ def last_snapshot(store: str | Path, model: nn.Module) -> int:
     (everything else: biases, norms, BatchNorm statistics). The last complete snapshot is the
     shortest valid ``step`` prefix across both groups. A tensor the store lacks raises
     ``ValueError``, because the resumed run would silently differ from the original.
+    The last complete snapshot is :func:`dimlapse.capture.last_complete`'s, the one the
+    Recorder resumes from. In spectra mode it must also be a full snapshot.
     """
-    group = zarr.open_group(str(store), mode="r")
+    from dimlapse.capture import last_complete
+
+    group = zarr.open_group(str(store), mode="r", use_consolidated=False)
     groups: list[Any] = [group[g] for g in ("weights", "state") if g in group]
     if not groups:
         raise ValueError(f"Cannot resume {str(store)!r}: it has no weights or state group")
-    steps = [np.asarray(g["step"][:]) for g in groups]
-    n = min(complete_rows(s) for s in steps)
+    n_all, step_all = last_complete(group)
+    if n_all == 0 or step_all is None:
+        raise ValueError(f"Cannot resume {str(store)!r}: it holds no complete snapshot")
+    steps = np.asarray(groups[0]["step"][:])
+    n = int(((steps >= 0) & (steps <= step_all)).sum())  # full snapshots up to that step
     if n == 0:
         raise ValueError(f"Cannot resume {str(store)!r}: it holds no complete snapshot")
-    step = int(steps[0][n - 1])
+    step = int(steps[n - 1])
     state = model.state_dict()
     new = {}
     for k, v in state.items():

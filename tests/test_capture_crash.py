@@ -1,6 +1,7 @@
 """Crash safety: SIGKILL a training process at a random moment, read the store, resume it."""
 
 import importlib.util
+import json
 import os
 import random
 import signal
@@ -106,16 +107,40 @@ def _kill_at_random(script, store, seed):
     try:
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(random.Random(seed).uniform(0.0, 0.5))
+        pids = _writer_pids(store)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=60)
         proc.stdout.close()
+    _assert_exits(pids)  # the writer flushes what it holds and exits by itself: no orphan
+
+
+def _writer_pids(store):
+    lease = json.loads((store.parent / f".{store.name}.lock").read_text())
+    assert len(lease["pids"]) == 2, lease  # the trainer and its writer process
+    return lease["pids"][1:]
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie (exited, not yet reaped) is gone too
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+def _assert_exits(pids, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids), f"writer processes {pids} outlived their trainer"
 
 
 def _check_consistent(run, module):
     weights = run.weights.load()
-    n = weights.sizes["step"]  # 0 when killed before the first chunk landed
-    assert run.status == "running"
+    n = weights.sizes["step"]
+    assert run.status == "crashed"  # marked by the writer, which outlived the trainer briefly
     np.testing.assert_array_equal(weights["step"].values, np.arange(n))  # every=1, from 0
     exp_w, exp_a, exp_l = _expected(module, STEPS)
     for i in range(n):
@@ -240,17 +265,33 @@ def test_unclosed_recorder_is_flushed_at_exit(tmp_path, mode, status):
 EARLY_DEATH = """
 import os, sys, torch
 from dimlapse.capture import Recorder
-rec = Recorder(torch.nn.Linear(2, 2), sys.argv[1], every=1, flush_every=4)
+rec = Recorder(torch.nn.Linear(2, 2), sys.argv[1], every=1, flush_every=4, writer=sys.argv[2])
 rec.step(0.5)
 os._exit(9)  # dies like a SIGKILL: no close, no exit hooks, nothing flushed
 """
+
+
+def test_writer_process_keeps_what_a_dead_trainer_handed_over(tmp_path):
+    script = tmp_path / "early.py"
+    script.write_text(EARLY_DEATH)
+    store = tmp_path / "run.zarr"
+    out = subprocess.run(
+        [sys.executable, str(script), str(store), "process"], capture_output=True, text=True
+    )
+    assert out.returncode == 9, out.stderr
+    _assert_exits(_writer_pids(store))
+    run = open_run(store)
+    assert run.status == "crashed"
+    np.testing.assert_array_equal(run.weights["step"].values, [0, 1])  # a partial chunk kept
 
 
 def test_resume_with_no_complete_snapshot_starts_over(tmp_path):
     script = tmp_path / "early.py"
     script.write_text(EARLY_DEATH)
     store = tmp_path / "run.zarr"
-    out = subprocess.run([sys.executable, str(script), str(store)], capture_output=True, text=True)
+    out = subprocess.run(  # a writer thread dies with its process: nothing is flushed
+        [sys.executable, str(script), str(store), "thread"], capture_output=True, text=True
+    )
     assert out.returncode == 9, out.stderr
     run = open_run(store)
     assert run.status == "running" and run.weights.sizes["step"] == 0
