@@ -43,7 +43,9 @@ def _figure(runs: list[dict[str, Any]], summary: list[dict[str, Any]], path: Pat
     axes[2].plot([], [], "o", ms=3, color="tab:red", label="per class")
     noise = summary[0]["accuracy_noise"] if summary else np.nan
     if np.isfinite(noise):
-        axes[2].axhspan(-2 * noise, 2 * noise, color="0.85", label="baseline +-2 sd (tail)")
+        axes[2].axhspan(
+            -2 * noise, 2 * noise, color="0.85", zorder=0, label="baseline +-2 sd (tail)"
+        )
     axes[2].axhline(0, color="k", lw=0.8)
     axes[2].set_xticks(x, [s["window"] for s in summary], fontsize=8)
     axes[2].set(ylabel="final accuracy - baseline", title="lasting effect at the end")

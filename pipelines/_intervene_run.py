@@ -49,6 +49,7 @@ def run_interventions(
     windows: list[tuple[int, int]],
     kind: str,
     *,
+    data: str | None = None,
     steps: int | None = None,
     seed: int = 0,
     every: int | None = None,
@@ -58,6 +59,8 @@ def run_interventions(
     results_dir: str = "data/results",
     progress: bool = True,
     threads: int | None = None,
+    cache_dir: str = "data/cache",
+    probe_size: int | None = None,
 ) -> Path:
     """Train baseline + one disrupted run per window; write report.md, figure and summary.json.
 
@@ -71,13 +74,15 @@ def run_interventions(
     from ._train import train
 
     check_kind(kind)
-    recipe = Recipe.default(model, steps=steps, seed=seed, every=every)
+    recipe = Recipe.default(
+        model, data=data, steps=steps, seed=seed, every=every, probe_size=probe_size
+    )
     for a, b in windows:
         if b > recipe.steps:
             raise ValueError(f"Window {a}-{b} ends after the run's {recipe.steps} steps")
     strength = DEFAULT_STRENGTH[kind] if strength is None else float(strength)
-    data = load_dataset(recipe.data)
-    n_classes = data.spec.n_classes
+    dataset = load_dataset(recipe.data, cache_dir=cache_dir)
+    n_classes = dataset.spec.n_classes
     base = f"intervene-{model}-{kind}"
     out = Path(results_dir) / base
     out.mkdir(parents=True, exist_ok=True)
@@ -87,10 +92,16 @@ def run_interventions(
         store = str(Path(runs_dir) / f"{base}-{label}.zarr")
         hook = Disruption(kind, window, strength, layer, seed, n_classes)
         result = train(
-            recipe, store, overwrite=True, progress=progress, intervention=hook, threads=threads
+            recipe,
+            store,
+            overwrite=True,
+            progress=progress,
+            intervention=hook,
+            threads=threads,
+            cache_dir=cache_dir,
         )
         assert hook.model is not None  # set at every step
-        per_class = per_class_accuracy(hook.model, data.x_test, data.y_test, n_classes)
+        per_class = per_class_accuracy(hook.model, dataset.x_test, dataset.y_test, n_classes)
         info = {"kind": kind, "window": list(window) if window else None, "strength": strength}
         info["layer"] = layer if kind == "freeze" else None
         zarr.open_group(store, mode="r+").attrs["intervention"] = info
@@ -161,6 +172,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="blur",
         help=f"one of {', '.join(KINDS)}, or deeplinear (the matrix-completion check)",
     )
+    p.add_argument("--data", help="dataset (default: the model's)")
     p.add_argument("--steps", type=int, help="optimizer steps (default: the model's recipe)")
     p.add_argument("--every", type=int, help="capture interval (default 5)")
     p.add_argument("--seed", type=int, default=0)
@@ -188,6 +200,7 @@ def main(args: argparse.Namespace) -> int:
             args.model,
             windows,
             args.kind,
+            data=args.data,
             steps=args.steps,
             seed=args.seed,
             every=args.every,

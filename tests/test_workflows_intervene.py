@@ -1,9 +1,15 @@
 """Intervention windows: the deep-linear critical period and the disrupted training runs."""
 
+import json
+
 import numpy as np
 import pytest
+import torch
 
+from dimlapse.analyze import open_run
 from dimlapse.pipelines._deeplinear import Completion, critical_period_curve, train_completion
+from dimlapse.pipelines._intervene import Disruption, blur, check_kind, parse_windows
+from dimlapse.pipelines._intervene_run import run_interventions
 
 
 @pytest.mark.slow
@@ -39,3 +45,97 @@ def test_completion_validation():
         Completion(n_observed=10, n_deficit=20)
     with pytest.raises(ValueError, match="`depth` to be a positive int"):
         train_completion(Completion(), depth=0, deficit_steps=0)
+
+
+# --- the disrupted runs ------------------------------------------------------------------------
+
+TINY = {"data": "digits", "steps": 30, "every": 5, "probe_size": 64, "batch_size": 32}
+
+
+def _train(tmp_path, name, hook, model="mlp"):
+    from dimlapse.pipelines import Recipe
+    from dimlapse.pipelines._train import train
+
+    recipe = Recipe.default(model, **TINY)
+    store = tmp_path / f"{name}.zarr"
+    train(recipe, store, progress=False, threads=1, cache_dir=tmp_path / "c", intervention=hook)
+    return open_run(store)
+
+
+def test_freeze_window_holds_the_layer_in_the_real_loop(tmp_path):
+    hook = Disruption("freeze", (0, 15), 1.0, "fc1")
+    run = _train(tmp_path, "frozen", hook)
+    w = run.weights["fc1.weight"].values  # (step, out, in): steps 0, 5, ..., 30
+    for i in (1, 2, 3):
+        np.testing.assert_array_equal(w[i], w[0])
+    assert not np.array_equal(w[4], w[3])  # updates resume after the window
+    later = run.weights["fc2.weight"].values
+    assert not np.array_equal(later[1], later[0])  # other layers train inside the window
+    assert all(p.requires_grad for p in hook.model.parameters())
+
+
+def test_lr_spike_is_logged_and_undone(tmp_path):
+    base = _train(tmp_path, "base", Disruption("lr_spike", None, 10.0))
+    spiked = _train(tmp_path, "spike", Disruption("lr_spike", (10, 20), 10.0))
+    lr0 = base.scalars["lr"].values
+    lr = spiked.scalars["lr"].values  # steps 1..30
+    steps = spiked.scalars["step"].values
+    inside = (steps > 10) & (steps <= 20)
+    np.testing.assert_allclose(lr[inside], 10 * lr0[inside])
+    np.testing.assert_allclose(lr[~inside], lr0[~inside])
+    # same seed: identical until the window opens, different after
+    wb, ws = base.weights["fc1.weight"].values, spiked.weights["fc1.weight"].values
+    np.testing.assert_array_equal(wb[:3], ws[:3])
+    assert not np.allclose(wb[-1], ws[-1])
+
+
+def test_label_noise_replaces_the_given_share_inside_the_window():
+    hook = Disruption("label_noise", (10, 20), 0.5, n_classes=10)
+    x, y = torch.zeros(20_000, 3), torch.zeros(20_000, dtype=torch.long)
+    _, y_in = hook(11, torch.nn.Linear(3, 2), None, x, y)
+    np.testing.assert_allclose(float((y_in != 0).float().mean()), 0.5 * 9 / 10, atol=0.01)
+    _, y_out = hook(21, torch.nn.Linear(3, 2), None, x, y)
+    assert torch.equal(y_out, y)
+
+
+def test_blur_keeps_only_block_means():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 1, 12, 12, generator=g)
+    # a zero-mean pattern inside each 4x4 block: invisible after the blur
+    wiggle = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(6, 6)
+    np.testing.assert_allclose(blur(x + wiggle, 4), blur(x, 4), atol=1e-5)
+    np.testing.assert_allclose(blur(torch.full((1, 1, 40), 3.0), 4), 3.0, atol=1e-6)
+    assert not torch.allclose(blur(x, 4), x)
+
+
+def test_run_interventions_writes_the_report(tmp_path):
+    out = run_interventions(
+        "mlp",
+        [(0, 10), (15, 25)],
+        "input_noise",
+        runs_dir=str(tmp_path / "runs"),
+        results_dir=str(tmp_path / "res"),
+        progress=False,
+        threads=1,
+        cache_dir=str(tmp_path / "c"),
+        **{k: v for k, v in TINY.items() if k != "batch_size"},
+    )
+    summary = json.loads((out / "summary.json").read_text())["windows"]
+    assert [s["window"] for s in summary] == ["w0-10", "w15-25"]
+    for s in summary:
+        np.testing.assert_allclose(
+            s["final_accuracy_change"], s["final_accuracy"] - s["baseline_final_accuracy"]
+        )
+        assert len(s["per_class_change"]) == 10
+    assert (out / "intervene.png").stat().st_size > 10_000
+    assert "| w15-25 |" in (out / "report.md").read_text()
+    run = open_run(tmp_path / "runs" / "intervene-mlp-input_noise-w0-10.zarr")
+    assert run.attrs["intervention"]["window"] == [0, 10]
+
+
+def test_window_and_kind_validation():
+    assert parse_windows("0-500, 1000-1500") == [(0, 500), (1000, 1500)]
+    with pytest.raises(ValueError, match="START-END step ranges"):
+        parse_windows("500-100")
+    with pytest.raises(ValueError, match="Unknown `kind`"):
+        check_kind("dropout")
