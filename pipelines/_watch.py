@@ -57,6 +57,7 @@ def watch(
     view: Any = None,
     dashboard: Any = None,
     stop: threading.Event | None = None,
+    wait: float = 30.0,
 ) -> WatchResult:
     """Follow a run store until its status is final, ``timeout`` passes or ``stop`` is set.
 
@@ -88,6 +89,9 @@ def watch(
         Receives the state after every poll.
     stop : threading.Event, optional
         Set it (from another thread) to end the watch after the current poll.
+    wait : float
+        Seconds to wait for the store to become a readable run (a Recorder being
+        constructed writes its root attrs last); its last error is raised after that.
 
     Returns
     -------
@@ -101,8 +105,6 @@ def watch(
     ...             group["lr"] *= 0.1
     >>> watch("data/runs/mlp-mnist1d-s0.zarr", on_alert=on_alert)  # doctest: +SKIP
     """
-    from dimlapse.analyze._watch import Monitor
-
     if not (isinstance(interval, int | float) and interval > 0):
         raise ValueError(
             f"Expected `interval` to be a positive number of seconds, got {interval!r}"
@@ -111,12 +113,12 @@ def watch(
         raise ValueError(f"Expected `timeout` to be a positive number or None, got {timeout!r}")
     if on_alert is not None and not callable(on_alert):
         raise ValueError(f"Expected `on_alert` to be callable(alert) or None, got {on_alert!r}")
-    monitor = Monitor(store, options=options, kind=kind)
+    start = time.monotonic()
+    monitor = _wait_for_run(store, options, kind, wait, interval, stop)
     path = None if results_dir is None else alert_log_path(store, results_dir)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("")  # one log per watch
-    start = time.monotonic()
     stopped = "finished"
     try:
         while True:
@@ -147,6 +149,27 @@ def watch(
         stopped=stopped,
         alert_log=None if path is None else str(path),
     )
+
+
+def _wait_for_run(
+    store: Any,
+    options: DiagnosisOptions | None,
+    kind: str,
+    wait: float,
+    interval: float,
+    stop: threading.Event | None,
+) -> Monitor:
+    """A Monitor on ``store``, retrying while the store is missing or not yet a run."""
+    from dimlapse.analyze._watch import Monitor
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return Monitor(store, options=options, kind=kind)
+        except (FileNotFoundError, ValueError):
+            if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+                raise
+        time.sleep(min(interval, 0.2))
 
 
 def _publish(

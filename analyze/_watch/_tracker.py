@@ -108,14 +108,23 @@ class Trajectories:
 
     def _group(self) -> xr.Dataset:
         if self.kind == "auto":
-            acts = self.run.activations
-            self.kind = "activation" if acts.data_vars else "weight"
-            return acts if acts.data_vars else self.run.weights
+            attrs = self.run.attrs
+            flag = attrs.get("activations")  # whether the Recorder captures activations
+            if flag is None:  # an older store: decide from what is there
+                flag = bool(self.run.activations.data_vars) or None
+                if flag is None and attrs.get("status") != "running":
+                    flag = False
+            if flag is None:
+                return xr.Dataset(coords={"step": np.zeros(0, np.int64)})  # decide later
+            self.kind = "activation" if flag else "weight"
         return self.run.activations if self.kind == "activation" else self.run.weights
 
     def poll(self) -> NewSnapshots:
         """Read the snapshots completed since the last poll and extend the trajectories."""
-        with dask.config.set(scheduler="synchronous"):  # a few small reads: no thread pool
+        with dask.config.set(scheduler="synchronous"), warnings.catch_warnings():
+            # a live store can hold an array folder whose metadata is not written yet; the
+            # step index, written last, keeps its rows out of what is read
+            warnings.filterwarnings("ignore", message=".*not recognized as a component")
             return self._poll()
 
     def _poll(self) -> NewSnapshots:
@@ -126,17 +135,18 @@ class Trajectories:
         nonfinite: dict[str, list[int]] = {}
         names = self._order([str(n) for n in new.data_vars])
         for name in names:
+            self.widths.setdefault(name, int(min(new[name].shape[1], np.prod(new[name].shape[2:]))))
+            if not steps.size:
+                continue
             arr = new[name].load()  # (k, n, d...) only the new rows
             flat = arr.values.reshape(arr.shape[0], arr.shape[1], -1)  # (k, n, d)
             bad = ~np.isfinite(flat).all(axis=(1, 2))  # (k,)
             if bad.any():
                 nonfinite[name] = [int(s) for s in steps[bad]]
-            if steps.size:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DegenerateSpectrumWarning)
-                    s = spectra(arr, center=self.kind == "activation").values  # (k, rank)
-                out[name] = follow_metrics(s, self.metrics)
-            self.widths.setdefault(name, int(min(flat.shape[1], flat.shape[2])))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DegenerateSpectrumWarning)
+                s = spectra(arr, center=self.kind == "activation").values  # (k, rank)
+            out[name] = follow_metrics(s, self.metrics)
         self._seen += steps.size
         self.steps = np.concatenate([self.steps, steps])
         for name, got in out.items():
