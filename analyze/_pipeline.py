@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import re
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import dask
 import xarray as xr
-from dask.callbacks import Callback
 from tqdm.auto import tqdm
 
 from ._compare import compare
@@ -23,14 +20,12 @@ from ._jobcommon import jsonable, vlen_strings
 from ._nonfinite import excluded_steps, nonfinite_record
 from ._phases import phases
 from ._sampling import DEFAULT_INTERVALS, MIN_SAMPLES, sampling
-from ._spectra import blas_single_thread
+from ._scheduler import SCHEDULER_TIMEOUT, compute_job, scheduler_context
 from ._timing import timing
 
 DETECTORS = ("zscore", "meanshift", "pelt")
 RESULTS_DIR = "data/results"
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-#: Default seconds to reach a dask.distributed scheduler before giving up.
-SCHEDULER_TIMEOUT = 10.0
 JOBS = ("dimensionality", "transitions", "phases", "timing", "coupling", "sampling", "compare")
 
 
@@ -62,109 +57,6 @@ def run_name(path: str | os.PathLike[str]) -> str:
             f"starting with a symbol), got {name!r} from {str(path)!r}"
         )
     return name
-
-
-class _TaskBar(Callback):
-    """A tqdm bar over the tasks of one local dask compute (threaded scheduler only)."""
-
-    def __init__(self, desc: str, *, enabled: bool) -> None:
-        super().__init__()
-        self._desc, self._enabled, self._bar = desc, enabled, None
-
-    def _start_state(self, dsk: Any, state: dict[str, Any]) -> None:
-        total = sum(len(state[k]) for k in ("ready", "waiting", "running", "finished"))
-        self._bar = tqdm(
-            total=total, desc=self._desc, unit="task", leave=False, disable=not self._enabled
-        )
-
-    def _posttask(self, *args: Any) -> None:
-        if self._bar is not None:
-            self._bar.update(1)
-
-    def _finish(self, *args: Any) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
-def check_scheduler(address: str, *, timeout: float = SCHEDULER_TIMEOUT) -> None:
-    """Fail fast when no dask scheduler answers at `address` within `timeout` seconds.
-
-    ``Client(address)`` waits without bound on a peer that accepts the connection and never
-    answers; this asks the scheduler for its identity under one wall-clock deadline.
-
-    Raises
-    ------
-    ConnectionError
-        Naming the address, the timeout and what to do instead.
-    """
-    import asyncio
-
-    from distributed.core import rpc
-
-    async def identity() -> Any:
-        async with rpc(address, timeout=timeout) as remote:
-            return await remote.identity()
-
-    async def bounded() -> Any:
-        return await asyncio.wait_for(identity(), timeout)
-
-    try:
-        reply = asyncio.run(bounded())
-    except (TimeoutError, OSError, ValueError, TypeError) as exc:
-        raise ConnectionError(
-            f"No dask scheduler answered at {address!r} within {timeout:g} s "
-            f"({type(exc).__name__}{': ' + str(exc) if str(exc) else ''}); check the address "
-            "(start one with `dask scheduler`), or leave out --scheduler to use local threads"
-        ) from exc
-    if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
-        raise ConnectionError(
-            f"The peer at {address!r} is not a dask scheduler (it answered {reply!r})"
-        )
-
-
-@contextlib.contextmanager
-def scheduler_context(
-    scheduler: Any = None, *, timeout: float = SCHEDULER_TIMEOUT
-) -> Iterator[Any]:
-    """Where the jobs' dask graphs run.
-
-    None: the local threaded scheduler, one worker thread per core, with BLAS pinned to one
-    thread (threadpoolctl) so worker threads do not oversubscribe the cores
-    (docs/storage-notes.md, "Dask on 2 cores"). A string: the address of a
-    ``dask.distributed`` scheduler, checked within `timeout` seconds
-    (:func:`check_scheduler`), connected with ``Client(address)`` and closed afterwards. A
-    ``distributed.Client``: used as is.
-    """
-    if scheduler is None:
-        with blas_single_thread(), dask.config.set(scheduler="threads"):
-            yield None
-        return
-    from distributed import Client
-
-    if isinstance(scheduler, Client):
-        with dask.config.set(scheduler=scheduler.get):
-            yield scheduler
-        return
-    if not isinstance(scheduler, str) or not scheduler:
-        raise ValueError(
-            "Expected `scheduler` to be None (local threads), a dask.distributed scheduler "
-            f"address such as 'tcp://127.0.0.1:8786', or a Client, got {scheduler!r}"
-        )
-    check_scheduler(scheduler, timeout=timeout)
-    client = Client(scheduler, timeout=timeout)
-    try:
-        with dask.config.set(scheduler=client.get):
-            yield client
-    finally:
-        client.close()
-
-
-def _compute(obj: Any, desc: str, *, local: bool, progress: bool) -> Any:
-    """One compute for one job, with a task bar on the local scheduler."""
-    if local:
-        with _TaskBar(desc, enabled=progress):
-            return obj.compute()
-    return obj.compute()
 
 
 def _layers_chunked(da: xr.DataArray) -> xr.DataArray:
@@ -352,7 +244,9 @@ def analyze_run(
 
     with scheduler_context(scheduler, timeout=scheduler_timeout):
         dims = dimensionality(run, metrics=metrics, twonn_stride=twonn_stride)
-        results["dimensionality"] = _compute(dims, "dimensionality", local=local, progress=progress)
+        results["dimensionality"] = compute_job(
+            dims, "dimensionality", local=local, progress=progress
+        )
         step("dimensionality")
         dim = results["dimensionality"]["dimensionality"]
         every = results["dimensionality"].attrs.get("every")
@@ -360,7 +254,7 @@ def analyze_run(
         chunked = _layers_chunked(dim)
         total = _total_steps(run, dim)
         tr = transitions(chunked, detectors=tuple(detectors), alpha=alpha)
-        results["transitions"] = _compute(tr, "transitions", local=local, progress=progress)
+        results["transitions"] = compute_job(tr, "transitions", local=local, progress=progress)
         step("transitions")
         trans = results["transitions"]
         jobs = {
@@ -382,7 +276,7 @@ def analyze_run(
 
             jobs["formation"] = lambda: formation(run)
         for job, build in jobs.items():
-            results[job] = _compute(build(), job, local=local, progress=progress)
+            results[job] = compute_job(build(), job, local=local, progress=progress)
             step(job)
     bar.close()
     health = {
