@@ -69,7 +69,7 @@ class RunResult:
 
 def default_threads() -> int:
     """Torch intra-op threads by default: one fewer than the usable cores, so the Recorder's
-    writer thread gets its own core (STORAGE_NOTES: sharing it made steps 4-5x slower)."""
+    writer thread gets its own core (docs/storage-notes.md: sharing it made steps 4-5x slower)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

@@ -16,7 +16,7 @@ data already on the device (so input loading is not measured):
 
 Each block is timed with ``torch.cuda.synchronize()`` at its edges only (no per-step syncs);
 the ratio is the median over blocks of (arm's block time / plain's block time in the same
-block). Targets from issue 2: <= 1.05x at every 5.
+block). Target: <= 1.05x at every 5 (README, "Capture overhead").
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def test_metrics_from_gram_match_metrics_from_svd(name, shape):
 
 
 def test_float64_gram_on_steep_float32_spectrum():
-    # a float32 Gram lost up to 4 % effective rank on such spectra (STORAGE_NOTES)
+    # a float32 Gram lost up to 4 % effective rank on such spectra (docs/storage-notes.md)
     rng = np.random.default_rng(2)
     q1, _ = np.linalg.qr(rng.standard_normal((256, 64)))
     q2, _ = np.linalg.qr(rng.standard_normal((64, 64)))
