@@ -4,8 +4,10 @@ Each test reproduces a case that was analysed silently, crashed with a bare erro
 wrote outside ``data/results/<run>/``.
 """
 
+import re
 import socket
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -259,3 +261,20 @@ def test_sizes_larger_than_the_data_are_one_line(tmp_path, capsys, flag, value, 
     status = main(["capture", *args, "--out-dir", str(tmp_path), "--cache-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert status == 2 and len(err.splitlines()) == 1 and words in err  # no traceback
+
+
+# --- comments cite documents a maintainer can open ------------------------------------------
+
+
+def test_code_cites_only_documents_in_the_repository():
+    root = Path(__file__).resolve().parents[1]
+    outside = re.compile(r"STORAGE_NOTES|\bissues? #?\d+\b", re.IGNORECASE)
+    cited = re.compile(r"docs/[\w./-]+\.md")
+    hits, missing = [], []
+    for path in sorted([*(root / "analyze").rglob("*.py"), *(root / "pipelines").rglob("*.py")]):
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if outside.search(line):
+                hits.append(f"{path.relative_to(root)}:{i}: {line.strip()}")
+            missing += [doc for doc in cited.findall(line) if not (root / doc).exists()]
+    assert not hits, "\n".join(hits)
+    assert not missing, missing
