@@ -1,4 +1,4 @@
-"""Datasets: offline generators (mnist1d, digits, modadd) and the downloading loaders' registry.
+"""Datasets: offline generators (mnist1d, digits, modadd, stdlib) and the downloading loaders.
 
 Every dataset comes back as a :class:`Dataset` of CPU tensors with a train and a held-out split
 and a :class:`DataSpec` describing the inputs, so a model can be built from the spec alone (the
@@ -8,6 +8,7 @@ spec is saved in the run store's ``dataset`` attr, which is how ``replay`` rebui
 from __future__ import annotations
 
 import dataclasses
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,17 @@ MNIST1D_SAMPLES = 10_000  # the package's default is 5,000; its `num_samples` se
 DIGITS_TEST = 600  # held-out examples of sklearn's 1,797 digits (>= the 512-example probe)
 MODADD_P = 97
 MODADD_TRAIN_FRACTION = 0.4
+STDLIB_CONTEXT = 64  # bytes of context per example
+STDLIB_TRAIN, STDLIB_TEST = 16_384, 256  # windows kept (evenly spaced over the corpus)
 
 
 @dataclass(frozen=True)
 class DataSpec:
     """What a model needs to know about its inputs.
 
-    ``kind`` is 'sequence' (inputs (n, channels, length)), 'image' (n, channels, h, w) or
-    'tokens' (n, length) int64 with ``vocab_size`` symbols.
+    ``kind`` is 'sequence' (inputs (n, channels, length)), 'image' (n, channels, h, w),
+    'tokens' (n, length) int64 with ``vocab_size`` symbols, or 'text' (n, length) int64 tokens
+    whose targets are the next token at every position, (n, length).
     """
 
     name: str
@@ -84,6 +88,8 @@ def load_dataset(name: str, *, cache_dir: str | Path = DEFAULT_CACHE) -> Dataset
         return digits()
     if name == "modadd":
         return modadd()
+    if name == "stdlib":
+        return stdlib()
     from . import _download  # network loaders, imported only when asked for
 
     return (
@@ -193,3 +199,43 @@ def modadd(*, p: int = MODADD_P, train_fraction: float = MODADD_TRAIN_FRACTION) 
     train, test = perm[:n_train], perm[n_train:]
     spec = DataSpec("modadd", "tokens", (3,), p, vocab_size=p + 1)
     return Dataset(spec, x[train], y[train], x[test], y[test])
+
+
+def stdlib(
+    *, context: int = STDLIB_CONTEXT, n_train: int = STDLIB_TRAIN, n_test: int = STDLIB_TEST
+) -> Dataset:
+    """Byte-level language modelling on the Python standard library's own source files.
+
+    A real text corpus on every machine: the top-level ``*.py`` files of
+    ``sysconfig.get_paths()["stdlib"]`` in sorted name order (so the corpus is that of the
+    running Python version). Every 10th file is held out, so no held-out text is seen in
+    training. Each split's files are joined and cut into non-overlapping windows of
+    ``context + 1`` bytes, of which ``n_train`` / ``n_test`` evenly spaced ones are kept:
+    inputs are the first ``context`` bytes, targets the next byte at each position
+    (``kind='text'``, vocabulary 256).
+    """
+    for name, value in (("context", context), ("n_train", n_train), ("n_test", n_test)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"Expected `{name}` to be a positive int, got {value!r}")
+    files = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
+    if len(files) < 10:
+        raise ValueError(f"Expected the standard library's sources in {files[:1]}, found none")
+    held_out = [f for i, f in enumerate(files) if i % 10 == 9]
+    train = [f for i, f in enumerate(files) if i % 10 != 9]
+    x_train, y_train = _byte_windows(train, context, n_train)
+    x_test, y_test = _byte_windows(held_out, context, n_test)
+    spec = DataSpec("stdlib", "text", (context,), 256, vocab_size=256)
+    return Dataset(spec, x_train, y_train, x_test, y_test)
+
+
+def _byte_windows(files: list[Path], context: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, context) inputs and next-byte targets from evenly spaced windows of the files."""
+    data = np.frombuffer(b"\n".join(f.read_bytes() for f in files), dtype=np.uint8)
+    windows = data[: len(data) // (context + 1) * (context + 1)].reshape(-1, context + 1)
+    if len(windows) < n:
+        raise ValueError(
+            f"Expected at least {n} windows of {context + 1} bytes, got {len(windows)}"
+        )
+    keep = np.linspace(0, len(windows) - 1, n).round().astype(np.int64)
+    w = torch.from_numpy(windows[keep].astype(np.int64))  # (n, context + 1)
+    return w[:, :-1].contiguous(), w[:, 1:].contiguous()

@@ -1,4 +1,4 @@
-"""The model zoo: mlp, cnn, resnet, transformer, vit, each built from a :class:`DataSpec`.
+"""The model zoo: mlp, cnn, resnet, transformer, vit, gpt2-tiny, built from a :class:`DataSpec`.
 
 Small, readable definitions (nanoGPT-style); all layers that dimlapse captures by default are
 plain ``nn.Linear`` / ``nn.ConvNd`` / ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer``
@@ -185,13 +185,47 @@ class ViT(nn.Module):
         return self.head(self.norm(h[:, 0]))
 
 
+class GPT2Tiny(nn.Module):
+    """A 2-layer GPT-2 (Radford et al. 2019) built from a ``transformers.GPT2Config`` on the spot
+    (no download), returning next-token logits ``(batch, length, vocab)``.
+
+    No dropout, like the rest of the zoo. The input and output embeddings are tied, so the
+    run stores the matrix once (``lm.transformer.wte.weight``).
+    """
+
+    def __init__(self, spec: DataSpec, *, d: int = 64, heads: int = 4, depth: int = 2):
+        super().__init__()
+        try:
+            from transformers import GPT2Config, GPT2LMHeadModel
+        except ImportError as e:  # an optional dependency: say which extra brings it
+            raise ImportError(
+                "Model 'gpt2-tiny' needs transformers: pip install 'dimlapse[recipes]'"
+            ) from e
+        config = GPT2Config(
+            vocab_size=spec.vocab_size,
+            n_positions=spec.input_shape[0],
+            n_embd=d,
+            n_layer=depth,
+            n_head=heads,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            bos_token_id=None,  # bytes: no special tokens
+            eos_token_id=None,
+        )
+        self.lm = GPT2LMHeadModel(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lm(input_ids=x).logits  # (batch, length, vocab)
+
+
 def build_model(name: str, spec: DataSpec) -> nn.Module:
     """Build model ``name`` for data described by ``spec``.
 
     Parameters
     ----------
     name
-        One of 'mlp', 'cnn', 'resnet', 'transformer', 'vit'.
+        One of 'mlp', 'cnn', 'resnet', 'transformer', 'vit', 'gpt2-tiny'.
     spec
         The dataset's :class:`DataSpec` (input shape, classes, kind).
 
@@ -205,6 +239,13 @@ def build_model(name: str, spec: DataSpec) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"Unknown model {name!r}; expected one of: {', '.join(MODELS)}")
     kind = spec.kind
+    if (name == "gpt2-tiny") != (kind == "text"):
+        raise ValueError(
+            f"Model {name!r} and data {spec.name!r} ({kind}) do not fit: 'gpt2-tiny' is a "
+            "language model for text data ('stdlib'), the other models classify"
+        )
+    if name == "gpt2-tiny":
+        return GPT2Tiny(spec)
     if name == "mlp":
         if kind == "tokens":
             raise ValueError("Model 'mlp' needs real-valued inputs; token data suits 'transformer'")

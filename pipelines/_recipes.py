@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-MODELS = ("mlp", "cnn", "resnet", "transformer", "vit")
-DATASETS = ("mnist1d", "digits", "modadd", "mnist", "cifar10")
+MODELS = ("mlp", "cnn", "resnet", "transformer", "vit", "gpt2-tiny")
+DATASETS = ("mnist1d", "digits", "modadd", "mnist", "cifar10", "stdlib")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 CODECS_HELP = "'zstd' (lossless), 'none', 'float16' or 'bitround-<bits>'"
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -24,6 +24,7 @@ DEFAULT_DATA = {
     "resnet": "mnist1d",
     "vit": "digits",
     "transformer": "modadd",
+    "gpt2-tiny": "stdlib",
 }
 
 # Per-model training defaults. The mlp entry is the study's protocol (Adam, lr 1e-3, batch 64,
@@ -43,6 +44,17 @@ _MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
         "batch_size": 512,
         "weight_decay": 1.0,
         "betas": (0.9, 0.98),
+    },
+    # A byte-level language model on the Python standard library's source (nanoGPT-style
+    # AdamW); the loss is the mean next-byte cross-entropy over every position.
+    "gpt2-tiny": {
+        "steps": 2000,
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "batch_size": 32,
+        "weight_decay": 0.1,
+        "betas": (0.9, 0.95),
+        "probe_size": 256,  # = the held-out windows, evaluated at every capture step
     },
 }
 

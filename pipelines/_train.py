@@ -139,7 +139,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
         for i in range(0, len(y), EVAL_CHUNK):
             pred = model(x[i : i + EVAL_CHUNK]).argmax(-1)
             correct += (pred == y[i : i + EVAL_CHUNK]).sum()
-        return correct / len(y)
+        return correct / y.numel()  # per token for language models
     finally:
         model.train(was_training)
 
@@ -242,7 +242,8 @@ def train(
                 xb, yb = x_train[b], y_train[b]
                 if intervention is not None:
                     xb, yb = intervention(step, model, opt, xb, yb)
-                loss = loss_fn(model(xb), yb)
+                logits = model(xb)  # (batch, classes); language models: (batch, T, vocab)
+                loss = loss_fn(logits.flatten(0, -2), yb.flatten())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 grads = [p.grad for p in model.parameters() if p.grad is not None]

@@ -9,12 +9,13 @@ SPECS = {
     "mnist1d": DataSpec("mnist1d", "sequence", (1, 40), 10),
     "digits": DataSpec("digits", "image", (1, 28, 28), 10),
     "modadd": DataSpec("modadd", "tokens", (3,), 97, vocab_size=98),
+    "stdlib": DataSpec("stdlib", "text", (16,), 256, vocab_size=256),
 }
 
 
 def _inputs(spec: DataSpec, n: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
-    if spec.kind == "tokens":
+    if spec.kind in ("tokens", "text"):
         return torch.randint(spec.vocab_size, (n, *spec.input_shape), generator=g)
     return torch.randn(n, *spec.input_shape, generator=g)
 
@@ -24,7 +25,8 @@ def test_forward_shape_on_default_data(model):
     spec = SPECS[DEFAULT_DATA[model]]
     net = build_model(model, spec)
     out = net(_inputs(spec, 5))
-    assert out.shape == (5, spec.n_classes)
+    per_position = spec.input_shape if spec.kind == "text" else ()  # language model: (5, T, V)
+    assert out.shape == (5, *per_position, spec.n_classes)
     assert torch.isfinite(out).all()
     out.sum().backward()  # every parameter receives a gradient
     assert all(p.grad is not None for p in net.parameters())

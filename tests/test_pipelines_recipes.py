@@ -39,6 +39,7 @@ def test_defaults_per_model():
         "mnist1d",
         "modadd",
         "digits",
+        "stdlib",
     ]
     t = Recipe.default("transformer")
     assert t.optimizer == "adamw" and t.weight_decay == 1.0 and t.betas == (0.9, 0.98)
