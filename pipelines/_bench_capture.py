@@ -1,23 +1,27 @@
 """``make bench-capture``: what capture costs, measured side by side in one process.
 
 The study's MLP (784-256-128-10, Adam lr 1e-3, batch 64) on the digits data (upsampled to
-28x28), on CPU with one torch thread. Arms run interleaved in blocks, each arm with its own
-identically initialised model, so slow drift of the machine hits every arm alike:
+28x28), on CPU with one torch thread, capturing every 5 steps. Arms run interleaved in
+blocks, each with its own identically initialised model, so slow drift of the machine hits
+every arm alike:
 
 - ``plain``: training only;
-- ``dimlapse``: a Recorder every 5 steps with every weight and the three Linear layers'
-  activations on a fixed 512-example held-out probe;
-- ``weights``: a Recorder every 5 steps with every weight and no probe forward during training;
-  the same activations are then materialised by ``replay`` from the stored weights (timed);
-- ``ndtracker``: ``ndt.HighFrequencyTracker`` every 5 steps on the same layers (when importable);
-- ``busy-core``: plain training while a background thread multiplies matrices nonstop: not a
-  capture method but a calibration of the machine, showing what any concurrent work on the
-  other core costs the training thread (on shared 2-vCPU VMs this alone can be 1.5x).
+- ``full``, ``weights``, ``spectra``: a Recorder in each capture mode (every weight; the three
+  Linear layers' activations on a fixed 512-example held-out probe in full and spectra mode);
+- ``ndtracker``: ``ndt.HighFrequencyTracker`` every 5 steps on the same layers (if installed);
+- ``floor``: plain training while a separate process does nothing but the probe forward once
+  per capture step: what any off-thread probe forward costs this machine;
+- ``spectra-floor``: the same with the spectra's Gram + eigvalsh of the six matrices added;
+- ``busy-process``: plain training beside a separate process multiplying matrices with one
+  BLAS thread: the machine's own contention between cores, apart from any GIL.
 
-Reported per arm: median and mean step time, and the ratio to plain training as the median
-over blocks of (arm's mean step time / plain's mean step time in the same block); the mean
-includes the capture steps, so this ratio is the wall-time cost. Then bytes per snapshot and
-the compression ratio of the lossless and lossy codecs.
+Reported per arm: the ratio to plain training (median over blocks of the arm's mean step time
+over plain's in the same block; the mean includes capture steps, so this is the wall-time
+cost), the p99 step time, the training-thread milliseconds per capture, the writer's CPU
+milliseconds per snapshot and the stored bytes per snapshot. Then a feed table (CPU per
+snapshot with no training, all processes, start-up excluded), a codec table (ratio and writer
+CPU per snapshot on real training) and a large-model table (~30M parameters: peak RSS and
+bytes per snapshot per mode).
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ import argparse
 import json
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -111,42 +114,41 @@ class _Trainer:
         return loss.detach()
 
 
-def _recorder(
-    trainer: _Trainer,
-    store: str,
-    probe: torch.Tensor,
-    *,
-    every: int,
-    codec: str,
-    activations: bool = True,
-):
+def _recorder(trainer: _Trainer, store: str, probe: torch.Tensor, **kwargs: Any) -> Any:
     from dimlapse.capture import Recorder
 
-    return Recorder(
-        trainer.model, store, every=every, probe=probe, codec=codec, activations=activations
-    )
+    return Recorder(trainer.model, store, probe=probe, **kwargs)
 
 
-class _BusyCore:
-    """A background thread that multiplies matrices (GIL released) while ``on`` is set."""
-
-    def __init__(self) -> None:
-        self.on, self.stop = threading.Event(), threading.Event()
-        self.thread = threading.Thread(target=self._run, name="bench-busy-core", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        a = torch.rand(384, 384)
-        while not self.stop.is_set():
-            if self.on.wait(timeout=0.05):
-                a @ a
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
+MODES = ("full", "weights", "spectra")
 
 
-def codec_sizes(
+def feed_cpu(
+    x: torch.Tensor, probe: torch.Tensor, *, steps: int, every: int, root: Path
+) -> dict[str, dict[str, float]]:
+    """CPU per snapshot of each mode, all processes, with no training: ``steps`` calls of
+    ``rec.step()`` (training-thread CPU) plus the writer's CPU, start-up excluded."""
+    out = {}
+    for mode in MODES:
+        trainer = _Trainer(x, x.new_zeros(len(x), dtype=torch.long), seed=0)
+        rec = _recorder(trainer, str(root / f"feed-{mode}.zarr"), probe, every=every, mode=mode)
+        t0 = time.thread_time()
+        for _ in range(steps):
+            rec.step(0.5)
+        train_cpu = time.thread_time() - t0
+        rec.close()
+        s = rec.stats
+        n = max(1, s["snapshots"])
+        out[mode] = {
+            "snapshots": s["snapshots"],
+            "train_ms": 1e3 * train_cpu / n,
+            "writer_ms": 1e3 * (s["writer_cpu_seconds"] or 0.0) / n,
+            "total_ms": 1e3 * (train_cpu + (s["writer_cpu_seconds"] or 0.0)) / n,
+        }
+    return out
+
+
+def codec_table(
     x: torch.Tensor,
     y: torch.Tensor,
     probe: torch.Tensor,
@@ -156,7 +158,8 @@ def codec_sizes(
     every: int,
     root: Path,
 ) -> dict[str, dict[str, float]]:
-    """Bytes per snapshot and compression ratio per codec, on identical training runs."""
+    """Bytes per snapshot, compression ratio and writer CPU per snapshot per codec, on
+    identical full-mode training runs."""
     out = {}
     for codec in codecs:
         trainer = _Trainer(x, y, seed=0)
@@ -166,11 +169,16 @@ def codec_sizes(
             for _ in range(steps):
                 rec.step(trainer.step())
         s = rec.stats
+        n = max(1, s["snapshots"])
+        chunk = int(rec.root.attrs["flush_every"])
+        rows = -(-n // chunk) * chunk  # a partial last chunk is stored whole (fill values)
+        raw = s["bytes_raw"] / n
         out[codec] = {
             "snapshots": s["snapshots"],
-            "bytes_per_snapshot": s["bytes_stored"] / max(1, s["snapshots"]),
-            "raw_bytes_per_snapshot": s["bytes_raw"] / max(1, s["snapshots"]),
-            "compression_ratio": s["compression_ratio"],
+            "bytes_per_snapshot": s["bytes_stored"] / rows,
+            "raw_bytes_per_snapshot": raw,
+            "compression_ratio": raw / (s["bytes_stored"] / rows),
+            "writer_ms": 1e3 * s["writer_cpu_seconds"] / n,
         }
     return out
 
@@ -183,19 +191,16 @@ def run_benchmark(
     every: int = 5,
     probe_size: int = 512,
     ndtracker: bool = True,
-    codecs: tuple[str, ...] = ("zstd", "float16", "bitround-10"),
-    codec_steps: int = 200,
+    codecs: tuple[str, ...] = ("none", "lz4", "zstd", "blosc-zstd", "bitround-10", "float16"),
+    codec_steps: int = 320,
+    feed_steps: int = 2000,
+    large: bool = True,
     root: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Measure capture overhead on the study's MLP; see the module docstring.
+    """Measure capture overhead on the study's MLP; see the module docstring."""
+    from ._bench_procs import BusyProcess, Floor, large_model
 
-    Returns
-    -------
-    dict
-        ``{"arms": {name: {median_ms, mean_ms, ratio, ratio_of_medians}}, "codecs": {...},
-        "config": {...}, "recorder_stats": {...}, "close_seconds": float}``
-    """
-    torch.set_num_threads(1)  # one torch thread: the writer thread gets the other core
+    torch.set_num_threads(1)  # one torch thread: the writer process gets the other core
     data = digits()
     x, y = data.x_train, data.y_train
     probe = data.x_test[
@@ -204,42 +209,30 @@ def run_benchmark(
     with tempfile.TemporaryDirectory(prefix="dimlapse-bench-") as tmp:
         base = Path(root) if root is not None else Path(tmp)
         base.mkdir(parents=True, exist_ok=True)
-        trainers = {name: _Trainer(x, y, seed=0) for name in ("plain", "dimlapse", "weights")}
-        rec = _recorder(
-            trainers["dimlapse"], str(base / "bench.zarr"), probe, every=every, codec="zstd"
-        )
-        rec_w = _recorder(
-            trainers["weights"],
-            str(base / "bench-weights.zarr"),
-            probe,
-            every=every,
-            codec="zstd",
-            activations=False,
-        )
-        busy = _BusyCore()
-        trainers["busy-core"] = _Trainer(x, y, seed=0)
-
-        def plain_step() -> None:
-            busy.on.clear()
-            trainers["plain"].step()
-
-        def dimlapse_step() -> None:
-            busy.on.clear()
-            rec.step(trainers["dimlapse"].step())
-
-        def weights_step() -> None:
-            busy.on.clear()
-            rec_w.step(trainers["weights"].step())
-
-        def busy_step() -> None:
-            busy.on.set()
-            trainers["busy-core"].step()
-
-        arms: dict[str, StepFn] = {
-            "plain": plain_step,
-            "dimlapse": dimlapse_step,
-            "weights": weights_step,
+        names = ("plain", *MODES, "floor", "spectra-floor", "busy-process")
+        trainers = {name: _Trainer(x, y, seed=0) for name in names}
+        recs = {
+            m: _recorder(trainers[m], str(base / f"bench-{m}.zarr"), probe, every=every, mode=m)
+            for m in MODES
         }
+        floors = {
+            "floor": Floor(trainers["floor"].model, probe, eigen=False),
+            "spectra-floor": Floor(trainers["spectra-floor"].model, probe, eigen=True),
+        }
+        busy = BusyProcess()
+        arms: dict[str, StepFn] = {"plain": lambda: (busy.on.clear(), trainers["plain"].step())}
+        for m in MODES:
+            arms[m] = lambda m=m: (busy.on.clear(), recs[m].step(trainers[m].step()))
+        for name, floor in floors.items():
+
+            def floor_step(t: _Trainer = trainers[name], f: Floor = floor) -> None:
+                busy.on.clear()
+                t.step()
+                if t.n % every == 0:
+                    f.poke()
+
+            arms[name] = floor_step
+        arms["busy-process"] = lambda: (busy.on.set(), trainers["busy-process"].step())
         tracker = None
         if ndtracker:
             try:
@@ -262,27 +255,42 @@ def run_benchmark(
                     tracker.log(t.n, loss.item())  # its documented usage: a float loss
 
                 arms["ndtracker"] = ndt_step
-        arms["busy-core"] = busy_step
         interleave(arms, blocks=1, steps=warmup)
         times = interleave(arms, blocks=blocks, steps=steps)
         busy.close()
-        t0 = time.perf_counter()
-        rec.close()
-        close_s = time.perf_counter() - t0
-        rec_w.close()
-        replay_s = _time_replay(str(base / "bench-weights.zarr"), x[0].numel())
+        for floor in floors.values():
+            floor.close()
+        close_s = {}
+        for m, rec in recs.items():
+            t0 = time.perf_counter()
+            rec.close()
+            close_s[m] = time.perf_counter() - t0
         if tracker is not None:
             tracker.close()
-        sizes = codec_sizes(
+        replay_s = _time_replay(str(base / "bench-weights.zarr"), x[0].numel())
+        summary = summarise(times)
+        for m, rec in recs.items():
+            s = rec.stats
+            n = max(1, s["snapshots"])
+            summary[m].update(
+                train_ms_per_capture=1e3 * s["train_thread_capture_seconds"] / n,
+                writer_ms_per_snapshot=1e3 * (s["writer_cpu_seconds"] or 0.0) / n,
+                bytes_per_snapshot=(s["bytes_stored"] or 0) / n,
+                snapshots=s["snapshots"],
+                dropped=s["dropped"],
+                close_s=close_s[m],
+                writer=s["writer"],
+            )
+        feed = feed_cpu(x, probe, steps=feed_steps, every=every, root=base)
+        sizes = codec_table(
             x, y, probe, codecs=list(codecs), steps=codec_steps, every=every, root=base
         )
-        stats = dict(rec.stats)
     return {
-        "arms": summarise(times),
+        "arms": summary,
+        "feed": feed,
         "codecs": sizes,
-        "recorder_stats": stats,
-        "close_seconds": close_s,
-        "replay": {"seconds": replay_s, "snapshots": rec_w.stats["snapshots"]},
+        "large": large_model() if large else None,
+        "replay": {"seconds": replay_s, "snapshots": recs["weights"].stats["snapshots"]},
         "config": {
             "model": "mlp 784-256-128-10",
             "data": "digits 28x28",
@@ -314,41 +322,64 @@ def format_report(result: dict[str, Any]) -> str:
         f"capture overhead: {c['model']} on {c['data']}, batch {c['batch']}, every {c['every']}, "
         f"probe {c['probe']}, {c['blocks']} interleaved blocks x {c['steps_per_block']} steps, "
         f"{c['torch_threads']} torch thread",
-        f"{'arm':<10} {'median ms':>10} {'mean ms':>9} {'p99 ms':>8} {'ratio':>7} "
-        f"{'ratio of medians':>17}",
+        f"{'arm':<14} {'ratio':>7} {'p99 ms':>8} {'train ms/capture':>17} "
+        f"{'writer CPU ms/snap':>19} {'bytes/snap':>11}",
     ]
     for name, a in result["arms"].items():
-        lines.append(
-            f"{name:<10} {a['median_ms']:>10.3f} {a['mean_ms']:>9.3f} {a['p99_ms']:>8.2f} "
-            f"{a['ratio']:>6.3f}x "
-            f"{a['ratio_of_medians']:>16.3f}x"
+        extra = (
+            f"{a['train_ms_per_capture']:>17.3f} {a['writer_ms_per_snapshot']:>19.2f} "
+            f"{a['bytes_per_snapshot']:>11,.0f}"
+            if "train_ms_per_capture" in a
+            else f"{'':>17} {'':>19} {'':>11}"
         )
-    s = result["recorder_stats"]
-    n_steps = c["blocks"] * c["steps_per_block"] + c["warmup"]
+        lines.append(f"{name:<14} {a['ratio']:>6.3f}x {a['p99_ms']:>8.2f} {extra}")
     lines.append(
-        "ratio = median over blocks of (the arm's mean step time / plain's in the same block)"
+        "ratio = median over blocks of (the arm's mean step time / plain's in the same block); "
+        "floor = a separate process doing only the probe forward per capture (spectra-floor: "
+        "plus the spectra); busy-process = a separate one-BLAS-thread process, always busy"
     )
-    lines.append(
-        f"dimlapse: {1e3 * s['train_thread_capture_seconds'] / n_steps:.3f} ms/step inside "
-        f"rec.step on the training thread ({s['queue_wait_seconds']:.2f} s of it waiting on a "
-        f"full queue), final flush at close {result['close_seconds']:.2f} s, "
-        f"{s.get('snapshots')} snapshots, {s.get('dropped', 0)} dropped"
-    )
+    writers = {a.get("writer") for a in result["arms"].values() if a.get("writer")}
+    lines.append(f"writer: {', '.join(sorted(writers))}")
+    lines.append("")
+    lines.append("CPU per snapshot with no training (all processes, start-up excluded):")
+    lines.append(f"{'mode':<10} {'train thread ms':>16} {'writer ms':>10} {'total ms':>9}")
+    for mode, f in result["feed"].items():
+        lines.append(
+            f"{mode:<10} {f['train_ms']:>16.3f} {f['writer_ms']:>10.3f} {f['total_ms']:>9.3f}"
+        )
     r = result["replay"]
     lines.append(
-        f"weights: activations replayed afterwards for {r['snapshots']} snapshots in "
+        f"weights mode: activations replayed afterwards for {r['snapshots']} snapshots in "
         f"{r['seconds']:.2f} s ({1e3 * r['seconds'] / max(1, r['snapshots']):.1f} ms/snapshot)"
     )
+    lines.append("")
     lines.append(
-        "busy-core: plain training beside a matrix-multiplying thread, the machine's cost of "
-        "any concurrent work"
+        f"{'codec':<12} {'bytes/snapshot':>15} {'raw bytes':>12} {'compression':>12} "
+        f"{'writer CPU ms/snap':>19}"
     )
-    lines.append(f"{'codec':<12} {'bytes/snapshot':>15} {'raw bytes':>12} {'compression':>12}")
     for codec, z in result["codecs"].items():
         lines.append(
             f"{codec:<12} {z['bytes_per_snapshot']:>15,.0f} {z['raw_bytes_per_snapshot']:>12,.0f} "
-            f"{z['compression_ratio']:>11.2f}x"
+            f"{z['compression_ratio']:>11.2f}x {z['writer_ms']:>19.2f}"
         )
+    large = result.get("large")
+    if large:
+        lines.append("")
+        lines.append(
+            f"large model: MLP {large['widths']} ({large['model_mb']:.0f} MB of float32), SGD, "
+            f"batch 8, {large['steps']} steps, every {large['every']}"
+        )
+        lines.append(
+            f"{'mode':<9} {'s/step':>7} {'trainer peak RSS MB':>20} {'writer peak RSS MB':>19} "
+            f"{'bytes/snapshot':>15}"
+        )
+        for mode, m in large["modes"].items():
+            st = m["stats"]
+            per = (st["bytes_stored"] or 0) / max(1, st["snapshots"] or 1) if st else 0
+            lines.append(
+                f"{mode:<9} {m['train_s'] / large['steps']:>7.3f} {m['rss_self_mb']:>20.0f} "
+                f"{m['rss_children_mb']:>19.0f} {per:>15,.0f}"
+            )
     return "\n".join(lines)
 
 
@@ -359,14 +390,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=50, help="untimed steps per arm first")
     p.add_argument("--every", type=int, default=5)
     p.add_argument("--probe-size", type=int, default=512)
-    p.add_argument("--codec-steps", type=int, default=200, help="steps per codec size run")
+    p.add_argument("--codec-steps", type=int, default=320, help="steps per codec size run")
+    p.add_argument("--feed-steps", type=int, default=2000, help="rec.step() calls per feed run")
     p.add_argument("--no-ndtracker", action="store_true", help="skip the ndtracker arm")
+    p.add_argument("--no-large", action="store_true", help="skip the ~30M-parameter arm")
     p.add_argument("--json", help="also write the results as JSON to this path")
 
 
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark from parsed arguments and print the report."""
-    for name in ("blocks", "steps", "every", "probe_size", "codec_steps"):
+    for name in ("blocks", "steps", "every", "probe_size", "codec_steps", "feed_steps"):
         value = getattr(args, name)
         if value < 1:
             raise CLIError(f"Expected `--{name.replace('_', '-')}` >= 1, got {value!r}")
@@ -380,6 +413,8 @@ def main(args: argparse.Namespace) -> int:
         probe_size=args.probe_size,
         ndtracker=not args.no_ndtracker,
         codec_steps=args.codec_steps,
+        feed_steps=args.feed_steps,
+        large=not args.no_large,
     )
     print(format_report(result))
     if args.json:

@@ -234,5 +234,7 @@ def test_auto_flush_every_targets_about_128_mib_per_flush():
     assert auto_flush_every(small) == 64  # 0.9 MB a snapshot: capped at 64
     mid = nn.Linear(1024, 1024)  # 4 MiB a snapshot -> 32 fit in 128 MiB
     assert auto_flush_every(mid) == 128 * 2**20 // ((1024 * 1024 + 1024) * 4)
-    big = nn.Linear(4096, 4096)  # 64 MiB a snapshot: floor of 4
-    assert auto_flush_every(big) == 4
+    big = nn.Linear(4096, 4096)  # 64 MiB a snapshot: two fit
+    assert auto_flush_every(big) == 1  # 128 MiB // (64 MiB + 16 KiB)
+    huge = nn.Linear(8192, 8192)  # 256 MiB a snapshot: one per chunk, written from the ring
+    assert auto_flush_every(huge) == 1

@@ -212,6 +212,9 @@ class ChunkedGroup:
         dtypes: dict[str, Any] | None = None,
     ) -> None:
         """Add one row; arrays are created on first sight with ``attrs``, ``dims``, ``dtypes``."""
+        if self.chunk == 1 and self.count == 0 and set(values) == set(self.arrays):
+            self._write_row(step, values)  # one-row chunks: no buffer copy
+            return
         for name, value in values.items():
             if name not in self.arrays:
                 self._ensure(
@@ -231,6 +234,21 @@ class ChunkedGroup:
         self.count += 1
         if self.count == self.chunk:
             self.flush()
+
+    def _write_row(self, step: int, values: dict[str, np.ndarray]) -> None:
+        """Write one row as a whole chunk, straight from ``values`` (chunk length 1)."""
+        stop = self.base + 1
+        with quiet_numcodecs(self.codec.startswith("bitround")):
+            for name, value in values.items():
+                arr = self.arrays[name]
+                if arr.shape[0] < stop:
+                    arr.resize((self._capacity(stop), *arr.shape[1:]))
+                arr[self.base : stop] = value[None]
+                self.bytes_raw += value.nbytes
+            if self.step_array.shape[0] < stop:
+                self.step_array.resize((self._capacity(stop),))
+            self.step_array[self.base : stop] = np.array([step], dtype=np.int64)  # written LAST
+        self.base = stop
 
     def _capacity(self, stop: int) -> int:
         """Rows to resize to: whole chunks, growing up to 8 chunks ahead (fewer metadata writes).

@@ -55,11 +55,11 @@ class Serve:
         self.errors: list[str] = []
 
     def run(self) -> None:
-        t0 = self.cpu_time()
         try:
             self.worker = self.make_worker()
         except Exception as exc:
             self.fail(exc, None)
+        t0 = self.cpu_time()  # writer CPU per snapshot excludes its start-up
         while True:
             try:
                 msg = self.recv(POLL_SECONDS)
