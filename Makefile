@@ -6,7 +6,7 @@ ARGS = $(if $(DATA),--data $(DATA)) $(if $(STEPS),--steps $(STEPS)) $(if $(EVERY
        $(if $(SEED),--seed $(SEED)) $(if $(RUN),--run $(RUN)) $(if $(CODEC),--codec $(CODEC)) \
        $(if $(WEIGHTS_ONLY),--weights-only) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume)
 
-.PHONY: setup test test-slow lint typecheck capture replay analyze report bench-capture bench-analyze watch
+.PHONY: setup test test-slow lint typecheck capture replay analyze report bench-capture bench-analyze intervene study watch
 
 setup:  ## .venv: torch (CPU build) first, then dimlapse with dev tools and ndtracker (benchmark baseline)
 	python3 -m venv .venv
@@ -48,3 +48,14 @@ bench-capture:
 
 bench-analyze:
 	$(PY) -m dimlapse.pipelines bench-analyze
+
+# Baseline + runs disrupted in step windows: WINDOWS=0-500,500-1000 KIND=blur|label_noise|
+# input_noise|freeze|lr_spike (or KIND=deeplinear: the deep-linear critical-period check).
+intervene:
+	$(PY) -m dimlapse.pipelines intervene --model $(MODEL) $(if $(WINDOWS),--windows $(WINDOWS)) \
+	  $(if $(KIND),--kind $(KIND)) $(if $(STEPS),--steps $(STEPS)) $(if $(SEED),--seed $(SEED))
+
+# Recipes over seeds, one comparison report: MODELS=mlp,cnn SEEDS=3 STEPS=400 SCHEDULER=tcp://...
+study:
+	$(PY) -m dimlapse.pipelines study $(if $(MODELS),--models $(MODELS)) \
+	  $(if $(SEEDS),--seeds $(SEEDS)) $(if $(STEPS),--steps $(STEPS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
