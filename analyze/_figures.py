@@ -15,7 +15,14 @@ import xarray as xr
 
 PHASE_COLOURS = {"collapse": "tab:red", "expansion": "tab:green", "stabilisation": "0.6"}
 DETECTOR_MARKERS = {"zscore": "v", "meanshift": "o", "pelt": "s"}
-FIGURES = ("trajectories", "dimensionality_vs_loss", "sampling", "activation_vs_weight")
+FIGURES = (
+    "training",
+    "metrics",
+    "trajectories",
+    "dimensionality_vs_loss",
+    "sampling",
+    "activation_vs_weight",
+)
 
 
 def node(tree: xr.DataTree, name: str) -> xr.Dataset:
@@ -26,14 +33,54 @@ def node(tree: xr.DataTree, name: str) -> xr.Dataset:
     return child.to_dataset()
 
 
+def default_detector() -> str | None:
+    """The transitions API's default detector (its best-powered one), None when it has none."""
+    import importlib
+
+    for module in ("dimlapse.analyze.transitions", "dimlapse.analyze"):
+        try:
+            name = getattr(importlib.import_module(module), "DEFAULT_DETECTOR", None)
+        except ImportError:
+            continue
+        if isinstance(name, str):
+            return name
+    return None
+
+
 def headline(tree: xr.DataTree) -> tuple[str, str]:
-    """(metric, detector) the figures and report lead with: the study's stable rank and z-score."""
+    """(metric, detector) the figures and report lead with.
+
+    The metric is the study's stable rank (else the first computed). The detector is the one
+    the analysis recorded as the transitions API's default (root attr ``default_detector``),
+    else the API's current default, else the first detector that is not the study's z-score
+    rule: the report's claims come from a calibrated detector with power, not from the rule
+    that cannot fire in the first ``window`` samples.
+    """
     dim = node(tree, "dimensionality")["dimensionality"]
     metrics = [str(m) for m in dim["metric"].values]
     metric = "stable_rank" if "stable_rank" in metrics else metrics[0]
     detectors = [str(d) for d in node(tree, "transitions")["detector"].values]
-    detector = "zscore" if "zscore" in detectors else detectors[0]
-    return metric, detector
+    for name in (tree.attrs.get("default_detector"), default_detector()):
+        if name in detectors:
+            return metric, str(name)
+    others = [d for d in detectors if d != "zscore"]
+    return metric, (others or detectors)[0]
+
+
+def phase_segments(p: xr.Dataset) -> list[tuple[float, float, str]]:
+    """(start, end, class) of one trajectory's segments, adjacent ones of a class merged."""
+    names = {-1: "collapse", 0: "stabilisation", 1: "expansion"}
+    out: list[tuple[float, float, str]] = []
+    for k in range(p.sizes["segment"]):
+        a, b = float(p["segment_start"][k]), float(p["segment_end"][k])
+        if not (np.isfinite(a) and np.isfinite(b)):
+            continue
+        name = names[int(p["segment_trend"][k])]
+        if out and out[-1][2] == name:
+            out[-1] = (out[-1][0], b, name)
+        else:
+            out.append((a, b, name))
+    return out
 
 
 def _kinds(tree: xr.DataTree) -> list[str]:
@@ -84,12 +131,8 @@ def trajectories(tree: xr.DataTree, path: Path) -> Path:
             ax.plot(y["step"], y, lw=0.8, color="k", label=metric)
             p = ph.sel(sel)
             ax.plot(p["step"], p["fitted"], lw=1.0, ls="--", color="tab:blue", label="fit")
-            names = {-1: "collapse", 0: "stabilisation", 1: "expansion"}
-            for k in range(p.sizes["segment"]):  # every segment, shaded by its class
-                a, b = float(p["segment_start"][k]), float(p["segment_end"][k])
-                if np.isfinite(a) and np.isfinite(b):
-                    name = names[int(p["segment_trend"][k])]
-                    ax.axvspan(a, b, color=PHASE_COLOURS[name], alpha=0.12, lw=0, label=name)
+            for a, b, name in phase_segments(p):  # every segment, shaded by its class
+                ax.axvspan(a, b, color=PHASE_COLOURS[name], alpha=0.12, lw=0, label=name)
             t = tr.sel(sel)
             for det in [str(d) for d in t["detector"].values]:
                 td = t.sel(detector=det)
@@ -219,9 +262,13 @@ def activation_vs_weight(tree: xr.DataTree, path: Path) -> Path:
 
 def render_figures(tree: xr.DataTree, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """Write every figure of `tree` as PNG into `out_dir`; returns name -> path."""
+    from ._figures_context import metrics, training
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     makers = {
+        "training": training,
+        "metrics": metrics,
         "trajectories": trajectories,
         "dimensionality_vs_loss": dimensionality_vs_loss,
         "sampling": sampling,

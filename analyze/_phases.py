@@ -129,7 +129,16 @@ def _phases_1d(
         "smoothed": np.full(n_out, np.nan),
         "fitted": np.full(n_out, np.nan),
         "r_squared": np.array(np.nan),
+        "fastest_change_step": np.array(np.nan),
+        "fastest_change_fraction": np.array(np.nan),
     }
+    res = max(window, min_size)  # samples: no phase boundary is placed more finely than this
+    finite = np.flatnonzero(np.isfinite(y))
+    if finite.size > res and np.ptp(y[finite]) > 0:
+        moves = np.abs(y[finite][res:] - y[finite][:-res])  # change over `res` samples
+        k = int(np.argmax(moves))
+        out["fastest_change_step"] = np.array(x[finite][k])
+        out["fastest_change_fraction"] = np.array(moves[k] / np.ptp(y[finite]))
     sm = smooth(y, window)
     out["smoothed"] = sm
     keep = np.isfinite(y) & np.isfinite(sm)
@@ -189,6 +198,8 @@ _OUTPUTS: tuple[tuple[str, list[str], type], ...] = (
     ("smoothed", ["step"], np.float64),
     ("fitted", ["step"], np.float64),
     ("r_squared", [], np.float64),
+    ("fastest_change_step", [], np.float64),
+    ("fastest_change_fraction", [], np.float64),
 )
 
 _ATTRS = {
@@ -203,6 +214,11 @@ _ATTRS = {
     "smoothed": ("trajectory after the centred moving average", "1"),
     "fitted": ("segmented linear fit of the smoothed trajectory", "1"),
     "r_squared": ("coefficient of determination of the segmented fit", "1"),
+    "fastest_change_step": ("start of the largest change within the resolution", "step"),
+    "fastest_change_fraction": (
+        "largest change of the raw series within the resolution / its range",
+        "1",
+    ),
 }
 
 
@@ -322,6 +338,9 @@ def phases(
             "min_size": min_size,
             "max_candidates": max_candidates,
             "n_breakpoints": N_SEGMENTS - 1,
+            "resolution": max(window, min_size),
+            "resolution_note": "samples; a change faster than this is not resolved by the "
+            "phases (see fastest_change_fraction)",
         },
     )
     return ds

@@ -22,11 +22,21 @@ from ._phases import phases
 from ._sampling import DEFAULT_INTERVALS, MIN_SAMPLES, sampling
 from ._scheduler import SCHEDULER_TIMEOUT, compute_job, scheduler_context
 from ._timing import timing
+from ._training import training_dynamics
 
 DETECTORS = ("zscore", "meanshift", "pelt")
 RESULTS_DIR = "data/results"
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-JOBS = ("dimensionality", "transitions", "phases", "timing", "coupling", "sampling", "compare")
+JOBS = (
+    "dimensionality",
+    "transitions",
+    "phases",
+    "timing",
+    "coupling",
+    "sampling",
+    "compare",
+    "training",
+)
 
 
 def run_name(path: str | os.PathLike[str]) -> str:
@@ -111,6 +121,14 @@ def _root_attrs(run: Any, run_path: str, params: dict[str, Any]) -> dict[str, An
 #: Fewest snapshots ``analyze_run`` accepts: the sampling job's ``min_samples`` at the finest
 #: interval (shorter series cannot be tested for transitions against surrogates either).
 MIN_SNAPSHOTS = MIN_SAMPLES
+
+
+def _default_detector(detectors: Sequence[str]) -> str:
+    """The transitions API's default (best-powered) detector when it was run, else the first."""
+    from ._figures import default_detector
+
+    name = default_detector()
+    return name if name in detectors else [*[d for d in detectors if d != "zscore"], *detectors][0]
 
 
 def check_length(run: Any, run_path: Any) -> int:
@@ -270,6 +288,7 @@ def analyze_run(
                 every=every if isinstance(every, int) else None,
             ),
             "compare": lambda: compare(chunked, trans, total_steps=total),
+            "training": lambda: training_dynamics(run.scalars),
         }
         if "targets" in run.probe:  # formation needs labelled probes
             from ._formation import formation
@@ -280,6 +299,7 @@ def analyze_run(
             step(job)
     bar.close()
     health = {
+        "default_detector": _default_detector(detectors),
         "nonfinite": nonfinite_record(run),
         "excluded": excluded_steps(results["dimensionality"]["dimensionality"]),
     }

@@ -10,7 +10,9 @@ from dimlapse.analyze._figures import FIGURES, headline, render_figures
 from dimlapse.analyze._phases import phases
 from dimlapse.analyze._pipeline import save_tree
 from dimlapse.analyze._report import claims_table, report_markdown, write_report
+from dimlapse.analyze._report_claims import phase_cell
 from dimlapse.analyze._timing import timing
+from dimlapse.analyze._training import find_spikes, training_dynamics
 
 STEPS = np.arange(0, 8001, 50)
 LAYERS = ["fc1", "fc2"]
@@ -76,15 +78,27 @@ def tree():
     dim = _dim()
     trans = _transitions()
     opt = np.arange(1, 8001)
+    rng = np.random.default_rng(1)
+    loss = np.exp(-opt / 2000 + 0.02 * rng.standard_normal(opt.size))
+    loss[(opt >= 5990) & (opt <= 6010)] *= 7.0  # a loss spike around fc2's transition at 6000
+    acc = np.where(opt % 50 == 0, 0.7, np.nan)
     scalars = xr.Dataset(
-        {"loss": ("step", np.exp(-opt / 2000)), "grad_norm": ("step", np.exp(-opt / 4000))},
+        {
+            "loss": ("step", loss),
+            "grad_norm": ("step", np.exp(-opt / 4000)),
+            "test_accuracy": ("step", acc),
+        },
         coords={"step": opt},
     )
+    attrs = {"run": "synthetic", "alpha": 0.05, "run_status": "complete", "run_every": 50}
+    attrs |= {
+        "run_config": {"model": "mlp", "steps": 8000},
+        "run_dataset": {"name": "mnist1d", "input_shape": [1, 40]},
+        "default_detector": "pelt",
+    }
     return xr.DataTree.from_dict(
         {
-            "/": xr.Dataset(
-                attrs={"run": "synthetic", "alpha": 0.05, "run_status": "complete", "run_every": 50}
-            ),
+            "/": xr.Dataset(attrs=attrs),
             "dimensionality": xr.Dataset({"dimensionality": dim}),
             "transitions": trans,
             "phases": phases(dim),
@@ -92,26 +106,31 @@ def tree():
             "coupling": coupling(dim, scalars, n_boot=50),
             "sampling": _sampling(trans),
             "compare": compare(dim, trans),
+            "training": training_dynamics(scalars),
         }
     )
 
 
-def test_headline_is_stable_rank_and_zscore(tree):
-    assert headline(tree) == ("stable_rank", "zscore")
+def test_headline_is_the_recorded_default_detector_never_the_study_rule(tree):
+    assert headline(tree) == ("stable_rank", "pelt")
+    bare = tree.copy()
+    bare.attrs = {k: v for k, v in tree.attrs.items() if k != "default_detector"}
+    assert headline(bare)[1] != "zscore"  # the API's default, or a calibrated detector
 
 
 def test_claims_numbers_match_the_fixture(tree):
     table, n = claims_table(tree)
     assert (n["a_raw"], n["a_sig"], n["a_null"]) == (4, 3, 5.0)
     assert (n["w_raw"], n["w_sig"]) == (0, 0)
-    assert n["early_raw"] == pytest.approx(2 / 4)  # cutoff 2000: steps 100, 1500
     assert n["early_sig"] == pytest.approx(2 / 3)
     assert n["same"] == 2  # both activation layers: collapse, expansion, stabilisation
     assert n["finest_sig"] == 6  # 3 per layer summed over two layers at interval 50
     assert n["coarse_found"] == pytest.approx(np.mean([4, 2]))
-    assert table.count("\n") == 7  # header, rule, six claims
-    assert "raw 4, significant 3" in table
-    assert "activation 5.0" in table
+    assert table.count("\n") == 10  # header, rule, phases/jumps/timing x 2 spaces, 2 rho, sampling
+    assert "raw 4 (null 5.0), significant 3" in table
+    assert "| this run: pelt (stable_rank, layers pooled) | study's rule: zscore |" in table
+    for row in ("Phases (weight)", "Jumps (weight)", "Timing (weight)"):
+        assert row in table
 
 
 def test_report_markdown_sections_and_interpretation(tree):
@@ -121,9 +140,95 @@ def test_report_markdown_sections_and_interpretation(tree):
         assert claim in text
     assert "## Interpretation" in text
     assert "no more than about what the same rule finds" in text  # 4 raw, 5 null
-    assert "67% of the significant activation transitions" in text
+    assert "67% of the significant activation transitions (pelt)" in text
     for f in FIGURES:
         assert f"figures/{f}.png" in text
+
+
+def test_setup_difference_is_stated_before_the_claims(tree):
+    text = report_markdown(tree)
+    setup = text.index("**Setup differs from the study.**")
+    assert setup < text.index("## The study's claims")
+    assert "inputs 784 in the study, 40 here" in text and "data MNIST in the study, mnist1d" in text
+
+
+def test_rho_verdicts_follow_the_run_s_own_correlation(tree):
+    text = report_markdown(tree)
+    cp = tree["coupling"].to_dataset()
+    for target, study in (("loss", -0.951), ("grad_norm", -0.701)):
+        rho = cp["rho"].sel(kind="activation", metric="stable_rank", target=target)
+        med = float(np.median(rho.sel(transform="raw").values))
+        label = "loss" if target == "loss" else "gradient norm"
+        verdict = "reproduced" if abs(med - study) <= 0.15 else "not reproduced"
+        assert f"rho with {label} ({study:+.2f}) is {verdict} here (median {med:+.2f})" in text
+
+
+def test_training_spike_is_found_and_the_transition_in_it_labelled(tree):
+    tr = tree["training"].to_dataset()
+    start = tr["spike_start"].sel(target="loss").values
+    end = tr["spike_end"].sel(target="loss").values
+    assert np.isfinite(start).sum() == 1 and (start[0], end[0]) == (5990, 6010)
+    assert np.isfinite(tr["spike_start"].sel(target="grad_norm").values).sum() == 0
+    text = report_markdown(tree)
+    assert "1 loss spike(s) at steps 5,990-6,010" in text
+    assert "1 of 3 steps with a significant activation transition (pelt) coincide" in text
+    assert "6,000 (loss spike)" in text
+    assert "held-out accuracy 0.700" in text
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_find_spikes_recovers_planted_spikes_and_nothing_else(seed):
+    rng = np.random.default_rng(seed)
+    steps = np.arange(3000.0)
+    clean = np.exp(-steps / 800 + 0.05 * rng.standard_normal(steps.size))
+    assert find_spikes(steps, clean) == []
+    spiky = clean.copy()
+    spiky[1000:1004] *= 4.0
+    spiky[2500:2520] *= 10.0
+    found = sorted((a, b) for a, b, _ in find_spikes(steps, spiky))
+    assert found == [(1000.0, 1003.0), (2500.0, 2519.0)]
+
+
+def test_a_change_faster_than_the_phases_resolve_is_not_labelled():
+    steps = np.arange(0, 2001, 5.0)
+    fast = np.where(steps < 100, 30.0, 5.0) + np.linspace(0, 3, steps.size)  # 30 -> 5 at once
+    data = np.stack([fast, np.linspace(30, 25, steps.size)])[None, :, :, None]
+    dim = xr.DataArray(
+        data,
+        dims=("kind", "layer", "step", "metric"),
+        coords={
+            "kind": ["activation"],
+            "layer": ["fast", "slow"],
+            "step": steps,
+            "metric": ["stable_rank"],
+        },
+    )
+    trans = xr.Dataset(
+        {
+            "step": (
+                ("kind", "layer", "metric", "detector", "transition"),
+                np.full((1, 2, 1, 1, 1), np.nan),
+            )
+        },
+        coords={
+            "kind": ["activation"],
+            "layer": ["fast", "slow"],
+            "metric": ["stable_rank"],
+            "detector": ["pelt"],
+        },
+    )
+    mini = xr.DataTree.from_dict(
+        {
+            "dimensionality": xr.Dataset({"dimensionality": dim}),
+            "transitions": trans,
+            "phases": phases(dim),
+        }
+    )
+    cell, same, n = phase_cell(mini, "activation")
+    fast_cell, slow_cell = cell.split("; ")
+    assert "unresolved 0-" in fast_cell and "faster than the phases resolve" in fast_cell
+    assert "unresolved" not in slow_cell and "collapse" in slow_cell
+    assert (same, n) == (0, 2)
 
 
 def test_figures_and_report_round_trip_through_zarr(tree, tmp_path):
