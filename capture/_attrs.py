@@ -32,6 +32,14 @@ def root_attrs(
     """The root attrs of docs/store-layout.md, merged with the user's ``attrs``."""
     user_attrs = dict(user_attrs)
     probe_attrs = None
+    if probe is not None and not isinstance(probe, torch.Tensor):
+        from ._probe import probe_summary
+
+        probe_attrs = {
+            **probe_summary(probe),
+            "description": user_attrs.pop("probe_description", "fixed probe batch"),
+            "has_targets": has_targets,
+        }
     if isinstance(probe, torch.Tensor):
         probe_attrs = {
             "n": int(probe.shape[0]),
@@ -79,11 +87,11 @@ def check_resumable(root: Any, *, codec: str, flush_every: int, probe: Any) -> N
                 f"Expected `{key}` to match the run being resumed ({prior.get(key)!r}), "
                 f"got {value!r}"
             )
-    if probe is not None and "probe" in root and "inputs" in root["probe"]:
+    if probe is not None and "probe" in root and any(True for _ in root["probe"].arrays()):
+        from ._probe import probe_equal
+
         stored, _ = _store.read_probe(root)
-        if tuple(stored.shape) != tuple(probe.shape) or not torch.equal(
-            stored, probe.detach().cpu().to(stored.dtype)
-        ):
+        if not probe_equal(stored, probe):
             raise ValueError(
                 "Expected `probe` to equal the probe stored in the run being resumed; "
                 "pass probe=None to reuse the stored one"

@@ -25,6 +25,7 @@ from torch import nn
 
 from . import _budget, _exit, _lock, _store, _validate
 from ._attrs import check_resumable, root_attrs
+from ._probe import probe_batch_size
 from ._resume import trim_for_resume
 from ._schedule import Schedule, as_schedule, typical_interval
 from ._select import ModuleSelector, ParamSelector, make_taps, select_modules, select_params
@@ -104,9 +105,9 @@ class Recorder:
         slots). It bounds the memory capture may hold while the writer catches up.
     backpressure : {"block", "drop"}
         When every slot is taken: wait, or drop the snapshot and count it.
-    codec : str
-        ``lz4`` (lossless, default), ``zstd``, ``blosc-zstd``, ``none``, ``float16`` or
-        ``bitround-<bits>``.
+    codec : str, optional
+        ``lz4`` (lossless, the default for new runs; a resumed run keeps its own), ``zstd``,
+        ``blosc-zstd``, ``none``, ``float16`` or ``bitround-<bits>``.
     writer : {"auto", "process", "thread"}
         Where the writer runs. ``auto``: a process, or a thread (with a logged warning) where
         a process cannot be used.
@@ -151,7 +152,7 @@ class Recorder:
         flush_every: int | None = None,
         max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
         backpressure: str = "block",
-        codec: str = DEFAULT_CODEC,
+        codec: str | None = None,
         writer: str = "auto",
         total_steps: int | None = None,
         overwrite: bool = False,
@@ -190,6 +191,8 @@ class Recorder:
             raise ValueError(
                 f"Expected `writer` to be 'auto', 'process' or 'thread', got {writer!r}"
             )
+        if codec is None:  # a resumed run keeps its codec; a new one gets the default
+            codec = _stored_attr(store, "codec", DEFAULT_CODEC) if resume else DEFAULT_CODEC
         codec = parse_codec(codec)
         if overwrite and resume:
             raise ValueError("Expected at most one of `overwrite`, `resume` to be True, got both")
@@ -272,7 +275,7 @@ class Recorder:
             if targets is not None:
                 raise ValueError("Expected `probe_targets` only with a `probe`, got no probe")
             return 0
-        n = _probe_size(probe)
+        n = probe_batch_size(probe)
         if targets is not None and (
             not isinstance(targets, torch.Tensor) or targets.shape[:1] != (n,)
         ):
@@ -484,8 +487,7 @@ class Recorder:
     def _inactive(self) -> bool:
         handle = self._handle
         if handle is not None and handle.header[0] and self._active:
-            self._active, self.status = False, "degraded"
-            self._error = handle.read_error() or "the writer failed"
+            self._disable(f"writer error: {handle.read_error() or 'the writer failed'}")
         if self.strict and self._error is not None:
             raise CaptureError(f"capture failed: {self._error}")
         return False
@@ -635,7 +637,8 @@ class Recorder:
             self._release()
         error = self._final.get("error") if self._final else None
         if error or self._error:
-            self._error = self._error or error
+            if self._active:
+                self._disable(f"writer error: {error}")
             self._active, self.status = False, "degraded"
             if self._final and self._final.get("snapshots") is None:
                 self._mark_degraded()  # the writer died before writing the final attrs
@@ -711,23 +714,6 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
-def _probe_size(probe: Any) -> int:
-    """Examples in a probe: a tensor's first dim, or that of a dict's / tuple's tensors."""
-    if isinstance(probe, torch.Tensor):
-        if probe.ndim == 0:
-            raise ValueError(f"Expected `probe` to be a batch (n, ...), got a scalar {probe!r}")
-        return int(probe.shape[0])
-    values = list(probe.values()) if isinstance(probe, dict) else probe
-    if isinstance(values, tuple | list):
-        sizes = {int(v.shape[0]) for v in values if isinstance(v, torch.Tensor) and v.ndim}
-        if len(sizes) == 1:
-            return sizes.pop()
-    raise ValueError(
-        "Expected `probe` to be a tensor (n, ...), a dict or a tuple of tensors sharing their "
-        f"first dimension, or None, got {_validate.describe(probe)}"
-    )
-
-
 def _to_cpu(probe: Any) -> Any:
     if isinstance(probe, torch.Tensor):
         return probe.cpu()
@@ -738,6 +724,15 @@ def _to_cpu(probe: Any) -> Any:
     return probe
 
 
+def _stored_attr(store: Any, key: str, default: Any) -> Any:
+    import zarr
+
+    try:
+        return zarr.open_group(store, mode="r", use_consolidated=False).attrs.get(key, default)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return default
+
+
 def _stored_probe(store: Any) -> tuple[Any, Any]:
     import zarr
 
@@ -745,6 +740,6 @@ def _stored_probe(store: Any) -> tuple[Any, Any]:
         root = zarr.open_group(store, mode="r", use_consolidated=False)
     except FileNotFoundError:
         return None, None
-    if "probe" in root and "inputs" in root["probe"]:
+    if "probe" in root and any(True for _ in root["probe"].arrays()):
         return _store.read_probe(root)
     return None, None

@@ -181,14 +181,19 @@ def _host(t: torch.Tensor) -> np.ndarray:
     return t.numpy()
 
 
-def write_probe(root: zarr.Group, inputs: torch.Tensor, targets: torch.Tensor | None) -> None:
-    """Store the probe batch itself (``probe/inputs``, ``probe/targets``), lossless."""
+def write_probe(root: zarr.Group, inputs: Any, targets: torch.Tensor | None) -> None:
+    """Store the probe batch itself, lossless: ``probe/inputs`` for a tensor, ``inputs.<key>``
+    / ``inputs.<i>`` for a dict / tuple probe (see ``_probe``), and ``probe/targets``."""
+    from ._probe import probe_arrays
+
     group = root.require_group("probe")
-    for name, tensor in (("inputs", inputs), ("targets", targets)):
-        if tensor is None:
-            continue
-        value = _host(tensor)
-        dims = ("probe", *(f"probe.d{i}" for i in range(1, value.ndim)))
+    arrays = probe_arrays(inputs)
+    if targets is not None:
+        arrays["targets"] = _host(targets)
+    for name, value in arrays.items():
+        dims = ("probe", *(f"{name}.d{i}" for i in range(1, value.ndim)))
+        if name in ("inputs", "targets"):
+            dims = ("probe", *(f"probe.d{i}" for i in range(1, value.ndim)))
         floating = np.issubdtype(value.dtype, np.floating)
         arr = group.create_array(
             name,
@@ -203,12 +208,14 @@ def write_probe(root: zarr.Group, inputs: torch.Tensor, targets: torch.Tensor | 
         arr[...] = value
 
 
-def read_probe(root: zarr.Group) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The stored probe batch as tensors (inputs, targets or None)."""
+def read_probe(root: zarr.Group) -> tuple[Any, torch.Tensor | None]:
+    """The stored probe batch (a tensor, dict or tuple of CPU tensors) and targets or None."""
+    from ._probe import probe_from_arrays
+
     group: Any = root["probe"]
-    inputs = torch.from_numpy(np.asarray(group["inputs"][...]))
-    targets = torch.from_numpy(np.asarray(group["targets"][...])) if "targets" in group else None
-    return inputs, targets
+    arrays = {name: np.asarray(arr[...]) for name, arr in group.arrays()}
+    targets = torch.from_numpy(arrays["targets"]) if "targets" in arrays else None
+    return probe_from_arrays(arrays), targets
 
 
 def consolidate(root: Any) -> None:

@@ -83,7 +83,7 @@ class WriterHandle:
     def read_error(self) -> str | None:
         """The writer's error message, once it has reported one."""
         while self.error is None:
-            reply = self._poll_reply(0.0)
+            reply = self._poll_reply(1.0)
             if reply is None:
                 break
             if reply[0] == "error":

@@ -92,17 +92,12 @@ class Serve:
 
     def fail(self, exc: BaseException, step: int | None) -> None:
         """Stop processing after an error; keep (flush) every snapshot processed before it."""
-        where = f" at step {step}" if step is not None else " at start"
-        self.error = f"{type(exc).__name__}: {exc}"
+        where = f" at step {step}" if step is not None else ""
+        self.error = f"{type(exc).__name__}: {exc}{where}"
         self.errors.append(self.error)
-        log.error(
-            "dimlapse: capture disabled after a store error%s: %s. Training continues; every "
-            "snapshot processed before it is kept (pass strict=True to raise instead).",
-            where,
-            self.error,
-        )
-        self.header[0] = 1
+        log.debug("dimlapse: writer error: %s", self.error)  # the trainer logs it, once
         self.reply(("error", self.error))
+        self.header[0] = 1  # after the reply: a trainer seeing the flag finds the message
         if self.worker is None:
             return
         self.worker.sink.flush_what_is_good()
@@ -164,7 +159,12 @@ class Serve:
     def _verify(self, sink: Any) -> None:
         """A store that vanished or lost rows under us (deleted directory, ...) is an error."""
         store = sink.root.store
-        root = zarr.open_group(store, path=sink.root.path, mode="r", use_consolidated=False)
+        try:
+            root = zarr.open_group(store, path=sink.root.path, mode="r", use_consolidated=False)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+            raise FileNotFoundError(
+                f"the run store vanished while being written (deleted or unmounted?): {exc}"
+            ) from exc
         for name, group in sink.groups.items():
             if name not in root or "step" not in root[name]:
                 raise FileNotFoundError(f"the store lost its {name!r} group while being written")
