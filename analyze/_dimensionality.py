@@ -13,6 +13,7 @@ import xarray as xr
 
 from ._metrics import SPECTRAL_METRICS, epsilon_rank, numerical_rank
 from ._spectra import blas_single_thread, singular_values, squeeze_leading
+from ._stored_spectra import spectrum_layer_metrics, stored_spectra
 from ._twonn import twonn
 
 __all__ = ["DEFAULT_TWONN_STRIDE", "dimensionality", "numerical_rank_rtol"]
@@ -210,7 +211,8 @@ def dimensionality(
         )
     acts = _matrices(run.activations, min_ndim=3)
     weights = _matrices(run.weights, min_ndim=3)
-    if not acts and not weights:
+    stored = stored_spectra(run)  # spectra mode: every capture step's spectra, stored
+    if not acts and not weights and not stored:
         raise ValueError(
             "Expected `run` to hold at least one activation (step, sample, feature) or weight "
             "(step, out, in...) array, found none"
@@ -218,19 +220,30 @@ def dimensionality(
 
     kinds = []
     for kind, arrays, center in (("weight", weights, False), ("activation", acts, True)):
-        if not arrays:
+        if kind in stored:
+            arrays = stored[kind]
+            per_layer = [
+                spectrum_layer_metrics(
+                    da, metrics=chosen, epsilon=epsilon, rtol=numerical_rank_rtol
+                )
+                for da in arrays.values()
+            ]
+        elif arrays:
+            per_layer = [
+                _layer_metrics(da, center=center, metrics=chosen, epsilon=epsilon)
+                for da in arrays.values()
+            ]
+        else:
             continue
-        per_layer = [
-            _layer_metrics(da, center=center, metrics=chosen, epsilon=epsilon)
-            for da in arrays.values()
-        ]
         kinds.append(
             xr.concat(per_layer, dim="layer", join="outer").assign_coords(
                 layer=list(arrays), kind=kind
             )
         )
     dim = xr.concat(kinds, dim="kind", join="outer", fill_value=np.nan)
-    order = list(dict.fromkeys([*weights, *acts]))  # store order, not the join's sort
+    order = list(
+        dict.fromkeys([*stored.get("weight", weights), *stored.get("activation", acts)])
+    )  # store order, not the join's sort
     dim = dim.sel(layer=order).transpose("kind", "layer", "step", "metric")
     dim.attrs = {"long_name": "spectral dimensionality", "units": "1"}
     out = xr.Dataset({"dimensionality": dim})

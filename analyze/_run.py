@@ -144,6 +144,17 @@ class Run:
         return self._group("state")
 
     @property
+    def spectra(self) -> dict[str, xr.Dataset]:
+        """Spectra-mode runs: ``{"weight": ds, "activation": ds}`` of stored singular values
+        ``(step, <name>.component)`` at every capture step (empty for other runs)."""
+        root = self._root()
+        out = {}
+        for kind, name in (("weight", "spectra/weights"), ("activation", "spectra/activations")):
+            if "spectra" in root and name.split("/")[1] in root["spectra"]:
+                out[kind] = self._group(name)
+        return out
+
+    @property
     def probe(self) -> xr.Dataset:
         """The fixed probe batch (``inputs``, and ``targets`` when stored)."""
         root = self._root()
