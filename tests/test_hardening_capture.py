@@ -177,7 +177,7 @@ def test_overwrite_refuses_what_is_not_a_dimlapse_run(tmp_path):
     with Recorder(_mlp(), store) as rec:
         rec.step(0.1)
     (store / "notes.txt").write_text("my notes")
-    with pytest.raises(RunExistsError, match="notes.txt"):
+    with pytest.raises(RunExistsError, match=r"notes\.txt"):
         Recorder(_mlp(), store, overwrite=True)
     assert (store / "notes.txt").read_text() == "my notes"
 
@@ -285,7 +285,7 @@ def test_every_array_carries_a_checksum(tmp_path):
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0xFF
     chunk.write_bytes(bytes(data))
-    with pytest.raises(Exception, match="(?i)checksum|crc"):
+    with pytest.raises(Exception, match=r"(?i)checksum|crc"):
         zarr.open_group(store, mode="r")["weights/0.weight"][:]
 
 
@@ -304,7 +304,7 @@ def test_store_deleted_mid_run_is_reported_degraded(tmp_path, caplog):
     assert "the run store vanished while being written" in caplog.text
 
 
-# -- 9. reserved attrs ------------------------------------------------------------------------------
+# -- 9. reserved attrs ---------------------------------------------------------------------------
 @pytest.mark.parametrize("key", ["layout_version", "status", "nonfinite"])
 def test_reserved_attrs_are_refused(tmp_path, key):
     with pytest.raises(ValueError, match=rf"`attrs` not to set keys the Recorder owns.*{key}"):
@@ -312,7 +312,7 @@ def test_reserved_attrs_are_refused(tmp_path, key):
     assert not (tmp_path / "r.zarr").exists()
 
 
-# -- 13. a root parameter is a layer with a name, its leading singleton dims squeezed ----------
+# -- 13. a root parameter is a layer with a name, its leading singleton dims squeezed --------
 class WithPos(nn.Module):
     def __init__(self):
         super().__init__()
