@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import xarray as xr
 from scipy.stats import rankdata
@@ -60,10 +62,10 @@ def _peak(xc: np.ndarray, *, lags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(empty, np.nan, lags[best]), np.where(empty, np.nan, value)
 
 
-def compare(
+def comparison(
     dim: xr.DataArray | xr.Dataset,
-    trans: xr.Dataset | None = None,
     *,
+    transitions: xr.Dataset | None = None,
     max_lag: int | None = None,
     total_steps: float | None = None,
     share: float = 0.25,
@@ -74,7 +76,7 @@ def compare(
     ----------
     dim : DataArray (kind, ..., step) or Dataset with a ``dimensionality`` variable
         Trajectories with a ``kind`` dimension holding ``activation`` and ``weight``.
-    trans : xr.Dataset, optional
+    transitions : xr.Dataset, optional
         Transitions of `dim` (:func:`dimlapse.analyze.transitions`); adds counts and timing
         per space.
     max_lag : int, optional
@@ -90,7 +92,9 @@ def compare(
         ``peak_lag_steps`` and ``peak_xcorr`` (largest absolute correlation); with `trans`,
         per (kind, ..., detector) counts and early shares and per (kind, metric, detector)
         totals over layers (``n_raw_total``, ``n_significant_total``, ``n_null_total``).
+        Lazy when `dim` is dask-backed (the counts from `transitions` are computed already).
     """
+    trans = transitions
     da = as_trajectories(dim)
     if "kind" not in da.dims:
         raise ValueError(
@@ -180,3 +184,10 @@ def compare(
         },
     )
     return out
+
+
+def compare(
+    dim: xr.DataArray | xr.Dataset, trans: xr.Dataset | None = None, **options: Any
+) -> xr.Dataset:
+    """Former name of :func:`comparison` (transitions passed by position); same result."""
+    return comparison(dim, transitions=trans, **options)

@@ -14,7 +14,7 @@ from typing import Any
 import xarray as xr
 from tqdm.auto import tqdm
 
-from ._compare import compare
+from ._compare import comparison
 from ._coupling import coupling
 from ._jobcommon import jsonable, vlen_strings
 from ._nonfinite import excluded_steps, nonfinite_record
@@ -287,7 +287,7 @@ def analyze_run(
                 base=trans,
                 every=every if isinstance(every, int) else None,
             ),
-            "compare": lambda: compare(chunked, trans, total_steps=total),
+            "compare": lambda: comparison(chunked, transitions=trans, total_steps=total),
             "training": lambda: training_dynamics(run.scalars),
         }
         if "targets" in run.probe:  # formation needs labelled probes

@@ -131,6 +131,9 @@ def claims_table(tree: xr.DataTree) -> tuple[str, dict[str, float]]:
         numbers[f"{target}_median"] = med
         numbers[f"{target}_diff_zero"] = sum(r["diff"][1] <= 0 <= r["diff"][2] for r in vals)
         numbers[f"{target}_n"] = len(vals)
+        short = "loss" if target == "loss" else "grad"  # keys the study workflow reads
+        numbers[f"{short}_raw_abs"] = finite(np.median, [abs(r["raw"][0]) for r in vals])
+        numbers[f"{short}_diff_abs"] = finite(np.median, [abs(r["diff"][0]) for r in vals])
         ok = None if not np.isfinite(med) else abs(med - STUDY_RHO[target]) <= RHO_TOLERANCE
         rows.append(
             (

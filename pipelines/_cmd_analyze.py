@@ -97,7 +97,7 @@ def resolve_store(run: str | None, runs_dir: str) -> str:
 
 def run_analyze(args: argparse.Namespace) -> int:
     """``analyze``: all study jobs on one run -> analysis.zarr, figures/, report.md."""
-    from dimlapse.analyze._pipeline import analyze_run, run_name
+    from dimlapse.analyze import analyze_run, run_name
 
     try:
         store = resolve_store(args.run, args.runs_dir)
@@ -130,8 +130,7 @@ def run_report(args: argparse.Namespace) -> int:
     """``report``: re-render figures/ and report.md from an existing analysis.zarr."""
     import xarray as xr
 
-    from dimlapse.analyze._figures import render_figures
-    from dimlapse.analyze._report import write_report
+    from dimlapse.analyze import render_figures, write_report
 
     if args.out_dir:
         out = Path(args.out_dir)

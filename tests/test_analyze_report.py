@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from dimlapse.analyze._compare import compare
+from dimlapse.analyze import comparison
 from dimlapse.analyze._coupling import coupling
 from dimlapse.analyze._figures import FIGURES, headline, render_figures
 from dimlapse.analyze._phases import phases
@@ -105,7 +105,7 @@ def tree():
             "timing": timing(trans, 8000),
             "coupling": coupling(dim, scalars, n_boot=50),
             "sampling": _sampling(trans),
-            "compare": compare(dim, trans),
+            "compare": comparison(dim, transitions=trans),
             "training": training_dynamics(scalars),
         }
     )
@@ -123,6 +123,9 @@ def test_claims_numbers_match_the_fixture(tree):
     assert (n["a_raw"], n["a_sig"], n["a_null"]) == (4, 3, 5.0)
     assert (n["w_raw"], n["w_sig"]) == (0, 0)
     assert n["early_sig"] == pytest.approx(2 / 3)
+    rho = tree["coupling"]["rho"].sel(kind="activation", metric="stable_rank", transform="raw")
+    assert n["loss_raw_abs"] == pytest.approx(np.median(np.abs(rho.sel(target="loss").values)))
+    assert n["grad_raw_abs"] == pytest.approx(np.median(np.abs(rho.sel(target="grad_norm").values)))
     assert n["same"] == 2  # both activation layers: collapse, expansion, stabilisation
     assert n["finest_sig"] == 6  # 3 per layer summed over two layers at interval 50
     assert n["coarse_found"] == pytest.approx(np.mean([4, 2]))

@@ -107,3 +107,16 @@ def test_python_dash_m_entry_point(tmp_path):
         cwd=tmp_path,
     )
     assert out.returncode == 2 and "Unknown model 'nope'" in out.stderr
+
+
+def test_analysis_commands_use_only_the_public_analysis_api():
+    import ast
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "pipelines" / "_cmd_analyze.py"
+    private = [
+        node.module
+        for node in ast.walk(ast.parse(src.read_text()))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dimlapse.analyze.")
+    ]
+    assert private == []
