@@ -1,17 +1,17 @@
 # Thin wrappers: each target is one command. Variables: MODEL DATA STEPS EVERY SEED RUN.
 PY ?= .venv/bin/python
 MODEL ?= mlp
-# Optional: CODEC=float16|bitround-10|none, WEIGHTS_ONLY=1 (then `make replay RUN=...`), OVERWRITE=1, RESUME=1.
+# Optional: MODE=full|weights|spectra, CODEC=lz4|zstd|float16|bitround-10|none, WEIGHTS_ONLY=1 (then `make replay RUN=...`), OVERWRITE=1, RESUME=1.
 ARGS = $(if $(DATA),--data $(DATA)) $(if $(STEPS),--steps $(STEPS)) $(if $(EVERY),--every $(EVERY)) \
        $(if $(SEED),--seed $(SEED)) $(if $(RUN),--run $(RUN)) $(if $(CODEC),--codec $(CODEC)) \
-       $(if $(WEIGHTS_ONLY),--weights-only) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume)
+       $(if $(WEIGHTS_ONLY),--weights-only) $(if $(MODE),--mode $(MODE)) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume)
 
 .PHONY: setup test test-slow lint typecheck capture replay analyze report bench-capture bench-analyze intervene study watch
 
-setup:  ## .venv: torch (CPU build) first, then dimlapse with dev tools and ndtracker (benchmark baseline)
+setup:  ## .venv: torch (CPU build) first, then dimlapse with every extra, dev tools and ndtracker (benchmark baseline)
 	python3 -m venv .venv
 	.venv/bin/pip install --quiet torch==2.13.0
-	.venv/bin/pip install --quiet -e '.[dev,ndtracker]'
+	.venv/bin/pip install --quiet -e '.[all,dev,ndtracker]'
 
 test:
 	$(PY) -m pytest -q

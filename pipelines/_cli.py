@@ -44,11 +44,18 @@ def _add_capture_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe-size", type=int, help="held-out probe examples (default 512)")
     p.add_argument("--positions", type=int, help="spatial positions sampled per conv output")
     p.add_argument("--tokens", type=int, help="token positions sampled per token output")
-    p.add_argument("--codec", help="zstd (default, lossless), none, float16, bitround-<bits>")
+    p.add_argument(
+        "--codec", help="lz4 (default, lossless), zstd, blosc-zstd, none, float16, bitround-<bits>"
+    )
+    p.add_argument(
+        "--mode",
+        choices=("full", "weights", "spectra"),
+        help="full (default), weights (replay activations later), spectra (big models)",
+    )
     p.add_argument(
         "--weights-only",
         action="store_true",
-        help="capture weights only; materialise activations later with `replay`",
+        help="capture weights only (= --mode weights); materialise activations with `replay`",
     )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--overwrite", action="store_true", help="replace an existing run")
@@ -108,6 +115,7 @@ def capture_recipe(args: argparse.Namespace) -> Recipe:
             tokens=args.tokens,
             codec=args.codec,
             activations=False if args.weights_only else None,
+            mode="weights" if args.weights_only else args.mode,
         )
     except ValueError as e:
         raise CLIError(str(e)) from e

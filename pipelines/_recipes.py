@@ -15,7 +15,9 @@ from typing import Any
 MODELS = ("mlp", "cnn", "resnet", "transformer", "vit", "gpt2-tiny")
 DATASETS = ("mnist1d", "digits", "modadd", "mnist", "cifar10", "stdlib")
 OPTIMIZERS = ("adam", "adamw", "sgd")
-CODECS_HELP = "'zstd' (lossless), 'none', 'float16' or 'bitround-<bits>'"
+CODECS_HELP = (
+    "'lz4' (lossless, default), 'zstd', 'blosc-zstd', 'none', 'float16' or 'bitround-<bits>'"
+)
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 DEFAULT_DATA = {
@@ -82,7 +84,10 @@ class Recipe:
     activations
         Capture probe activations inline; ``False`` records weights only (replay later).
     codec
-        Store codec: 'zstd' (lossless, default), 'none', 'float16' or 'bitround-<bits>'.
+        Store codec: 'lz4' (lossless, default), 'zstd', 'blosc-zstd', 'none', 'float16' or
+        'bitround-<bits>'.
+    mode
+        Capture mode: 'full' (default), 'weights' or 'spectra' (see ``Recorder``).
 
     Examples
     --------
@@ -105,7 +110,8 @@ class Recipe:
     positions: int = 16
     tokens: int = 4
     activations: bool = True
-    codec: str = "zstd"
+    codec: str = "lz4"
+    mode: str = "full"
 
     def __post_init__(self) -> None:
         _check_choice("model", self.model, MODELS)
@@ -126,6 +132,7 @@ class Recipe:
         if not isinstance(self.activations, bool):
             raise ValueError(f"Expected `activations` to be a bool, got {self.activations!r}")
         check_codec(self.codec)
+        _check_choice("mode", self.mode, ("full", "weights", "spectra"))
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
 
     @classmethod
@@ -188,8 +195,9 @@ def check_run_name(name: str) -> str:
 
 
 def check_codec(codec: str) -> str:
-    """Validate a codec name: 'zstd', 'none', 'float16' or 'bitround-<bits>' (1-23 bits)."""
-    ok = codec in ("zstd", "none", "float16")
+    """Validate a codec name: 'lz4', 'zstd', 'blosc-zstd', 'none', 'float16' or
+    'bitround-<bits>' (1-23 bits)."""
+    ok = codec in ("lz4", "zstd", "blosc-zstd", "none", "float16")
     if isinstance(codec, str) and codec.startswith("bitround-"):
         bits = codec.removeprefix("bitround-")
         ok = bits.isdigit() and 1 <= int(bits) <= 23

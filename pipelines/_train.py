@@ -222,6 +222,8 @@ def train(
         probe=x_test[idx],
         probe_targets=y_test[idx],
         activations=recipe.activations,
+        mode=recipe.mode,
+        total_steps=recipe.steps,
         positions=recipe.positions,
         tokens=recipe.tokens,
         codec=recipe.codec,

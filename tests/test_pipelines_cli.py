@@ -34,7 +34,7 @@ def test_unknown_data_lists_valid_ones(capsys, tmp_path):
         (["--steps", "0"], "Expected `steps` to be a positive int, got 0"),
         (["--steps", "-20"], "Expected `steps` to be a positive int, got -20"),
         (["--every", "0"], "Expected `every` to be a positive int, got 0"),
-        (["--codec", "lz4"], "Expected `codec` to be one of"),
+        (["--codec", "gzip"], "Expected `codec` to be one of"),
         (["--run", "../x"], "Expected `run` to be a name"),
         (["--threads", "0"], "Expected `--threads` to be a positive int, got 0"),
         (["--device", "tpu9"], "Expected `device` to be 'auto', 'cpu' or 'cuda[:n]', got 'tpu9'"),
