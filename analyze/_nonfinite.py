@@ -15,7 +15,9 @@ def nonfinite_record(run: Any) -> dict[str, list[int]]:
 
     The recorder lists non-finite weights and activations in the store's ``nonfinite`` attr
     (``"<group>/<array>" -> steps``); scalars (loss, gradient norm, ...) are small, so they
-    are scanned here as well.
+    are scanned here as well. Inf always counts; NaN counts only in a scalar that is finite
+    at more than half of the steps, since a sparse scalar (held-out accuracy, evaluated at
+    capture steps only) is NaN where it was not measured.
 
     Parameters
     ----------
@@ -44,7 +46,9 @@ def nonfinite_record(run: Any) -> dict[str, list[int]]:
         for name, var in scalars.data_vars.items():
             if var.dims != ("step",) or var.dtype.kind != "f":
                 continue
-            bad = ~np.isfinite(np.asarray(var.values, dtype=np.float64))  # (step,)
+            values = np.asarray(var.values, dtype=np.float64)  # (step,)
+            dense = np.isfinite(values).mean() > 0.5
+            bad = ~np.isfinite(values) if dense else np.isinf(values)
             if bad.any():
                 record.setdefault(f"scalars/{name}", set()).update(int(s) for s in steps[bad])
     return {k: sorted(record[k]) for k in sorted(record)}

@@ -106,6 +106,8 @@ def claims_table(tree: xr.DataTree) -> tuple[str, dict[str, float]]:
         )
 
     def early(kind: str, d: str) -> str:
+        if not c[(kind, d)]["sig"]:
+            return "no significant transition"
         return f"{num(100 * c[(kind, d)]['early_sig'], '{:.0f}')} % of significant"
 
     ok = None if not np.isfinite(a["early_sig"]) else a["early_sig"] >= 0.5

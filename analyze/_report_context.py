@@ -14,7 +14,7 @@ from ._report_claims import finite, layers, num
 from ._training import spike_at
 
 STUDY_SETUP = {
-    "model": "MLP 784-256-128-10",
+    "model": "mlp",
     "data": "MNIST",
     "inputs": 784,
     "steps": 8000,
@@ -51,7 +51,7 @@ def setup_lines(tree: xr.DataTree) -> list[str]:
         if str(here[key]) != str(STUDY_SETUP[key])
     ]
     study = (
-        f"The study: {STUDY_SETUP['model']} on {STUDY_SETUP['data']} ({STUDY_SETUP['inputs']} "
+        f"The study: MLP 784-256-128-10 on {STUDY_SETUP['data']} ({STUDY_SETUP['inputs']} "
         f"inputs), {STUDY_SETUP['steps']:,} steps captured every {STUDY_SETUP['every']}."
     )
     if not diffs:

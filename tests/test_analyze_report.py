@@ -153,6 +153,7 @@ def test_setup_difference_is_stated_before_the_claims(tree):
     setup = text.index("**Setup differs from the study.**")
     assert setup < text.index("## The study's claims")
     assert "inputs 784 in the study, 40 here" in text and "data MNIST in the study, mnist1d" in text
+    assert "model mlp in the study" not in text  # the same architecture family is no difference
 
 
 def test_rho_verdicts_follow_the_run_s_own_correlation(tree):

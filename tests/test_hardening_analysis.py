@@ -278,3 +278,18 @@ def test_code_cites_only_documents_in_the_repository():
             missing += [doc for doc in cited.findall(line) if not (root / doc).exists()]
     assert not hits, "\n".join(hits)
     assert not missing, missing
+
+
+def test_sparse_scalars_are_not_listed_for_steps_they_were_not_measured():
+    from dimlapse.analyze._nonfinite import nonfinite_record
+
+    steps = np.arange(20)
+    acc = np.where(steps % 5 == 0, 0.5, np.nan)  # held-out accuracy at capture steps only
+    acc[10] = np.inf
+    loss = np.linspace(1, 0.1, 20)
+    loss[[3, 4]] = np.nan
+    scalars = xr.Dataset(
+        {"loss": ("step", loss), "test_accuracy": ("step", acc)}, coords={"step": steps}
+    )
+    record = nonfinite_record(SimpleNamespace(attrs={"nonfinite": {}}, scalars=scalars))
+    assert record == {"scalars/loss": [3, 4], "scalars/test_accuracy": [10]}
