@@ -124,11 +124,11 @@ MIN_SNAPSHOTS = MIN_SAMPLES
 
 
 def _default_detector(detectors: Sequence[str]) -> str:
-    """The transitions API's default (best-powered) detector when it was run, else the first."""
+    """The transitions API's default (best-powered) detector when it was run, else ``""``."""
     from ._figures import default_detector
 
     name = default_detector()
-    return name if name in detectors else [*[d for d in detectors if d != "zscore"], *detectors][0]
+    return name if name in detectors else ""
 
 
 def check_length(run: Any, run_path: Any) -> int:
