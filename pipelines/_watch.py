@@ -274,6 +274,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-dashboard", action="store_true", help="no web dashboard")
     p.add_argument("--plain", action="store_true", help="plain log lines, no redrawn panel")
     p.add_argument("--kind", default="auto", help="auto (default), activation or weight")
+    p.add_argument(
+        "--wait", type=float, default=120.0, help="seconds to wait for --run to appear (120)"
+    )
+
+
+def _store_arg(run: str | None, runs_dir: str) -> str | None:
+    """``--run`` as a store path or URL, which may not exist yet (watch waits for it)."""
+    if not run:
+        return None
+    if "://" in run or Path(run).exists() or "/" in run:
+        return run
+    name = run if run.endswith(".zarr") else f"{run}.zarr"
+    if "://" in runs_dir:
+        return f"{runs_dir.rstrip('/')}/{name}"
+    return str(Path(runs_dir) / name)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -283,7 +298,9 @@ def main(args: argparse.Namespace) -> int:
     from ._watch_view import TerminalView
     from .dashboard import Dashboard
 
-    store = resolve_store(args.run, args.runs_dir)
+    if args.wait < 0:
+        raise CLIError(f"Expected `--wait` to be >= 0 seconds, got {args.wait!r}")
+    store = _store_arg(args.run, args.runs_dir) or resolve_store(None, args.runs_dir)
     view = TerminalView(live=False if args.plain else None)
     board = None
     try:
@@ -296,6 +313,7 @@ def main(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             results_dir=args.results_dir,
             kind=args.kind,
+            wait=args.wait,
             view=view,
             dashboard=board,
         )

@@ -68,7 +68,9 @@ def test_trajectories_match_an_svd_of_the_stored_activations(runs):
         x = x - x.mean(axis=1, keepdims=True)
         s = np.linalg.svd(x, compute_uv=False)  # (step, rank), independent of the Gram trick
         lam = s**2
-        np.testing.assert_allclose(tr.values[layer]["stable_rank"], lam.sum(1) / lam.max(1), rtol=1e-6)
+        np.testing.assert_allclose(
+            tr.values[layer]["stable_rank"], lam.sum(1) / lam.max(1), rtol=1e-6
+        )
         pr = lam.sum(1) ** 2 / (lam**2).sum(1)
         np.testing.assert_allclose(tr.values[layer]["participation_ratio"], pr, rtol=1e-6)
         assert tr.widths[layer] == min(x.shape[1:])
@@ -178,7 +180,9 @@ def test_watch_writes_the_alert_log_and_calls_the_hook(runs, tmp_path):
 
 def test_cli_watch_on_a_finished_run(runs, tmp_path, capsys):
     path = runs("bottleneck")
-    code = main(["watch", "--run", path, "--plain", "--no-dashboard", "--results-dir", str(tmp_path)])
+    code = main(
+        ["watch", "--run", path, "--plain", "--no-dashboard", "--results-dir", str(tmp_path)]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "ALERT bottleneck" in out and "finished (complete)" in out

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _rules
 from ._alert import KINDS, Alert, DiagnosisOptions
+from ._stats import level
 
 __all__ = ["KINDS", "Alert", "Diagnoser", "DiagnosisOptions", "median5"]
 
@@ -50,6 +51,7 @@ class Diagnoser:
         self.evaluated = 0  # snapshots already evaluated
         self._last_true: dict[tuple[str, str], int] = {}  # (kind, layer) -> last index true
         self._non_finite: set[str] = set()
+        self._flow_run = 0  # consecutive snapshots meeting the information-flow condition
 
     def non_finite(self, found: dict[str, list[int]]) -> list[Alert]:
         """One critical alert per array that newly holds NaN/Inf (``array -> steps``)."""
@@ -114,9 +116,11 @@ class Diagnoser:
                     _rules.bottleneck(y, ev, widths[layer], o) if i < len(layers) - 1 else None,
                 ]
                 alerts += [a for a in found if a is not None and self._new(t, a)]
-            flow = _rules.information_flow(evs, o)
-            if flow is not None and self._new(t, flow):
-                alerts.append(flow)
+            levels = [level(series[ly][:n]) for ly in layers]
+            flow = _rules.information_flow(evs, levels, o)
+            self._flow_run = self._flow_run + 1 if flow is not None else 0
+            if flow is not None and self._flow_run >= 2 * o.window and self._new(t, flow):
+                alerts.append(flow)  # held for two windows of consecutive snapshots
         self.evaluated = max(self.evaluated, steps.size)
         return alerts
 

@@ -146,32 +146,45 @@ def rank_collapse(
     )
 
 
-def information_flow(evs: list[LayerEvidence | None], o: DiagnosisOptions) -> Alert | None:
-    """Early layers (the first half) stalled while every later layer has not expanded."""
+def information_flow(
+    evs: list[LayerEvidence | None], levels: list[float], o: DiagnosisOptions
+) -> Alert | None:
+    """Later layers (the second half) flat at their floor while earlier layers hold more.
+
+    Every later layer must be stalled and within ``expanded`` of its running minimum (not
+    still falling through the usual initial collapse), and the earlier layers' mean level
+    must exceed the later layers' by the same margin: dimensions the early layers have are
+    not reaching the later ones. :class:`Diagnoser` further requires the condition to hold
+    for ``2 * window`` consecutive snapshots.
+    """
     if len(evs) < 3 or any(ev is None for ev in evs):
         return None
     full = [ev for ev in evs if ev is not None]
     half = len(full) // 2
     early, late = full[:half], full[half:]
-    if not (all(ev.stalled for ev in early) and all(ev.flat for ev in late)):
+    if not all(ev.flat and ev.stalled for ev in late):
+        return None
+    mean_early, mean_late = float(np.mean(levels[:half])), float(np.mean(levels[half:]))
+    ratio = mean_early / mean_late
+    if not ratio >= 1 + o.expanded:
         return None
     w0, w1 = full[0].window
     names_e, names_l = [ev.layer for ev in early], [ev.layer for ev in late]
-    worst = max(abs(ev.moved) / ev.tolerance for ev in early)
     return Alert(
         "information_flow",
         f"{','.join(names_e)} -> {','.join(names_l)}",
         o.metric,
         w1,
         (w0, w1),
-        worst,
-        1.0,
-        f"early layers {', '.join(names_e)} saturated (changed at most "
-        f"{100 * max(abs(ev.moved) for ev in early):.1f} % over steps {w0}-{w1}) while later "
-        f"layers {', '.join(names_l)} have not expanded {100 * o.expanded:.0f} % above their "
-        "minimum",
+        ratio,
+        1 + o.expanded,
+        f"later layers {', '.join(names_l)} stay flat within {100 * o.expanded:.0f} % of "
+        f"their minimum (steps {w0}-{w1} and before) while earlier layers "
+        f"{', '.join(names_e)} hold {ratio:.2f}x their {o.metric}: what the early layers "
+        "represent is not reaching the later ones",
         calibration={
             "steps": full[0].calibration["steps"],
-            "early_tolerance": {ev.layer: ev.tolerance for ev in early},
+            "mean_early": mean_early,
+            "mean_late": mean_late,
         },
     )

@@ -1,0 +1,88 @@
+"""The dashboard in a real headless browser (Chromium) while a run is being written."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import threading
+
+import pytest
+from _watch_runs import Plant, record
+
+from dimlapse.pipelines._watch import Watcher
+from dimlapse.pipelines.dashboard import Dashboard
+
+BROWSER = next(
+    (b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None
+)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        BROWSER is None,
+        reason="no chromium binary on PATH (apt-get install -y --no-install-recommends chromium)",
+    ),
+]
+
+
+def dump_dom(url: str) -> str:
+    """The page's DOM after its scripts ran (virtual time lets the first poll complete)."""
+    assert BROWSER is not None
+    out = subprocess.run(
+        [
+            BROWSER,
+            "--headless",
+            "--no-sandbox",  # tests may run as root in containers
+            "--disable-gpu",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return out.stdout
+
+
+def field(dom: str, name: str) -> str:
+    match = re.search(rf'id="{name}"[^>]*>([^<]*)<', dom)
+    assert match, f"no #{name} in the page"
+    return match.group(1)
+
+
+def test_dashboard_shows_new_steps_while_the_run_trains(tmp_path):
+    path = tmp_path / "live.zarr"
+    writer = threading.Thread(
+        target=record, args=(path, Plant(spike=(150, 0.05))), kwargs={"delay": 0.04}
+    )
+    writer.start()
+    try:
+        with Dashboard(port=0) as board:
+            with Watcher(path, dashboard=board, interval=0.1, results_dir=None) as watcher:
+                seen = []
+                for _ in range(40):
+                    dom = dump_dom(board.url)
+                    step = field(dom, "step")
+                    if step != "-" and (not seen or int(step) > seen[-1][0]):
+                        seen.append((int(step), field(dom, "status")))
+                    if len(seen) >= 2 or not writer.is_alive():
+                        break
+                writer.join()
+                result = watcher.join(timeout=60)
+                final = dump_dom(board.url)
+    finally:
+        writer.join()
+    # two views of the page while the run was still being written, the later one further on
+    assert len(seen) >= 2, seen
+    assert seen[0][1] == "running" and seen[0][0] < seen[1][0] < 300
+    # the finished run: every layer drawn for both metrics, the alerts marked and listed
+    assert result is not None and result.status == "complete"
+    assert field(final, "status") == "complete" and field(final, "step") == "300"
+    assert final.count('class="trajectory"') == 4 * 2 + 1  # 4 layers x 2 metrics + the loss
+    n_alerts = len(result.alerts)
+    assert n_alerts > 0 and field(final, "alert-count") == str(n_alerts)
+    assert len(re.findall(r'<tr class="alert-row"><td>\d', final)) == n_alerts
+    assert final.count('class="alert-mark"') >= n_alerts
