@@ -173,29 +173,16 @@ def test_validation_messages():
         dimensionality(empty)
 
 
-def test_on_a_store_written_by_the_recorder(tmp_path):
-    torch = pytest.importorskip("torch")
+def test_on_a_store_written_by_the_recorder(tiny_run_store):
     from dimlapse.analyze import open_run
-    from dimlapse.capture import Recorder
 
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    x, y = torch.randn(200, 12), torch.randint(4, (200,))
-    store = str(tmp_path / "run.zarr")
-    with Recorder(model, store, every=2, probe=x[:40], flush_every=4) as rec:
-        for _ in range(30):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            rec.step(loss)
+    store = tiny_run_store  # conftest: 8-16-4 MLP, steps 0..40 every 1, chunks of 8
     run = open_run(store)
     with blas_single_thread():
         ds = dimensionality(run, metrics=["stable_rank", "effective_rank"], twonn_stride=5)
         ds = ds.compute()
     dim = ds["dimensionality"]
-    np.testing.assert_array_equal(dim["step"], np.arange(0, 31, 2))
+    np.testing.assert_array_equal(dim["step"], np.arange(41))
     assert list(dim["layer"].values) == ["0", "2"]  # module names (the weights' `layer` attr)
     # tolerances from the Gram trick's error bound (tests/gram_bounds.py), per step
     cases = [("activation", "0", run.activations["0"].values, True, "effective_rank")]
@@ -207,7 +194,7 @@ def test_on_a_store_written_by_the_recorder(tmp_path):
             s = np.linalg.svd(m - m.mean(axis=0) if center else m, compute_uv=False)
             tol = metric_tolerance(SPECTRAL_METRICS[name], s, *m.shape)
             assert abs(got[i] - SPECTRAL_METRICS[name](s)) <= tol, (kind, layer, i, tol)
-    np.testing.assert_array_equal(ds["twonn_step"], [0, 10, 20, 30])
+    np.testing.assert_array_equal(ds["twonn_step"], np.arange(0, 41, 5))
     assert np.isfinite(ds["twonn"].values).all()
 
 
