@@ -7,8 +7,11 @@ scikit-learn's ``RidgeClassifier``; Rifkin and Lippert 2007, "Notes on regulariz
 squares"). Layers whose activations are reduced to several rows per probe example (sampled
 conv positions or tokens) are read as one row per example, the sampled rows side by side.
 Per layer, the *formation step* for a fraction ``f`` is the first capture step at which the
-decodability reaches ``chance + f * (final - chance)``, ``final`` the mean over the last
-``final_window`` capture steps and ``chance`` the majority-class share of the probe.
+decodability reaches ``start + f * (final - start)``: ``final`` the mean over the last
+``final_window`` capture steps, ``start`` the mean over the first ``final_window`` (the
+default, ``baseline="initial"``: what training added) or the majority-class share of the probe
+(``baseline="chance"``). A layer that gains less than ``min_gain`` has no formation step (NaN):
+its targets were as decodable at the start as at the end.
 """
 
 from __future__ import annotations
@@ -112,23 +115,27 @@ def formation_times(
     steps: np.ndarray,
     fractions: Sequence[float],
     *,
-    chance: float,
+    start: float | None,
     final_window: int,
+    min_gain: float = 0.0,
 ) -> np.ndarray:
-    """First step where ``series`` reaches ``chance + f * (final - chance)`` for each ``f``.
+    """First step where ``series`` reaches ``start + f * (final - start)`` for each ``f``.
 
-    ``final`` is the mean of the last ``final_window`` finite values. NaN when the series never
-    rises above chance (``final <= chance``) or has no finite value.
+    ``final`` is the mean of the last ``final_window`` finite values, ``start`` when None the
+    mean of the first ``final_window``. NaN when the series has no finite value or gains no
+    more than ``min_gain`` (``final - start <= min_gain``).
     """
     ok = np.isfinite(series)
     out = np.full(len(fractions), np.nan)
     if not ok.any():
         return out
     final = float(np.mean(series[ok][-final_window:]))
-    if not final > chance:
+    if start is None:
+        start = float(np.mean(series[ok][:final_window]))
+    if not final - start > min_gain:
         return out
     for i, f in enumerate(fractions):
-        hit = np.flatnonzero(ok & (series >= chance + f * (final - chance)))
+        hit = np.flatnonzero(ok & (series >= start + f * (final - start)))
         out[i] = steps[hit[0]] if hit.size else np.nan
     return out
 
@@ -172,6 +179,8 @@ def formation(
     relative_alpha: bool = True,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     final_window: int = 5,
+    baseline: str = "initial",
+    min_gain: float = 0.02,
     seed: int = 0,
 ) -> xr.Dataset:
     """Cross-validated linear decodability of the probe targets per layer and capture step.
@@ -190,9 +199,14 @@ def formation(
     alpha, relative_alpha : float, bool
         Ridge penalty; relative (default) in units of the training Gram's mean eigenvalue.
     fractions : sequence of float in (0, 1)
-        Fractions of the final gain over chance that define the formation steps.
+        Fractions of the gain from ``baseline`` to the final decodability that define the
+        formation steps.
     final_window : int
-        Capture steps averaged for the final decodability.
+        Capture steps averaged for the final (and initial) decodability.
+    baseline : {"initial", "chance"}
+        Where the gain is counted from: the first ``final_window`` steps, or chance.
+    min_gain : float
+        Smallest gain (accuracy) that has a formation step; below it the step is NaN.
     seed : int
         Seed of the fold assignment.
 
@@ -211,6 +225,10 @@ def formation(
     acts, y = _targets(run_or_activations, targets)
     folds = check_positive_int(folds, "folds", minimum=2)
     final_window = check_positive_int(final_window, "final_window")
+    if baseline not in ("initial", "chance"):
+        raise ValueError(f"Expected `baseline` to be 'initial' or 'chance', got {baseline!r}")
+    if isinstance(min_gain, bool) or not isinstance(min_gain, int | float) or min_gain < 0:
+        raise ValueError(f"Expected `min_gain` to be a float >= 0, got {min_gain!r}")
     fractions = [check_fraction(f, "fractions") for f in fractions]
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not alpha > 0:
         raise ValueError(f"Expected `alpha` to be a positive float, got {alpha!r}")
@@ -266,8 +284,9 @@ def formation(
         kwargs={
             "steps": steps.astype(np.float64),
             "fractions": fractions,
-            "chance": chance,
+            "start": chance if baseline == "chance" else None,
             "final_window": final_window,
+            "min_gain": float(min_gain),
         },
     ).assign_coords(fraction=fractions)
     times.attrs = {"long_name": "formation step", "units": "optimizer step"}
@@ -277,9 +296,12 @@ def formation(
         "relative_alpha": bool(relative_alpha),
         "fractions": fractions,
         "final_window": final_window,
+        "baseline": baseline,
+        "min_gain": float(min_gain),
         "seed": seed,
-        "definition": "formation step: first capture step with decodability >= chance + "
-        "fraction * (final - chance); final: mean of the last final_window steps; "
+        "definition": "formation step: first capture step with decodability >= start + "
+        "fraction * (final - start); final (start): mean of the last (first) final_window "
+        "steps, or start = chance; NaN when final - start <= min_gain; "
         "decodability: k-fold ridge classification (one-hot targets, intercept, argmax)",
     }
     out = xr.Dataset(

@@ -97,9 +97,26 @@ def test_sampled_positions_are_read_side_by_side():
 
 def test_formation_times_on_a_ramp():
     steps = np.arange(0, 101, dtype=float)
-    series = np.clip(steps / 50, 0, 1) * 0.8 + 0.1  # chance 0.1 -> final 0.9 at step 50
-    t = formation_times(series, steps, [0.5, 0.9], chance=0.1, final_window=5)
+    series = np.clip(steps / 50, 0, 1) * 0.8 + 0.1  # 0.1 -> 0.9 at step 50
+    t = formation_times(series, steps, [0.5, 0.9], start=0.1, final_window=5)
     np.testing.assert_array_equal(t, [25.0, 45.0])
+    # from the initial mean (first 5 values: 0.1 + 0.8 * 2/50) instead of a given start
+    t = formation_times(series, steps, [0.5], start=None, final_window=5)
+    np.testing.assert_array_equal(t, [26.0])  # 0.132 + 0.5 * 0.768 = 0.516 = 0.1 + 0.016 * 26
+    flat = np.full(steps.size, 0.5)
+    assert np.isnan(formation_times(flat, steps, [0.5], start=None, final_window=5, min_gain=0.02))
+
+
+def test_baseline_chance_versus_initial():
+    ds, y = _planted([50])
+    x = ds["l0"].values.copy()
+    x[:, :, 5] += 2.0 * y[None, :] * (ds["step"].values[:, None] < 50)  # partly decodable early
+    ds["l0"] = (ds["l0"].dims, x)
+    initial = formation(ds, targets=y, baseline="initial").compute()
+    chance = formation(ds, targets=y, baseline="chance", fractions=(0.3,)).compute()
+    assert float(initial.decodability.sel(layer="l0").isel(step=0)) > 0.6
+    assert float(initial.formation_step.sel(layer="l0", fraction=0.9)) == 50.0
+    assert float(chance.formation_step.sel(layer="l0", fraction=0.3)) == 0.0  # reached at init
 
 
 def test_formation_on_a_captured_run(tmp_path):
@@ -129,6 +146,8 @@ def test_validation_messages():
         formation(ds, targets=y, folds=1)
     with pytest.raises(ValueError, match="`fractions` to be a float in"):
         formation(ds, targets=y, fractions=(1.5,))
+    with pytest.raises(ValueError, match="`baseline` to be 'initial' or 'chance'"):
+        formation(ds, targets=y, baseline="zero")
     with pytest.raises(ValueError, match="Unknown `layers`"):
         formation(ds, targets=y, layers=["nope"])
     with pytest.raises(ValueError, match="Expected `targets`"):
