@@ -23,6 +23,7 @@ from scipy import stats
 from ._recipes import MODELS, Recipe
 
 DEFAULT_STEPS, DEFAULT_SEEDS, EARLY = 400, 3, 0.1
+STUDY_MODELS = ("mlp", "cnn", "resnet", "transformer", "vit")  # each on its default data
 #: claim key -> (row label, key in the report's claims numbers or a study measure)
 CLAIMS: dict[str, str] = {
     "phase_order_share": "layers with collapse -> expansion -> stabilisation (share)",
@@ -97,28 +98,46 @@ def run_values(tree: Any, total: float) -> dict[str, float]:
     return out
 
 
+def _reusable(store: str, analysis: Path, recipe: Recipe) -> bool:
+    """A complete run of the same recipe, already analysed (``reuse``: skip it)."""
+    from dimlapse.analyze import open_run
+
+    if not (Path(store).exists() and (analysis / "analysis.zarr").exists()):
+        return False
+    run = open_run(store)
+    return run.status == "complete" and run.attrs.get("config") == recipe.to_dict()
+
+
 def _one(
-    model: str, seed: int, steps: int, every: int | None, dirs: dict[str, str], data: str | None
+    model: str,
+    seed: int,
+    steps: int,
+    every: int | None,
+    dirs: dict[str, str],
+    data: str | None,
+    reuse: bool = False,
 ) -> dict:
     """Train, capture and analyse one (model, seed); its claim numbers and trajectory."""
-    from dimlapse.analyze import analyze_run
+    import xarray as xr
+
+    from dimlapse.analyze import analyze_run, open_run
 
     from ._train import train
 
     recipe = Recipe.default(model, data=data, steps=steps, seed=seed, every=every)
     name = f"study-{model}-s{seed}"
     store = str(Path(dirs["runs"]) / f"{name}.zarr")
-    result = train(recipe, store, overwrite=True, progress=False, cache_dir=dirs["cache"])
-    tree = analyze_run(
-        store,
-        Path(dirs["results"]) / name,
-        metrics=["stable_rank"],
-        n_boot=200,
-        progress=False,
-        figures=False,
-    )
+    analysis = Path(dirs["results"]) / name
+    if reuse and _reusable(store, analysis, recipe):
+        tree = xr.open_datatree(analysis / "analysis.zarr", engine="zarr")
+    else:
+        train(recipe, store, overwrite=True, progress=False, cache_dir=dirs["cache"])
+        tree = analyze_run(
+            store, analysis, metrics=["stable_rank"], n_boot=200, progress=False, figures=False
+        )
     values = run_values(tree, float(recipe.steps))
-    values["final_accuracy"] = result.test_accuracy
+    acc = open_run(store).scalars["test_accuracy"].values
+    values["final_accuracy"] = float(acc[np.isfinite(acc)][-1])  # the last capture step
     sr = tree["dimensionality"]["dimensionality"].sel(kind="activation", metric="stable_rank")
     early = sr["step"].values <= EARLY * recipe.steps
     curve = np.nanmean(sr.values[:, early] / sr.values[:, :1], axis=0)  # mean over layers
@@ -145,7 +164,7 @@ def summarise(runs: list[dict]) -> dict[str, dict[str, list[float]]]:
 
 
 def run_study(
-    models: Sequence[str] = MODELS,
+    models: Sequence[str] = STUDY_MODELS,
     *,
     seeds: int = DEFAULT_SEEDS,
     steps: int = DEFAULT_STEPS,
@@ -156,11 +175,13 @@ def run_study(
     results_dir: str = "data/results",
     cache_dir: str = "data/cache",
     progress: bool = True,
+    reuse: bool = False,
 ) -> Path:
     """Run every (model, seed), write ``<results_dir>/study/{study.md, study.png, study.json}``.
 
     ``scheduler``: None runs one after another here; a ``dask.distributed`` address runs each
     (model, seed) as one task on that cluster (the workers need this package and the paths).
+    ``reuse``: keep a run whose store is complete with the same recipe and already analysed.
     """
     from ._study_report import write_study
 
@@ -175,7 +196,8 @@ def run_study(
 
         with Client(scheduler) as client:
             futures = [
-                client.submit(_one, m, s, steps, every, dirs, data, pure=False) for m, s in jobs
+                client.submit(_one, m, s, steps, every, dirs, data, reuse, pure=False)
+                for m, s in jobs
             ]
             runs = client.gather(futures)
     else:
@@ -183,7 +205,7 @@ def run_study(
 
         runs = []
         for m, s in tqdm(jobs, desc="study", unit="run", disable=not progress):
-            runs.append(_one(m, s, steps, every, dirs, data))
+            runs.append(_one(m, s, steps, every, dirs, data, reuse))
     out = Path(dirs["results"])
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(runs)
@@ -197,7 +219,11 @@ def run_study(
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``python -m dimlapse.pipelines study``."""
-    p.add_argument("--models", default=",".join(MODELS), help="comma-separated models")
+    p.add_argument(
+        "--models",
+        default=",".join(STUDY_MODELS),
+        help=f"comma-separated, from {', '.join(MODELS)} (default {','.join(STUDY_MODELS)})",
+    )
     p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="seeds 0..N-1 (default 3)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="steps per run (default 400)")
     p.add_argument("--every", type=int, help="capture interval (default 5)")
@@ -205,6 +231,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs-dir", default="data/runs")
     p.add_argument("--results-dir", default="data/results")
     p.add_argument("--cache-dir", default="data/cache")
+    p.add_argument("--reuse", action="store_true", help="keep finished, analysed runs")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -224,6 +251,7 @@ def main(args: argparse.Namespace) -> int:
             results_dir=args.results_dir,
             cache_dir=args.cache_dir,
             progress=not args.no_progress,
+            reuse=args.reuse,
         )
     except ValueError as e:
         raise CLIError(str(e)) from e
