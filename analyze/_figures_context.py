@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -76,7 +77,7 @@ def training(tree: xr.DataTree, path: Path) -> Path:
                     ymax=0.15,
                     label=f"{kind} transition ({detector})",
                 )
-        handles = {}
+        handles: dict[str, Any] = {}
         for ax in axes[:, 0]:
             for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
                 handles.setdefault(label, h)

@@ -112,8 +112,8 @@ def coincidence_lines(tree: xr.DataTree) -> list[str]:
     out = []
     for kind in ("activation", "weight"):
         steps = significant_steps(tree, detector, kind)
-        hits = [(s, spike_at(tr, s, margin=margin)) for s in steps]
-        hits = [(s, t) for s, t in hits if t]
+        labelled = [(s, spike_at(tr, s, margin=margin)) for s in steps]
+        hits = [(s, t) for s, t in labelled if t is not None]
         if steps.size:
             listed = ", ".join(f"{s:,.0f} ({t.replace('_', ' ')} spike)" for s, t in hits[:8])
             out.append(

@@ -150,7 +150,8 @@ class Run:
         root = self._root()
         out = {}
         for kind, name in (("weight", "spectra/weights"), ("activation", "spectra/activations")):
-            if "spectra" in root and name.split("/")[1] in root["spectra"]:
+            group: Any = root["spectra"] if "spectra" in root else {}
+            if name.split("/")[1] in group:
                 out[kind] = self._group(name)
         return out
 
