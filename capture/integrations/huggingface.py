@@ -23,7 +23,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
+
+try:
+    from transformers import TrainerCallback
+except ImportError as e:  # an optional dependency: say which extra brings it
+    raise ImportError(
+        "dimlapse.capture.integrations.huggingface needs transformers and accelerate: "
+        "pip install 'dimlapse[integrations]'"
+    ) from e
 
 from .._recorder import Recorder
 from .._schedule import Schedule

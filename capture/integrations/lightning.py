@@ -23,8 +23,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
+
+try:
+    import lightning.pytorch as pl
+except ImportError as e:  # an optional dependency: say which extra brings it
+    raise ImportError(
+        "dimlapse.capture.integrations.lightning needs lightning: "
+        "pip install 'dimlapse[integrations]'"
+    ) from e
 
 from .._recorder import Recorder
 from .._schedule import Schedule
