@@ -95,23 +95,25 @@ def project(
         m: sizes.per_snapshot(m, every=every, full_every=full_every) * factor
         for m in ("full", "weights", "spectra")
     }
-    run = {m: (v * n_captures if n_captures is not None else None) for m, v in per.items()}
+    run: dict[str, float] = (
+        {m: v * n_captures for m, v in per.items()} if n_captures is not None else {}
+    )
     free = free_bytes(store)
     out: dict[str, float | int | None] = {
         "per_snapshot": int(per[mode]),
-        "per_run": None if run[mode] is None else int(run[mode]),
+        "per_run": int(run[mode]) if run else None,
         "captures": n_captures,
         "free": free,
     }
     log.info(
         "dimlapse: projected %s per snapshot%s (mode %r, codec %r)",
         _human(per[mode]),
-        "" if run[mode] is None else f", {_human(run[mode])} for {n_captures} snapshots",
+        f", {_human(run[mode])} for {n_captures} snapshots" if run else "",
         mode,
         codec,
     )
-    if free is not None and run[mode] is not None and run[mode] > free:
-        fits = [m for m in ("full", "weights", "spectra") if (run[m] or 0) <= free]
+    if free is not None and run and run[mode] > free:
+        fits = [m for m in ("full", "weights", "spectra") if run[m] <= free]
         advice = (
             f"modes that fit: {', '.join(repr(m) for m in fits)} (pass mode=...)"
             if fits

@@ -180,9 +180,9 @@ class Recorder:
         }.items():
             _validate.positive_int(name, value)
         _validate.positive_int("full_every", full_every, minimum=0)
-        for name, value in (("start_step", start_step), ("total_steps", total_steps)):
-            if value is not None:
-                _validate.positive_int(name, value, minimum=0)
+        for name, opt in (("start_step", start_step), ("total_steps", total_steps)):
+            if opt is not None:
+                _validate.positive_int(name, opt, minimum=0)
         if backpressure not in ("block", "drop"):
             raise ValueError(
                 f"Expected `backpressure` to be 'block' or 'drop', got {backpressure!r}"
@@ -350,7 +350,7 @@ class Recorder:
         if self.mode == "spectra":
             groups += ("spectra/weights",) + (("spectra/activations",) if self._taps else ())
         groups += ("weights", "state") + (("activations",) if self._taps else ())
-        sink_kwargs = {
+        sink_kwargs: dict[str, Any] = {
             "chunk": flush_every,
             "scalar_chunk": self._scalar_chunk,
             "codec": codec,
@@ -737,8 +737,8 @@ def _stored_probe(store: Any) -> tuple[Any, Any]:
     import zarr
 
     try:
-        root = zarr.open_group(store, mode="r", use_consolidated=False)
-    except FileNotFoundError:
+        root: Any = zarr.open_group(store, mode="r", use_consolidated=False)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         return None, None
     if "probe" in root and any(True for _ in root["probe"].arrays()):
         return _store.read_probe(root)

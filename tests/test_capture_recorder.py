@@ -78,7 +78,7 @@ def test_no_observer_effect_bitwise(tmp_path, uncopyable):
         ({"backpressure": "wait"}, "Expected `backpressure` to be 'block' or 'drop', got 'wait'"),
         ({"codec": "gzip"}, "Expected `codec` to be one of 'lz4'"),
         ({"codec": "bitround-40"}, "bits in 1..23"),
-        ({"probe": [[1.0]]}, "Expected `probe` to be a tensor"),
+        ({"probe": [[1.0]]}, "Expected `probe` entry .0. to be a tensor"),
         ({"probe_targets": torch.zeros(3)}, "Expected `probe_targets`"),
         ({"overwrite": True, "resume": True}, "at most one of `overwrite`, `resume`"),
         ({"start_step": -1}, "Expected `start_step` to be an int >= 0"),

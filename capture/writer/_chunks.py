@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import zarr
@@ -26,7 +26,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 # Lossy: float16, bitround-<bits> (keep <bits> mantissa bits) + blosc zstd.
 _CODECS = ("lz4", "zstd", "blosc-zstd", "none", "float16")
 DEFAULT_CODEC = "lz4"
-WRITE_CONFIG = {"write_empty_chunks": True}  # skip the per-chunk fill-value scan
+WRITE_CONFIG: Any = {"write_empty_chunks": True}  # skip the per-chunk fill-value scan
 
 
 def parse_codec(codec: str) -> str:
@@ -117,7 +117,7 @@ class ChunkedGroup:
         self.buffers: dict[str, np.ndarray] = {}
         self.step_array: Any
         if "step" in group:
-            self.step_array = group["step"].with_config(WRITE_CONFIG)
+            self.step_array = cast(Any, group["step"]).with_config(WRITE_CONFIG)
         else:
             self.step_array = group.create_array(
                 "step",

@@ -255,7 +255,7 @@ def _start_process(
     *,
     cuda: bool,
 ) -> WriterHandle:
-    ctx = mp.get_context("spawn" if cuda else "fork")
+    ctx: Any = mp.get_context("spawn" if cuda else "fork")
     work_recv, work_send = ctx.Pipe(duplex=False)
     reply_recv, reply_send = ctx.Pipe(duplex=False)
     free = ctx.Semaphore(ring.n_slots)

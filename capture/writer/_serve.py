@@ -160,7 +160,9 @@ class Serve:
         """A store that vanished or lost rows under us (deleted directory, ...) is an error."""
         store = sink.root.store
         try:
-            root = zarr.open_group(store, path=sink.root.path, mode="r", use_consolidated=False)
+            root: Any = zarr.open_group(
+                store, path=sink.root.path, mode="r", use_consolidated=False
+            )
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
             raise FileNotFoundError(
                 f"the run store vanished while being written (deleted or unmounted?): {exc}"
