@@ -12,6 +12,7 @@ import zarr
 
 torch = pytest.importorskip("torch")
 
+from dimlapse.analyze._figures import FIGURES  # noqa: E402
 from dimlapse.analyze._pipeline import JOBS, analyze_run, run_name, scheduler_context  # noqa: E402
 from dimlapse.capture import Recorder  # noqa: E402
 from dimlapse.pipelines._cli import CLIError  # noqa: E402
@@ -85,7 +86,7 @@ def test_tree_opens_with_every_job_and_named_dims(analysed):
 
 def test_figures_and_report_exist(analysed):
     _, out, _ = analysed
-    for name in ("trajectories", "dimensionality_vs_loss", "sampling", "activation_vs_weight"):
+    for name in FIGURES:
         png = out / "figures" / f"{name}.png"
         assert png.stat().st_size > 5_000
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -93,8 +94,9 @@ def test_figures_and_report_exist(analysed):
     assert "| claim | study | this run" in text
     for claim in ("-0.951", "-0.701", "~85", "two thirds", "collapse 0-300", "coarse sampling"):
         assert claim in text
-    assert "null surrogates" in text
-    assert "## Interpretation" in text
+    assert "(null " in text and "| reproduced |" in text  # raw counts beside their null
+    for section in ("## Training dynamics", "## Interpretation", "## Data health"):
+        assert section in text
 
 
 def test_coupling_matches_an_independent_recomputation(analysed):
