@@ -105,7 +105,7 @@ def write_deeplinear(out: Path, *, seed: int = 0, deficits=DEFICITS) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     setup = Completion(seed=seed)
     curve: dict[int, list[float]] = {}
-    traces: dict[int, Any] = {}
+    traces: dict[tuple[int, int], Any] = {}
     for depth in (1, 3):
         curve[depth] = []
         for t in deficits:
