@@ -10,6 +10,7 @@ from ._models import CNN, MLP, ResNet, Transformer, ViT, build_model
 from ._recipes import DATASETS, DEFAULT_DATA, MODELS, Recipe
 from ._replay import model_from_store, replay_run
 from ._train import RunResult, train
+from ._watch import Watcher, WatchResult, watch
 
 __all__ = [
     "CNN",
@@ -24,6 +25,8 @@ __all__ = [
     "RunResult",
     "Transformer",
     "ViT",
+    "WatchResult",
+    "Watcher",
     "build_model",
     "digits",
     "load_dataset",
@@ -32,4 +35,5 @@ __all__ = [
     "model_from_store",
     "replay_run",
     "train",
+    "watch",
 ]

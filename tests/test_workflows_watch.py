@@ -260,3 +260,36 @@ def test_a_training_script_stops_itself_from_the_hook(tmp_path):
     assert alerts and alerts[0].kind == "non_finite"
     assert 100 < done[0] < 2000  # stopped by the hook, well before the planned end
     assert open_run(path).status == "complete"
+
+
+def test_watch_validates_its_arguments_and_waits_only_as_told(tmp_path):
+    with pytest.raises(ValueError, match="`interval` to be a positive number of seconds, got 0"):
+        watch(tmp_path / "x.zarr", interval=0)
+    with pytest.raises(ValueError, match="`on_alert` to be callable"):
+        watch(tmp_path / "x.zarr", on_alert="print")
+    with pytest.raises(FileNotFoundError, match="No run store"):
+        watch(tmp_path / "missing.zarr", wait=0.2, interval=0.05, results_dir=None)
+    code = main(
+        [
+            "watch",
+            "--run",
+            str(tmp_path / "missing.zarr"),
+            "--wait",
+            "0",
+            "--plain",
+            "--no-dashboard",
+        ]
+    )
+    assert code == 2
+
+
+def test_terminal_panel_lists_layers_values_and_alerts(runs):
+    from dimlapse.pipelines._watch_view import TerminalView, sparkline
+
+    assert sparkline(np.array([1.0, 2.0, np.nan, 3.0])) == "▁▅·█"
+    mon = Monitor(runs("bottleneck"))
+    mon.poll()
+    panel = TerminalView.panel(mon.state(), dashboard="http://127.0.0.1:1/")
+    for layer in ("0", "2", "4", "6"):
+        assert f"\n{layer} " in panel or f"m{layer} " in panel
+    assert "bottleneck" in panel and "step 300" in panel and "http://127.0.0.1:1/" in panel

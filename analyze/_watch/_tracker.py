@@ -135,7 +135,8 @@ class Trajectories:
         nonfinite: dict[str, list[int]] = {}
         names = self._order([str(n) for n in new.data_vars])
         for name in names:
-            self.widths.setdefault(name, int(min(new[name].shape[1], np.prod(new[name].shape[2:]))))
+            shape = new[name].shape  # (k, n, d...)
+            self.widths.setdefault(name, min(int(shape[1]), int(np.prod(shape[2:]))))
             if not steps.size:
                 continue
             arr = new[name].load()  # (k, n, d...) only the new rows

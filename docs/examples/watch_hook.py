@@ -21,7 +21,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from dimlapse.capture import Recorder
-from dimlapse.pipelines._watch import Watcher
+from dimlapse.pipelines import Watcher
 from dimlapse.pipelines.dashboard import Dashboard
 
 
@@ -48,7 +48,7 @@ def main() -> None:
     now = [0]  # the training step, for the hook's latency
 
     def on_alert(alert):  # called on the watcher's thread
-        print(f"step {alert.step} (seen at training step {now[0]}): {alert.kind}: {alert.message}")
+        print(f"step {alert.step} (seen at training step {now[0]}): {alert.message}", flush=True)
         if alert.kind == "instability" and alert.step > last_cut[0] + 100:
             last_cut[0] = alert.step
             for group in opt.param_groups:
