@@ -202,7 +202,7 @@ class GPT2Tiny(nn.Module):
                 "Model 'gpt2-tiny' needs transformers: pip install 'dimlapse[recipes]'"
             ) from e
         config = GPT2Config(
-            vocab_size=spec.vocab_size,
+            vocab_size=spec.vocab_size or spec.n_classes,
             n_positions=spec.input_shape[0],
             n_embd=d,
             n_layer=depth,

@@ -39,7 +39,7 @@ from ._common import CaptureOptions, as_float, check_options, open_recorder
 _LOGGED = (("loss", "loss"), ("grad_norm", "grad_norm"), ("lr", "learning_rate"))
 
 
-class DimlapseCallback(TrainerCallback):  # type: ignore[misc]
+class DimlapseCallback(TrainerCallback):
     """A ``transformers.TrainerCallback`` that records the run with a dimlapse Recorder.
 
     Parameters

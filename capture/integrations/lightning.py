@@ -38,7 +38,7 @@ from .._schedule import Schedule
 from ._common import CaptureOptions, as_float, check_options, open_recorder
 
 
-class DimlapseCallback(pl.Callback):  # type: ignore[misc]
+class DimlapseCallback(pl.Callback):
     """A ``lightning.pytorch.Callback`` that records the run with a dimlapse Recorder.
 
     Parameters
