@@ -20,7 +20,7 @@ from ._jobcommon import jsonable, vlen_strings
 from ._nonfinite import excluded_steps, nonfinite_record
 from ._phases import phases
 from ._sampling import DEFAULT_INTERVALS, MIN_SAMPLES, sampling
-from ._scheduler import SCHEDULER_TIMEOUT, compute_job, scheduler_context
+from ._scheduler import SCHEDULER_TIMEOUT, check_scheduler, compute_job, scheduler_context
 from ._timing import timing
 from ._training import training_dynamics
 
@@ -128,7 +128,7 @@ def _default_detector(detectors: Sequence[str]) -> str:
     from ._figures import default_detector
 
     name = default_detector()
-    return name if name in detectors else ""
+    return name if name is not None and name in detectors else ""
 
 
 def check_length(run: Any, run_path: Any) -> int:
@@ -236,6 +236,8 @@ def analyze_run(
     if isinstance(detectors, str) or not detectors:
         raise ValueError(f"Expected `detectors` to be a non-empty list of names, got {detectors!r}")
     out = Path(RESULTS_DIR) / run_name(run_path) if out_dir is None else Path(out_dir)
+    if isinstance(scheduler, str) and scheduler:  # fail fast, before reading the store
+        check_scheduler(scheduler, timeout=scheduler_timeout)
     run = open_run(run_path)
     check_length(run, run_path)
     params = {
