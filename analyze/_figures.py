@@ -13,7 +13,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-PHASE_COLOURS = {"collapse": "tab:red", "expansion": "tab:green", "stabilisation": "0.6"}
+PHASE_COLOURS = {
+    "collapse": "tab:red",
+    "expansion": "tab:green",
+    "stabilisation": "0.6",
+    "unresolved": "tab:olive",
+}
+FAST_FRACTION = 0.5  # a change of this share of the range within the phases' resolution
 DETECTOR_MARKERS = {"zscore": "v", "meanshift": "o", "pelt": "s"}
 FIGURES = (
     "training",
@@ -67,8 +73,20 @@ def headline(tree: xr.DataTree) -> tuple[str, str]:
     return metric, (others or detectors)[0]
 
 
+def fast_change(p: xr.Dataset) -> tuple[float, float]:
+    """(share of the range, step) of the fastest change within the phases' resolution."""
+    if "fastest_change_fraction" not in p:
+        return np.nan, np.nan
+    return float(p["fastest_change_fraction"]), float(p["fastest_change_step"])
+
+
 def phase_segments(p: xr.Dataset) -> list[tuple[float, float, str]]:
-    """(start, end, class) of one trajectory's segments, adjacent ones of a class merged."""
+    """(start, end, class) of one trajectory's segments, adjacent ones of a class merged.
+
+    The segment holding a change of at least ``FAST_FRACTION`` of the range within the
+    phases' resolution is ``unresolved``: the smoother and the fit cannot follow it.
+    """
+    frac, at = fast_change(p)
     names = {-1: "collapse", 0: "stabilisation", 1: "expansion"}
     out: list[tuple[float, float, str]] = []
     for k in range(p.sizes["segment"]):
@@ -76,6 +94,8 @@ def phase_segments(p: xr.Dataset) -> list[tuple[float, float, str]]:
         if not (np.isfinite(a) and np.isfinite(b)):
             continue
         name = names[int(p["segment_trend"][k])]
+        if frac >= FAST_FRACTION and a <= at <= b:
+            name = "unresolved"
         if out and out[-1][2] == name:
             out[-1] = (out[-1][0], b, name)
         else:

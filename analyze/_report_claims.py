@@ -12,10 +12,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ._figures import headline, node, phase_segments
+from ._figures import FAST_FRACTION, fast_change, headline, node, phase_segments
 
 STUDY_RULE = "zscore"  # the study's rolling z > 2 rule, shown beside the headline detector
-FAST_FRACTION = 0.5  # a change this share of the range within the phases' resolution
 SPACES = ("activation", "weight")
 
 STUDY = {
@@ -82,13 +81,8 @@ def phase_cell(tree: xr.DataTree, kind: str) -> tuple[str, int, int]:
     names = layers(tree, kind)
     for layer in names:
         p = ph.sel(kind=kind, layer=layer, metric=metric)
-        fast = float(p["fastest_change_fraction"]) if "fastest_change_fraction" in p else np.nan
-        at = float(p["fastest_change_step"]) if "fastest_change_step" in p else np.nan
-        spans = []
-        for a, b, name in phase_segments(p):
-            if fast >= FAST_FRACTION and a <= at <= b:
-                name = "unresolved"
-            spans.append(f"{name} {a:,.0f}-{b:,.0f}")
+        fast, at = fast_change(p)
+        spans = [f"{name} {a:,.0f}-{b:,.0f}" for a, b, name in phase_segments(p)]
         cell = f"{layer}: " + (", ".join(spans) or "n/a")
         if fast >= FAST_FRACTION:
             cell += (
@@ -97,7 +91,7 @@ def phase_cell(tree: xr.DataTree, kind: str) -> tuple[str, int, int]:
             )
         parts.append(cell)
         order = [name for _, _, name in phase_segments(p)]
-        same += order == ["collapse", "expansion", "stabilisation"] and not fast >= FAST_FRACTION
+        same += order == ["collapse", "expansion", "stabilisation"]  # "unresolved" never matches
     return "; ".join(parts) or "n/a", same, len(names)
 
 
