@@ -241,8 +241,9 @@ def report_markdown(tree: xr.DataTree) -> str:
         f"Store `{a.get('store', '?')}`, status `{a.get('run_status', '?')}`, captured every "
         f"`{a.get('run_every', '?')}` steps; analysed {a.get('analysed', '?')}. Claims use the "
         f"`{det}` detector (the calibrated detector with the best measured power) on `{metric}`; "
-        "the study's z-score rule is shown beside it. A verdict `no` means this run does not "
-        "reproduce the claim.",
+        "the study's z-score rule is shown beside it (it needs a full window of past samples, "
+        "so it cannot fire at the very start of training, where the largest changes are). A "
+        "verdict `no` means this run does not reproduce the claim.",
         "",
         "## The study's claims and this run",
         "",
