@@ -82,11 +82,16 @@ def run_values(tree: Any, total: float) -> dict[str, float]:
     """One run's number per claim, from its analysis DataTree."""
     from dimlapse.analyze._report import claims_table
 
-    _, n = claims_table(tree)
-    out = {k: float(n[k]) for k in ("a_sig", "w_sig", "early_sig", "loss_raw_abs")}
-    out.update(loss_diff_abs=float(n["loss_diff_abs"]), grad_raw_abs=float(n["grad_raw_abs"]))
-    out["phase_order_share"] = n["same"] / n["n_layers"] if n["n_layers"] else np.nan
-    out["raw_over_null"] = n["a_raw"] / n["a_null"] if n["a_null"] else np.nan
+    _, numbers = claims_table(tree)
+
+    def n(key: str) -> float:  # a number the report no longer gives is NaN, not an error
+        value = numbers.get(key, np.nan)
+        return float(value) if value is not None else np.nan
+
+    keys = ("a_sig", "w_sig", "early_sig", "loss_raw_abs", "loss_diff_abs", "grad_raw_abs")
+    out = {k: n(k) for k in keys}
+    out["phase_order_share"] = n("same") / n("n_layers") if n("n_layers") else np.nan
+    out["raw_over_null"] = n("a_raw") / n("a_null") if n("a_null") else np.nan
     dim = tree["dimensionality"]["dimensionality"]
     sr = dim.sel(kind="activation", metric="stable_rank")
     out.update(early_dynamics(sr, total))
