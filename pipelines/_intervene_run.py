@@ -83,6 +83,11 @@ def run_interventions(
     strength = DEFAULT_STRENGTH[kind] if strength is None else float(strength)
     dataset = load_dataset(recipe.data, cache_dir=cache_dir)
     n_classes = dataset.spec.n_classes
+    if kind in ("input_noise", "blur") and dataset.x_train.is_floating_point() is False:
+        raise ValueError(
+            f"`kind` {kind!r} needs float inputs; {recipe.data!r} has {dataset.x_train.dtype} "
+            "tokens: use label_noise, freeze or lr_spike"
+        )
     base = f"intervene-{model}-{kind}"
     out = Path(results_dir) / base
     out.mkdir(parents=True, exist_ok=True)
