@@ -83,7 +83,7 @@ def run_interventions(
     strength = DEFAULT_STRENGTH[kind] if strength is None else float(strength)
     dataset = load_dataset(recipe.data, cache_dir=cache_dir)
     n_classes = dataset.spec.n_classes
-    if kind in ("input_noise", "blur") and dataset.x_train.is_floating_point() is False:
+    if kind in ("input_noise", "blur") and not dataset.x_train.is_floating_point():
         raise ValueError(
             f"`kind` {kind!r} needs float inputs; {recipe.data!r} has {dataset.x_train.dtype} "
             "tokens: use label_noise, freeze or lr_spike"
