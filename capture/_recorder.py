@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import _budget, _exit, _lock, _store, _validate
+from . import _budget, _distributed, _exit, _lock, _store, _validate
 from ._attrs import check_resumable, root_attrs
 from ._probe import probe_batch_size
 from ._resume import trim_for_resume
@@ -123,6 +123,12 @@ class Recorder:
     attrs : dict, optional
         JSON values merged into the root attrs (config, seed, dataset, ...); keys the
         Recorder owns (``status``, ``layout_version``, ...) are refused.
+    rank : int
+        In a ``torch.distributed`` job, the rank that records (the process group is found
+        by itself); every other rank's Recorder does nothing. DDP wrappers are unwrapped.
+    average_scalars : bool
+        Distributed jobs: store the mean over ranks of each scalar (one ``all_reduce`` per
+        step, in every rank).
 
     Examples
     --------
@@ -160,11 +166,34 @@ class Recorder:
         start_step: int | None = None,
         strict: bool = False,
         attrs: dict[str, Any] | None = None,
+        rank: int = 0,
+        average_scalars: bool = False,
     ) -> None:
         self._closed, self._active, self.status = True, False, "running"
         self._pid = os.getpid()
+        self._noop = False
+        self._scalar_names: set[str] = {"loss"}
+        self._final: dict[str, Any] | None = None
+        self._handle: WriterHandle | None = None
+        self._dropped = self._captured = 0
+        self._train_seconds = self._ring_wait = 0.0
         if not isinstance(model, nn.Module):
             raise ValueError(f"Expected `model` to be a torch.nn.Module, got {model!r}")
+        model = _distributed.unwrap(model)
+        this_rank, self._world = _distributed.rank_and_world()
+        if not isinstance(rank, int) or isinstance(rank, bool) or not 0 <= rank < self._world:
+            raise ValueError(
+                f"Expected `rank` to be the rank that records, in 0..{self._world - 1}, got "
+                f"{rank!r}"
+            )
+        self._average = bool(average_scalars) and self._world > 1
+        self._device = next(model.parameters(), torch.zeros(())).device
+        self.current_step = 0
+        if this_rank != rank:  # replicated weights: one rank records, the others do nothing
+            self.model, self.store, self.strict, self.mode = model, store, strict, mode
+            self.status, self._closed, self._noop = "other rank", False, True
+            return
+        self._noop = False
         self.schedule: Schedule = as_schedule(every)
         if mode not in MODES:
             raise ValueError(f"Expected `mode` to be one of {MODES}, got {mode!r}")
@@ -220,14 +249,9 @@ class Recorder:
 
         self.current_step = 0
         self._pending: list[tuple[int, dict[str, Any]]] = []
-        self._scalar_names: set[str] = {"loss"}
-        self._dropped = self._captured = 0
-        self._train_seconds = self._ring_wait = 0.0
         self._error: str | None = None
-        self._final: dict[str, Any] | None = None
         self._prior_dropped = 0
         self._lease: dict[str, Any] | None = None
-        self._handle: WriterHandle | None = None
         self._inflight: list[tuple[Any, tuple[Any, ...], Any]] = []  # CUDA copies in flight
         self._stream: Any = None
         self._closed = False
@@ -466,7 +490,11 @@ class Recorder:
                 row[k] = _validate.scalar_value(k, v)
         if loss is not None:
             row["loss"] = _validate.scalar_value("loss", loss)
+        if self._average:  # every rank joins, in the same order
+            row = _distributed.average(row, world=self._world, device=self._device)
         self.current_step = step = self.current_step + 1
+        if self._noop:
+            return False
         if not self._active:
             return self._inactive()
         handle = self._handle
@@ -614,6 +642,8 @@ class Recorder:
         if self._closed:
             return
         self._closed = True
+        if self._noop:
+            return
         _exit.OPEN.discard(self)
         handle = self._handle
         if handle is None:
