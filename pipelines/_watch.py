@@ -125,7 +125,7 @@ def watch(
             finished = monitor.finished  # read before the poll: a final status is written last
             alerts = monitor.poll()
             _publish(monitor, alerts, path, on_alert, view, dashboard)
-            if finished:
+            if finished and not monitor.backlog:
                 break
             if timeout is not None and time.monotonic() - start >= timeout:
                 stopped = "timeout"
@@ -133,6 +133,8 @@ def watch(
             if stop is not None and stop.is_set():
                 stopped = "stopped"
                 break
+            if monitor.backlog:
+                continue  # catching up on a run that was ahead of us: no sleep
             if stop is not None:
                 stop.wait(interval)
             else:

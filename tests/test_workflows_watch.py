@@ -43,9 +43,11 @@ def runs(tmp_path_factory):
     return get
 
 
-def _alerts(path: str) -> list:
-    mon = Monitor(path)
+def _alerts(path: str, **kwargs) -> list:
+    mon = Monitor(path, **kwargs)
     mon.poll()
+    while mon.backlog:
+        mon.poll()
     return mon.alerts
 
 
@@ -74,6 +76,26 @@ def test_trajectories_match_an_svd_of_the_stored_activations(runs):
         pr = lam.sum(1) ** 2 / (lam**2).sum(1)
         np.testing.assert_allclose(tr.values[layer]["participation_ratio"], pr, rtol=1e-6)
         assert tr.widths[layer] == min(x.shape[1:])
+
+
+def test_reading_in_small_batches_gives_the_same_trajectories_and_alerts(runs):
+    path = runs("spike")
+    whole = Trajectories(path)
+    whole.poll()
+    assert whole.backlog == 0 and whole.steps.size == 61
+    small = Trajectories(path, max_batch=7)
+    polls = 0
+    while polls == 0 or small.backlog:
+        small.poll()
+        polls += 1
+    assert polls == 9  # ceil(61 / 7)
+    np.testing.assert_array_equal(small.steps, whole.steps)
+    for layer in whole.layers:
+        for m in whole.metrics:
+            np.testing.assert_array_equal(small.values[layer][m], whole.values[layer][m])
+    key = [(a.kind, a.layer, a.step, a.statistic) for a in _alerts(path)]
+    batched = _alerts(path, max_batch=5)
+    assert key and key == [(a.kind, a.layer, a.step, a.statistic) for a in batched]
 
 
 def test_alerts_do_not_depend_on_how_the_series_arrives():

@@ -33,6 +33,8 @@ class Monitor:
         Metrics tracked per layer; must include ``options.metric``.
     kind : {"auto", "activation", "weight"}
         Which matrices (see :class:`Trajectories`).
+    max_batch : int
+        Most snapshots one :meth:`poll` reads; :attr:`backlog` counts the rest.
 
     Examples
     --------
@@ -48,6 +50,7 @@ class Monitor:
         options: DiagnosisOptions | None = None,
         metrics: tuple[str, ...] = DEFAULT_METRICS,
         kind: str = "auto",
+        max_batch: int = 64,
     ) -> None:
         self.options = options or DiagnosisOptions()
         if self.options.metric not in metrics:
@@ -55,7 +58,7 @@ class Monitor:
                 f"Expected `metrics` to include the diagnosed metric "
                 f"{self.options.metric!r}, got {metrics!r}"
             )
-        self.trajectories = Trajectories(path, metrics=metrics, kind=kind)
+        self.trajectories = Trajectories(path, metrics=metrics, kind=kind, max_batch=max_batch)
         self.diagnoser = Diagnoser(self.options)
         self.alerts: list[Alert] = []
 
@@ -63,6 +66,11 @@ class Monitor:
     def status(self) -> str:
         """The run's status attr (``running``, ``complete``, ``crashed``, ``degraded``)."""
         return self.trajectories.run.status
+
+    @property
+    def backlog(self) -> int:
+        """Complete snapshots not read yet (a poll reads at most ``max_batch``)."""
+        return self.trajectories.backlog
 
     @property
     def finished(self) -> bool:

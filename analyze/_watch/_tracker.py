@@ -24,6 +24,7 @@ __all__ = ["NewSnapshots", "Trajectories", "follow_metrics"]
 
 DEFAULT_METRICS = ("stable_rank", "participation_ratio")
 _SCALARS = ("loss", "grad_norm")  # checked for non-finite values
+SPECTRA_BATCH = 8  # snapshots per spectra call: a whole 64-snapshot flush in float64 is big
 
 
 @dataclass
@@ -61,6 +62,9 @@ class Trajectories:
     kind : {"auto", "activation", "weight"}
         Which matrices: probe activations (sample-centred), weight matrices (not centred),
         or ``auto``: activations when the run records them, else weights.
+    max_batch : int
+        Most snapshots read by one :meth:`poll` (bounds memory when a watch starts late on a
+        long run); :attr:`backlog` says how many complete snapshots remain unread.
 
     Attributes
     ----------
@@ -73,7 +77,12 @@ class Trajectories:
     """
 
     def __init__(
-        self, path: Any, *, metrics: tuple[str, ...] = DEFAULT_METRICS, kind: str = "auto"
+        self,
+        path: Any,
+        *,
+        metrics: tuple[str, ...] = DEFAULT_METRICS,
+        kind: str = "auto",
+        max_batch: int = 64,
     ) -> None:
         unknown = [m for m in metrics if m not in SPECTRAL_METRICS]
         if not metrics or unknown:
@@ -87,6 +96,10 @@ class Trajectories:
             )
         self.run: Run = open_run(path)
         self.metrics = tuple(metrics)
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"Expected `max_batch` to be a positive int, got {max_batch!r}")
+        self.max_batch = max_batch
+        self.backlog = 0  # complete snapshots not read yet (more than max_batch were new)
         self.requested_kind = kind
         self.kind = kind
         self.steps = np.zeros(0, np.int64)
@@ -129,7 +142,9 @@ class Trajectories:
 
     def _poll(self) -> NewSnapshots:
         ds = self._group()
-        new = ds.isel(step=slice(self._seen, None))
+        complete = ds.sizes.get("step", 0)
+        new = ds.isel(step=slice(self._seen, self._seen + self.max_batch))
+        self.backlog = max(0, complete - self._seen - new.sizes.get("step", 0))
         steps = np.asarray(new["step"].values, dtype=np.int64)  # (k,)
         out: dict[str, dict[str, np.ndarray]] = {}
         nonfinite: dict[str, list[int]] = {}
@@ -144,10 +159,13 @@ class Trajectories:
             bad = ~np.isfinite(flat).all(axis=(1, 2))  # (k,)
             if bad.any():
                 nonfinite[name] = [int(s) for s in steps[bad]]
+            parts = []
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DegenerateSpectrumWarning)
-                s = spectra(arr, center=self.kind == "activation").values  # (k, rank)
-            out[name] = follow_metrics(s, self.metrics)
+                for i in range(0, arr.shape[0], SPECTRA_BATCH):  # bounds the float64 copies
+                    part = arr.isel({arr.dims[0]: slice(i, i + SPECTRA_BATCH)})
+                    parts.append(spectra(part, center=self.kind == "activation").values)
+            out[name] = follow_metrics(np.concatenate(parts), self.metrics)  # (k, rank) in
         self._seen += steps.size
         self.steps = np.concatenate([self.steps, steps])
         for name, got in out.items():
