@@ -118,7 +118,7 @@ def coincidence_lines(tree: xr.DataTree) -> list[str]:
             listed = ", ".join(f"{s:,.0f} ({t.replace('_', ' ')} spike)" for s, t in hits[:8])
             out.append(
                 f"- {len(hits)} of {steps.size} steps with a significant {kind} transition "
-                f"({detector}) coincide with a training spike"
+                f"({detector}, any layer or metric) coincide with a training spike"
                 + (f": {listed}." if hits else "; none is explained by one.")
             )
     return out
