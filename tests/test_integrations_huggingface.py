@@ -10,8 +10,6 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from dimlapse.analyze import open_run  # noqa: E402
-from dimlapse.capture import Recorder  # noqa: E402
-from dimlapse.capture._select import sampled_indices  # noqa: E402
 from dimlapse.capture.integrations import CaptureOptions  # noqa: E402
 from dimlapse.capture.integrations.huggingface import DimlapseCallback  # noqa: E402
 from dimlapse.pipelines._data import stdlib  # noqa: E402
@@ -77,8 +75,15 @@ def _train_logs(trainer):
     return {h["step"]: h for h in trainer.state.log_history if "loss" in h}
 
 
+def _probe() -> dict[str, torch.Tensor]:
+    ids = _data().x_test  # (8, CONTEXT) held-out byte windows
+    mask = torch.ones_like(ids)
+    mask[0, 10:] = 0  # example 0 is right-padded: its last 6 positions are not text
+    return {"input_ids": ids, "attention_mask": mask}
+
+
 def test_callback_records_the_trainers_logs_weights_and_activations(tmp_path):
-    probe = _data().x_test  # (8, CONTEXT) byte windows, passed as model(probe)
+    probe = _probe()  # as the model takes it: model(**probe)
     model = _model()
     cb = DimlapseCallback(tmp_path / "run.zarr", every=5, probe=probe)
     trainer = _trainer(model, tmp_path / "out", steps=10, callbacks=[cb])
@@ -99,17 +104,21 @@ def test_callback_records_the_trainers_logs_weights_and_activations(tmp_path):
         np.testing.assert_array_equal(w[name].values, final[name].detach().numpy())
     assert "lm_head.weight" not in run.weights  # tied to wte: stored once
     model.eval()
-    with torch.no_grad():
-        hidden = model(probe, output_hidden_states=True).hidden_states[1]  # block 0's output
-    idx = sampled_indices("transformer.h.0", CONTEXT, 4)
+    with torch.no_grad():  # block 0's output is the model's own hidden_states[1]
+        hidden = model(**probe, output_hidden_states=True).hidden_states[1]  # (8, T, 32)
+    stored = run.activations["transformer.h.0"]
+    idx = torch.tensor(stored.attrs["tokens"])  # (8, 4): each example's own token sample
+    rows = torch.arange(8)[:, None]
+    assert bool(probe["attention_mask"][rows, idx].all())  # never a padding position
     np.testing.assert_allclose(
-        run.activations["transformer.h.0"].isel(step=-1).values,
-        hidden[:, idx].reshape(-1, 32).numpy(),
+        stored.isel(step=-1).values,
+        hidden[rows, idx].reshape(-1, 32).numpy(),
         rtol=1e-5,
         atol=1e-5,
     )
 
 
+@pytest.mark.slow
 def test_callback_with_sparse_logging_records_nan_between_logs(tmp_path):
     model = _model()
     cb = DimlapseCallback(tmp_path / "run.zarr", every=4, options=CaptureOptions(activations=False))
@@ -125,40 +134,15 @@ def test_callback_with_sparse_logging_records_nan_between_logs(tmp_path):
     assert run.attrs["activations"] is False and not run.activations.data_vars  # options apply
 
 
-def _recorder_takes_dict_probes() -> bool:
-    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
-    try:
-        rec = Recorder(model, "memory://dict-probe-check.zarr", probe={"input": torch.zeros(1, 2)})
-    except (ValueError, TypeError):
-        return False
-    rec.close()
-    return True
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(
-    not _recorder_takes_dict_probes(), reason="the Recorder does not take dict probes yet"
-)
-def test_dict_probe_with_attention_mask(tmp_path):
-    probe = {
-        "input_ids": _data().x_test,
-        "attention_mask": torch.ones(8, CONTEXT, dtype=torch.long),
-    }
-    probe["attention_mask"][0, 10:] = 0
-    model = _model()
-    cb = DimlapseCallback(tmp_path / "run.zarr", every=5, probe=probe)
-    _trainer(model, tmp_path / "out", steps=5, callbacks=[cb]).train()
-    run = open_run(tmp_path / "run.zarr")
-    tokens = run.activations["transformer.h.0"].attrs["tokens"]  # (8, 4) per-example positions
-    assert all(t < 10 for t in tokens[0]) and len(tokens) == 8
-
-
 @pytest.mark.slow
 def test_resume_from_checkpoint_continues_the_run(tmp_path):
     """Kill-free resume: a run resumed from checkpoint 5 equals one trained straight to 10."""
     straight = tmp_path / "straight.zarr"
     trainer = _trainer(
-        _model(), tmp_path / "a", steps=10, callbacks=[DimlapseCallback(straight, every=5)]
+        _model(),
+        tmp_path / "a",
+        steps=10,
+        callbacks=[DimlapseCallback(straight, every=5, probe=_probe())],
     )
     trainer.train()
     resumed = tmp_path / "resumed.zarr"
@@ -167,7 +151,7 @@ def test_resume_from_checkpoint_continues_the_run(tmp_path):
         tmp_path / "b",
         steps=10,
         save_steps=5,
-        callbacks=[DimlapseCallback(resumed, every=5)],
+        callbacks=[DimlapseCallback(resumed, every=5, probe=_probe())],
     )
     first.train()  # ran to 10 (its later snapshots are cut on resume from step 5)
     second = _trainer(
@@ -175,7 +159,7 @@ def test_resume_from_checkpoint_continues_the_run(tmp_path):
         tmp_path / "b",
         steps=10,
         save_steps=5,
-        callbacks=[DimlapseCallback(resumed, every=5)],
+        callbacks=[DimlapseCallback(resumed, every=5, probe=_probe())],
     )
     second.train(resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-5"))
     a, b = open_run(straight), open_run(resumed)
@@ -183,5 +167,9 @@ def test_resume_from_checkpoint_continues_the_run(tmp_path):
     assert b.weights.step.values.tolist() == [0, 5, 10]
     for name in a.weights.data_vars:
         np.testing.assert_allclose(b.weights[name].values, a.weights[name].values, atol=1e-6)
+    for name in a.activations.data_vars:
+        np.testing.assert_allclose(
+            b.activations[name].values, a.activations[name].values, rtol=1e-4, atol=1e-5
+        )
     np.testing.assert_allclose(b.scalars.loss.values, a.scalars.loss.values, rtol=1e-5)
     assert not math.isnan(float(b.scalars.grad_norm.values[-1]))
