@@ -165,7 +165,7 @@ class Trajectories:
                 for i in range(0, arr.shape[0], SPECTRA_BATCH):  # bounds the float64 copies
                     part = arr.isel({arr.dims[0]: slice(i, i + SPECTRA_BATCH)})
                     parts.append(spectra(part, center=self.kind == "activation").values)
-            out[name] = follow_metrics(np.concatenate(parts), self.metrics)  # (k, rank) in
+            out[name] = follow_metrics(np.concatenate(parts), self.metrics)  # (k, rank) -> (k,)
         self._seen += steps.size
         self.steps = np.concatenate([self.steps, steps])
         for name, got in out.items():
