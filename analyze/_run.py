@@ -172,6 +172,25 @@ class Run:
             )
         return xr.Dataset(data_vars)
 
+    def to_datatree(self) -> xr.DataTree:
+        """The run as one lazy DataTree: root attrs, one node per group that holds arrays.
+
+        Save it with ``tree.to_zarr(path, consolidated=False)`` (a copy, e.g. of a trimmed crashed
+        run) or pass its nodes to the jobs.
+
+        Examples
+        --------
+        >>> tree = open_run("data/runs/mlp-mnist1d-s0.zarr").to_datatree()  # doctest: +SKIP
+        >>> tree["weights"].dims["step"]  # doctest: +SKIP
+        1601
+        """
+        nodes = {"/": xr.Dataset(attrs=self.attrs)}
+        for name in ("weights", "activations", "scalars", "state", "probe"):
+            ds = getattr(self, name)
+            if ds.data_vars:
+                nodes[name] = ds
+        return xr.DataTree.from_dict(nodes)
+
     def validate(self) -> Run:
         """Check every group's metadata and that no chunk the step index counts is missing.
 

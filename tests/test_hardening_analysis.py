@@ -293,3 +293,15 @@ def test_sparse_scalars_are_not_listed_for_steps_they_were_not_measured():
     )
     record = nonfinite_record(SimpleNamespace(attrs={"nonfinite": {}}, scalars=scalars))
     assert record == {"scalars/loss": [3, 4], "scalars/test_accuracy": [10]}
+
+
+def test_a_run_is_one_datatree_that_can_be_saved(tiny_run_store, tmp_path):
+    run = open_run(tiny_run_store)
+    tree = run.to_datatree()
+    assert {"weights", "activations", "scalars", "probe"} <= set(tree.children)
+    assert tree.attrs["status"] == "complete"
+    w = tree["weights"]["0.weight"]
+    xr.testing.assert_equal(w.load(), run.weights["0.weight"].load())
+    tree.to_zarr(tmp_path / "copy.zarr", consolidated=False)
+    back = xr.open_datatree(tmp_path / "copy.zarr", engine="zarr", consolidated=False)
+    np.testing.assert_array_equal(back["weights"]["0.weight"].values, w.values)
