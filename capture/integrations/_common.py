@@ -21,7 +21,8 @@ class CaptureOptions:
     """What is recorded and how, for a callback's :class:`~dimlapse.capture.Recorder`.
 
     Every field left at ``None`` takes the Recorder's own default; see ``Recorder`` for the
-    meaning of each.
+    meaning of each. ``total_steps`` (for the Recorder's disk projection) defaults to the
+    trainer's planned number of optimizer steps when the trainer knows it.
 
     Examples
     --------
@@ -31,12 +32,17 @@ class CaptureOptions:
 
     modules: ModuleSelector = None
     params: ParamSelector | None = None
+    mode: str | None = None
     activations: bool | None = None
+    full_every: int | None = None
     positions: int | None = None
     tokens: int | None = None
     codec: str | None = None
     flush_every: int | None = None
+    max_buffer_bytes: int | None = None
     backpressure: str | None = None
+    writer: str | None = None
+    total_steps: int | None = None
     strict: bool | None = None
     attrs: dict[str, Any] | None = None
 
@@ -72,6 +78,7 @@ def open_recorder(
     overwrite: bool,
     options: CaptureOptions,
     integration: str,
+    total_steps: int | None = None,
 ) -> Recorder:
     """A Recorder for a trainer that starts (``step == 0``) or resumes (``step > 0``).
 
@@ -79,6 +86,8 @@ def open_recorder(
     recorded after it are cut); when there is no such run yet, a new one starts at ``step``.
     """
     kwargs = options.recorder_kwargs()
+    if total_steps is not None and total_steps > 0:
+        kwargs.setdefault("total_steps", int(total_steps))
     attrs = {"integration": integration, **kwargs.pop("attrs", {})}
     common = dict(every=every, probe=probe, probe_targets=probe_targets, attrs=attrs, **kwargs)
     if step > 0:

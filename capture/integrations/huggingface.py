@@ -95,6 +95,7 @@ class DimlapseCallback(TrainerCallback):
             overwrite=self.overwrite,
             options=self.options,
             integration="transformers.Trainer",
+            total_steps=state.max_steps,
         )
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any):

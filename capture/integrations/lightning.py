@@ -89,6 +89,7 @@ class DimlapseCallback(pl.Callback):
             overwrite=self.overwrite,
             options=self.options,
             integration="lightning.Trainer",
+            total_steps=trainer.max_steps if trainer.max_steps > 0 else None,
         )
 
     def on_before_optimizer_step(
