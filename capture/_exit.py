@@ -55,3 +55,27 @@ def handle_sigterm() -> None:
             signal.signal(signal.SIGTERM, _on_sigterm)
     except (ValueError, OSError) as exc:  # embedded interpreters, restricted platforms
         log.debug("dimlapse: could not install a SIGTERM handler: %s", exc)
+
+
+_WATCHING: weakref.WeakSet[Any] = weakref.WeakSet()  # recorders told of any registration
+_hooks_installed = False
+
+
+def _registered(*args: Any) -> None:
+    """A module, parameter or buffer was (re)assigned somewhere: recheck at the next capture."""
+    for rec in list(_WATCHING):
+        rec._maybe_changed = True
+
+
+def watch_registrations(rec: Any) -> None:
+    """Flag ``rec`` whenever any module registers a module, parameter or buffer (torch's
+    global registration hooks), so the per-capture identity check runs only after one."""
+    global _hooks_installed
+    _WATCHING.add(rec)
+    if not _hooks_installed:
+        from torch.nn.modules import module as m
+
+        m.register_module_module_registration_hook(_registered)
+        m.register_module_parameter_registration_hook(_registered)
+        m.register_module_buffer_registration_hook(_registered)
+        _hooks_installed = True

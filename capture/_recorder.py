@@ -239,6 +239,8 @@ class Recorder:
         named = [*model.named_parameters(), *model.named_buffers()]
         self._tensors = [t for _, t in named]  # what a snapshot copies, in this order
         self._live = [*model.parameters(), *model.buffers()]  # to notice replaced parameters
+        self._maybe_changed = False
+        _exit.watch_registrations(self)
         self._names = [n for n, _ in named]
         state = [n for n in self._names if n not in set(self.stored)]
         self._cuda = bool(self._tensors) and self._tensors[0].device.type == "cuda"
@@ -569,8 +571,10 @@ class Recorder:
         return True
 
     def _capture(self, step: int) -> bool:
-        if self._params_changed() and not self._reresolve():
-            return False
+        if self._maybe_changed:  # set by torch's registration hooks (see _exit.py)
+            self._maybe_changed = False
+            if self._params_changed() and not self._reresolve():
+                return False
         return self._hand_over(step, snapshot=True, block=self._backpressure == "block")
 
     def _hand_over(self, step: int, *, snapshot: bool, block: bool) -> bool:

@@ -202,6 +202,10 @@ class ChunkedGroup:
         self.arrays[name] = arr
         self.buffers[name] = self._new_buffer(value.shape, arr.dtype)
 
+    def knows(self, values: dict[str, np.ndarray]) -> bool:
+        """Whether every array of ``values`` exists already (no metadata needed to append)."""
+        return all(name in self.arrays for name in values)
+
     def append(
         self,
         step: int,
@@ -235,6 +239,27 @@ class ChunkedGroup:
         if self.count == self.chunk:
             self.flush()
 
+    def extend(self, steps: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+        """Add many rows of scalar arrays that exist already: ``columns[name]`` is ``(rows,)``
+        for ``steps`` ``(rows,)``; arrays not in ``columns`` get fill values. Block copies,
+        no Python per row (the scalar rows of a snapshot arrive together)."""
+        done, total = 0, len(steps)
+        while done < total:
+            take = min(self.chunk - self.count, total - done)
+            rows = slice(self.count, self.count + take)
+            for name, buf in self.buffers.items():
+                col = columns.get(name)
+                if col is None:
+                    buf[rows] = np.nan if buf.dtype.kind == "f" else -1
+                else:
+                    buf[rows] = col[done : done + take]
+                    self.bytes_raw += take * buf.itemsize
+            self.step_buffer[rows] = steps[done : done + take]
+            self.count += take
+            done += take
+            if self.count == self.chunk:
+                self.flush()
+
     def _write_row(self, step: int, values: dict[str, np.ndarray]) -> None:
         """Write one row as a whole chunk, straight from ``values`` (chunk length 1)."""
         stop = self.base + 1
@@ -251,12 +276,13 @@ class ChunkedGroup:
         self.base = stop
 
     def _capacity(self, stop: int) -> int:
-        """Rows to resize to: whole chunks, growing up to 8 chunks ahead (fewer metadata writes).
+        """Rows to resize to: whole chunks, 8 chunks ahead (one metadata write per array every
+        8 flushes instead of every flush; trimmed to the rows written at close).
 
         Rows beyond the step index are fill values; readers trust the index only.
         """
         chunks = -(-stop // self.chunk)
-        return (chunks + min(7, stop // (8 * self.chunk))) * self.chunk
+        return (chunks + 7) * self.chunk
 
     def flush(self, *, final: bool = False) -> None:
         """Write the buffered rows (a whole chunk, or a partial one); ``final`` trims the arrays

@@ -96,6 +96,7 @@ class Ring:
         self.n_slots = n_slots
         if memory is None:
             memory = torch.empty(n_slots * layout.slot_bytes, dtype=torch.uint8).share_memory_()
+            memory.zero_()  # fault every page in now, at start-up, not on the first captures
         self.memory = memory  # (n_slots * slot_bytes,) uint8, shared
         self.views: list[list[torch.Tensor]] = []  # [slot][tensor]
         self.scalars: list[torch.Tensor] = []  # [slot] (scalar_capacity,) float64

@@ -132,8 +132,12 @@ class SnapshotSink:
         for group, values in (("weights", weights), ("state", state)):
             if group not in self.groups or values is None:
                 continue
+            g = self.groups[group]
+            if g.knows(values):  # the per-snapshot path: no metadata to build
+                g.append(step, values)
+                continue
             kind = "weight" if group == "weights" else "state"
-            self.groups[group].append(
+            g.append(
                 step,
                 values,
                 attrs={n: {"layer": owner(n), "kind": kind} for n in values},
@@ -142,12 +146,16 @@ class SnapshotSink:
                 },
             )
         if activations is not None and "activations" in self.groups:
-            self.groups["activations"].append(
-                step,
-                activations,
-                attrs={n: self._activation_attrs(n, taps) for n in activations},
-                dims={n: ("step", f"{n}.sample", f"{n}.feature") for n in activations},
-            )
+            g = self.groups["activations"]
+            if g.knows(activations):
+                g.append(step, activations)
+            else:
+                g.append(
+                    step,
+                    activations,
+                    attrs={n: self._activation_attrs(n, taps) for n in activations},
+                    dims={n: ("step", f"{n}.sample", f"{n}.feature") for n in activations},
+                )
         self.snapshots += 1
 
     def _activation_attrs(self, name: str, taps: dict[str, Tap] | None) -> dict[str, Any]:
@@ -201,11 +209,28 @@ class SnapshotSink:
         if not rows or "scalars" not in self.groups:
             return
         group = self.groups["scalars"]
+        keys = set(rows[0][1])
+        if group.knows(rows[0][1]) and all(set(r) == keys for _, r in rows):
+            # the steady state: same scalars every step, arrays exist -> one block copy
+            steps = np.fromiter((s for s, _ in rows), dtype=np.int64, count=len(rows))
+            columns = {
+                k: np.fromiter(
+                    (r[k] for _, r in rows),
+                    dtype=np.float64 if k in _FLOAT64_SCALARS else np.float32,
+                    count=len(rows),
+                )
+                for k in keys
+            }
+            group.extend(steps, columns)
+            return
         for step, row in rows:
             values = {
                 k: np.asarray(v, dtype=np.float64 if k in _FLOAT64_SCALARS else np.float32)
                 for k, v in row.items()
             }
+            if group.knows(values):
+                group.append(step, values)
+                continue
             group.append(
                 step,
                 values,
