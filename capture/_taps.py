@@ -123,9 +123,9 @@ class Tap:
 
     def reduce(self, x: torch.Tensor) -> torch.Tensor:
         """(N, ...) module output -> (rows, feature) float32."""
-        n = self.examples
-        if n is not None and n > 1 and x.ndim >= 2 and x.shape[0] == 1 and self.batch_first:
-            x = x.expand(n, *x.shape[1:])  # broadcast over the batch: one row set per example
+        examples = self.examples
+        if examples and examples > 1 and x.ndim >= 2 and x.shape[0] == 1 and self.batch_first:
+            x = x.expand(examples, *x.shape[1:])  # broadcast over the batch: rows per example
         if x.ndim <= 1:
             x = x.reshape(-1, 1)
             reduction, idx, per = "none", None, 1
