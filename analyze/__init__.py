@@ -11,7 +11,6 @@ calibration) and ``training_dynamics`` (one row per optimizer step) compute eage
 
 from ._compare import compare, comparison
 from ._coupling import coupling
-from ._detectors import DETECTORS
 from ._dimensionality import dimensionality
 from ._formation import formation
 from ._integrity import StoreIntegrityError
@@ -23,14 +22,25 @@ from ._sampling import sampling
 from ._spectra import blas_single_thread, singular_values, spectra
 from ._timing import timing
 from ._training import training_dynamics
-from ._transitions import find_transitions
-from ._transitions_many import transitions
+from ._transitions import (
+    DEFAULT_DETECTOR,
+    DETECTORS,
+    Calibration,
+    MeanShiftOptions,
+    PeltOptions,
+    ZScoreOptions,
+    transitions,
+)
 from ._twonn import twonn
 
 __all__ = [
+    "DEFAULT_DETECTOR",
     "DETECTORS",
     "SPECTRAL_METRICS",
+    "Calibration",
     "DegenerateSpectrumWarning",
+    "MeanShiftOptions",
+    "PeltOptions",
     "Run",
     "StoreIntegrityError",
     "analyze_run",
@@ -39,7 +49,6 @@ __all__ = [
     "comparison",
     "coupling",
     "dimensionality",
-    "find_transitions",
     "formation",
     "open_run",
     "phases",

@@ -229,7 +229,7 @@ def analyze_run(
     """
     from ._dimensionality import dimensionality
     from ._run import open_run
-    from ._transitions_many import transitions
+    from ._transitions import transitions
 
     if isinstance(alpha, bool) or not isinstance(alpha, float | int) or not 0 < alpha < 1:
         raise ValueError(f"Expected `alpha` to be a float in (0, 1), got {alpha!r}")
@@ -273,7 +273,7 @@ def analyze_run(
         dim.attrs["every"] = every if isinstance(every, int) else None
         chunked = _layers_chunked(dim)
         total = _total_steps(run, dim)
-        tr = transitions(chunked, detectors=tuple(detectors), alpha=alpha)
+        tr = transitions(chunked, detector=tuple(detectors), alpha=alpha)
         results["transitions"] = compute_job(tr, "transitions", local=local, progress=progress)
         step("transitions")
         trans = results["transitions"]

@@ -84,7 +84,7 @@ def sampling(
         still finds within one interval); ``n_samples`` and ``effective_interval`` per
         interval.
     """
-    from ._transitions_many import transitions
+    from ._transitions import transitions
 
     da = as_trajectories(dim)
     every = infer_every(da, every)
@@ -112,7 +112,7 @@ def sampling(
             shared = [d for d in da.dims if d != "step" and d in base.dims and d in da.coords]
             tr = base.sel({d: da[d].values for d in shared})  # the series of `da` only
         else:
-            tr = transitions(sub, detectors=tuple(detectors), alpha=alpha, **params).compute()
+            tr = transitions(sub, detector=tuple(detectors), alpha=alpha, **params).compute()
         if finest is None:
             finest = tr
         counts = transition_counts(tr)

@@ -1,4 +1,4 @@
-"""Per-series calibration of ``transitions`` on a process pool.
+"""Per-series calibration on a process pool.
 
 Most of the time goes into ruptures' C PELT (``KernelCPD``, about 5 ms per 1,600-sample
 surrogate), which holds the GIL, so threads (dask's threaded scheduler included) do not run it
@@ -24,11 +24,13 @@ import multiprocessing as mp
 import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ._transitions_core import SeriesResult, calibrate_series
+from ._calibrate import SeriesResult, calibrate_series, n_surrogates
+from ._spec import Calibration
 
 _POOL: dict[int, ProcessPoolExecutor] = {}
 MIN_PARALLEL_WORK = 200_000  # samples x surrogates below which a pool does not pay off
@@ -54,30 +56,27 @@ def _pool(workers: int) -> ProcessPoolExecutor:
 
 
 def _one(task: tuple) -> dict[str, SeriesResult]:
-    x, det, nsur, cal, seed, i, alpha = task
-    rng = np.random.default_rng([seed, i])
-    return calibrate_series(x, det, nsur, cal, rng, alpha)[0]
+    x, options, cal, i, alpha = task
+    return calibrate_series(x, options, cal, (cal.seed, i), alpha)
 
 
 def calibrate_all(
     rows: list[np.ndarray],
-    det: dict[str, dict[str, object]],
-    nsur: dict[str, int],
-    cal: dict[str, object],
+    options: dict[str, Any],
+    cal: Calibration,
     alpha: float,
     *,
     ids: np.ndarray,
     workers: int | None,
 ) -> list[dict[str, SeriesResult]]:
-    """``calibrate_series`` of every row, row ``j`` seeded ``[seed, ids[j]]``.
+    """``calibrate_series`` of every row, row ``j`` seeded ``[cal.seed, ids[j]]``.
 
     ``rows`` holds the finite samples of each series (non-empty); ``workers`` None picks the
     usable cores, 1 runs serially in this process.
     """
-    seed = int(cal["seed"])  # type: ignore[call-overload]
-    tasks = [(x, det, nsur, cal, seed, int(i), alpha) for i, x in zip(ids, rows, strict=True)]
+    tasks = [(x, options, cal, int(i), alpha) for i, x in zip(ids, rows, strict=True)]
     w = default_workers() if workers is None else workers
-    work = sum(x.size for x in rows) * max(nsur.values(), default=0)
+    work = sum(x.size for x in rows) * max((n_surrogates(d, cal) for d in options), default=0)
     if w <= 1 or len(rows) < 2 or work < MIN_PARALLEL_WORK or mp.current_process().daemon:
         # single-threaded BLAS here too: multithreaded matmul rounds differently, and results
         # must not depend on `workers`

@@ -1,0 +1,216 @@
+"""One series against its surrogates: candidates, max-statistic p-values, the scale ladder.
+
+p = (1 + #{surrogates whose largest event score >= the candidate's}) / (1 + n_surrogates), or,
+where fewer than 10 surrogate maxima reach the candidate, the generalized Pareto tail of the
+surrogate maxima (``_tail``). The candidates come from the detector on the observed series; the
+null (surrogates at ``trend_window``) decides their p-values. The same candidates are tested
+again against surrogates at every trend window of ``Calibration.ladder``: detectors place
+candidates on the values (the same at every window) and score them on the residual from the
+trend at that window, which gives each candidate its time scale: the narrowest trend window at
+which it is significant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._noise import event_component
+from ._ramp import locate
+from ._registry import DETECTORS
+from ._smoother import smoother_matrix
+from ._spec import Calibration, Context
+from ._surrogates import surrogates
+from ._tail import NO_TAIL, Tail, critical_score, fit_tail, tail_pvalues
+
+
+@dataclass
+class SeriesResult:
+    """Calibrated events of one series for one detector (indices into the finite samples)."""
+
+    onset: np.ndarray
+    end: np.ndarray
+    score: np.ndarray
+    sign: np.ndarray
+    p_value: np.ndarray
+    n_null: float
+    critical: float  # a candidate needs a score above this for p <= alpha
+    tested: bool
+    note: str = ""
+    tail: Tail = NO_TAIL  # the fitted tail of the surrogate event scores
+    from_tail: np.ndarray | None = None  # (k,) bool: p-value from the tail, not the count
+    ladder: tuple[int, ...] = ()  # trend windows (samples) of p_ladder's columns
+    p_ladder: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (k, len(ladder))
+    info: dict[str, float] = field(default_factory=dict)  # fitted noise model
+    known: np.ndarray | None = None  # (n - 1,) increments excised as significant events
+
+
+def empty_result(tested: bool, note: str) -> SeriesResult:
+    z = np.zeros(0, dtype=np.int64)
+    return SeriesResult(z, z, np.zeros(0), z, np.zeros(0), np.nan, np.nan, tested, note)
+
+
+def n_surrogates(name: str, cal: Calibration) -> int:
+    """Surrogates for detector ``name`` under ``cal``."""
+    return DETECTORS[name].n_surrogates if cal.n_surrogates is None else cal.n_surrogates
+
+
+MAX_PASSES = 12  # step-down: at most this many events accepted one by one
+MAX_EXCISED = 0.5  # beyond this share of excised increments the noise fit has too few left
+
+
+def _event_increments(n: int, onset: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Increments ``x[t+1] - x[t]`` spanned by events (one sample either side), (n - 1,) bool."""
+    out = np.zeros(max(n - 1, 0), dtype=bool)
+    for a, b in zip(onset, end, strict=True):
+        out[max(int(a) - 2, 0) : min(int(b) + 1, n - 1)] = True
+    return out
+
+
+def _test(x, name, opts, b, y, ctx, alpha) -> SeriesResult:
+    """Detector ``name`` on ``x`` and its surrogates ``y[:b]``: candidates and p-values."""
+    detect = DETECTORS[name].detect
+    obs = detect(np.atleast_2d(x), opts, ctx)
+    null = detect(y[:b], opts, ctx)
+    null_max = null.max_per_row(b)  # (b,)
+    tail = fit_tail(null_max)
+    p_value, from_tail = tail_pvalues(obs.score, null_max, tail)
+    onset, end = locate(x, obs.start, obs.stop, obs.peak, obs.margin)
+    return SeriesResult(
+        onset=onset,
+        end=end,
+        score=obs.score,
+        sign=obs.sign,
+        p_value=p_value,
+        n_null=float(null.count_per_row(b).mean()),
+        critical=critical_score(null_max, tail, alpha),
+        tested=True,
+        tail=tail,
+        from_tail=from_tail,
+    )
+
+
+def _null_max(ev, rows: int, spans: list[tuple[int, int]], pad: int = 2) -> np.ndarray:
+    """Largest event score per surrogate row, shape (rows,), ignoring events that overlap a
+    known event's ``(onset, end)`` span (widened by ``pad``): those are the known events."""
+    keep = np.ones(len(ev), dtype=bool)
+    for a, b in spans:
+        keep &= ~((ev.start <= b + pad) & (ev.stop >= a - pad))
+    out = np.full(rows, -np.inf)
+    np.maximum.at(out, ev.row[keep], ev.score[keep])
+    return out
+
+
+def calibrate_series(
+    x: np.ndarray,
+    options: dict[str, Any],
+    cal: Calibration,
+    key: tuple[int, ...],
+    alpha: float,
+) -> dict[str, SeriesResult]:
+    """Run each detector (name -> options) on ``x`` (finite, (n,)) against its surrogates.
+
+    The first pass shares one set of surrogates (``default_rng(key)``) among the detectors:
+    every candidate against the smooth-trend null. With ``cal.mask_events`` a step-down
+    follows (``_step_down``), so several events in one series are each tested against the
+    right null.
+    """
+    need = {d: max(DETECTORS[d].min_length(o), 3) for d, o in options.items()}
+    out = {
+        d: empty_result(False, f"{x.size} finite samples; {d} needs {need[d]}")
+        for d in options
+        if x.size < need[d]
+    }
+    todo = [d for d in options if x.size >= need[d]]
+    if not todo:
+        return out
+    nsur = {d: n_surrogates(d, cal) for d in todo}
+    kw = dict(
+        trend_window=cal.trend_window, noise=cal.noise, block=cal.block,
+        degree=cal.trend_degree, mask_events=cal.mask_events,
+    )  # fmt: skip
+    w = smoother_matrix(x.size, cal.trend_window, cal.trend_degree)
+    rng = np.random.default_rng(list(key))
+    _, y, info = surrogates(x, n_surrogates=max(nsur.values()), rng=rng, **kw)
+    order = list(DETECTORS)
+    for d in todo:
+        ctx = Context(w)
+        res = _test(x, d, options[d], nsur[d], y, ctx, alpha)
+        res.info = info
+        res.known = np.zeros(max(x.size - 1, 0), dtype=bool)
+        if cal.mask_events:
+            _step_down(x, d, options[d], nsur[d], ctx, cal, (*key, order.index(d)), alpha, res, kw)
+        out[d] = res
+    _ladder(x, [d for d in todo if out[d].score.size], options, nsur, cal, key, out)
+    return out
+
+
+def _step_down(x, d, opts, b, ctx, cal, key, alpha, res, kw) -> None:
+    """Accept significant candidates one at a time, strongest first, re-testing the rest.
+
+    After each acceptance the remaining candidates are tested against surrogates that contain
+    the accepted events as they are (sharp, ``plant=True``) over the smooth trend of the rest,
+    with the noise refitted with them excised; surrogate events on an accepted event are
+    ignored. A step's smooth leftover in the residual (which a smooth-trend null lacks) then
+    no longer makes its neighbours significant, and the steps of a staircase are each tested
+    against noise fitted without the others. The accepted event keeps the p-value of the test
+    that accepted it; the rest get their last (``score`` likewise: the score that p is for).
+    Candidates are placed on the values,
+    so the candidate set does not change. Fills ``res.p_value`` and
+    ``res.known`` in place.
+    """
+    p, score = res.p_value.copy(), res.score.copy()
+    open_ = np.ones(p.size, dtype=bool)
+    spans: list[tuple[int, int]] = []
+    known = res.known
+    for k in range(MAX_PASSES):
+        cand = np.flatnonzero(open_ & (p <= alpha))
+        if cand.size == 0:
+            break
+        top = int(cand[np.argmax(score[cand])])  # strongest given the events accepted so far
+        open_[top] = False
+        spans.append((int(res.onset[top]), int(res.end[top])))
+        more = _event_increments(x.size, res.onset[[top]], res.end[[top]])
+        stop = (known | more).mean() > MAX_EXCISED or not open_.any()
+        known |= more
+        if stop:
+            break
+        g = np.random.default_rng([*key, k + 1])
+        _, y, info = surrogates(x, n_surrogates=b, rng=g, known=known, plant=True, **kw)
+        ctx_k = Context(ctx.smoother, event_component(x, known, cal.trend_window))
+        null_max = _null_max(DETECTORS[d].detect(y, opts, ctx_k), b, spans)
+        rest = np.flatnonzero(open_)
+        now = DETECTORS[d].detect(np.atleast_2d(x), opts, ctx_k).score  # same candidates
+        score[rest] = now[rest]
+        p[rest] = tail_pvalues(now[rest], null_max, fit_tail(null_max))[0]
+        res.info = {**info, "n_accepted": float(len(spans))}
+    res.p_value, res.score = p, score
+    res.known = known
+
+
+def _ladder(x, todo, options, nsur, cal, key, out) -> None:
+    """``p_ladder`` of every candidate at each trend window of the ladder (base included)."""
+    ladder = cal.ladder(x.size)
+    for d in todo:
+        out[d].ladder = ladder
+        out[d].p_ladder = np.ones((out[d].score.size, len(ladder)))
+        out[d].p_ladder[:, ladder.index(cal.trend_window)] = out[d].p_value
+    if not todo:
+        return
+    for j, tw in enumerate(ladder):
+        if tw == cal.trend_window:
+            continue
+        rng = np.random.default_rng([*key, 1000 + j])
+        for d in todo:
+            _, y, _ = surrogates(
+                x, n_surrogates=nsur[d], rng=rng, trend_window=tw, noise=cal.noise,
+                block=cal.block, degree=cal.trend_degree, mask_events=cal.mask_events,
+                known=out[d].known,
+            )  # fmt: skip
+            ctx = Context(smoother_matrix(x.size, tw, cal.trend_degree))
+            detect = DETECTORS[d].detect
+            score = detect(np.atleast_2d(x), options[d], ctx).score  # same candidates, rescored
+            null_max = detect(y, options[d], ctx).max_per_row(nsur[d])
+            out[d].p_ladder[:, j] = tail_pvalues(score, null_max, fit_tail(null_max))[0]

@@ -1,0 +1,187 @@
+"""PELT change points grouped into events.
+
+Penalised optimal segmentation of the mean (Killick, Fearnhead and Eckley 2012) with ruptures'
+C implementation (Truong, Oudre and Vayatis 2020; ``KernelCPD``, whose linear kernel is exactly
+the ``l2`` cost; ``model="rbf"`` uses the Gaussian kernel). Default penalty
+``pen_scale * s2 * log(n)`` (BIC-like with ``pen_scale=2``), ``s`` a robust long-run noise sd
+of the row (``long_run_sd``: lower-quartile scale of second differences of ``window``-sample
+block means, times ``sqrt(window / 6)``; a MAD would be inflated by a dense staircase, whose
+steps would then fall under the penalty).
+
+Adjacent change points with jumps of the same sign are one event when the segment between them
+is at most ``merge_gap`` samples long *and* looks like part of a ramp rather than a plateau: its
+own least-squares slope is more than half the slope implied by the means of its neighbours
+(up to ``window`` samples either side). That is the choice between "constant" and "a line with
+the neighbours' slope" by the smaller residual sum of squares, so a ramp that ``l2`` cuts into a
+staircase is one event, while the steps of a real staircase stay separate however close they
+are (only a plateau between them is needed, not a distance).
+
+A change point's score is its own jump, between the means of up to ``window`` samples either
+side (not crossing the neighbouring change points), in units of its standard error
+``s sqrt(1/n_b + 1/n_a)``; an event scores its largest. A sharp step is one big jump, a smooth
+rise many small ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import ruptures as rpt
+
+from .._jobcommon import check_positive_int
+from ._events import Events, concat_events
+from ._noise import low_quantile_sd
+from ._spec import DIRECTIONS, NO_CONTEXT, Context, check_choice, check_positive
+
+
+@dataclass(frozen=True)
+class PeltOptions:
+    """Options of the PELT detector."""
+
+    model: str = "l2"
+    penalty: float | None = None
+    pen_scale: float = 2.0
+    min_size: int = 5
+    merge_gap: int = 20
+    window: int = 15
+    direction: str = "both"
+
+    def __post_init__(self) -> None:
+        check_choice(self.model, "model", ("l2", "rbf"))
+        if self.penalty is not None:
+            check_positive(self.penalty, "penalty")
+        check_positive(self.pen_scale, "pen_scale")
+        check_positive_int(self.min_size, "min_size")
+        check_positive_int(self.merge_gap, "merge_gap", minimum=0)
+        check_positive_int(self.window, "window", minimum=2)
+        check_choice(self.direction, "direction", DIRECTIONS)
+
+
+JUMP_SD = 5.0  # a first difference this many robust sd from the median is a jump
+
+
+def long_run_sd(x: np.ndarray, window: int) -> float:
+    """Robust long-run noise sd from second differences of adjacent window means.
+
+    ``low_quantile_sd(m_{t+w} - 2 m_t + m_{t-w}) * sqrt(w / 6)``, ``m_t`` the mean of
+    ``x[t:t+w]`` (``w = window``, every offset ``t``): second differences cancel a locally
+    linear trend. Those whose span holds a jump (a first difference beyond ``JUMP_SD`` robust
+    sd of them) are left out, and the lower-quartile scale holds until three quarters of the
+    rest are events: a dense staircase does not inflate it. Short series fall back to the
+    differences of single samples.
+    """
+    n, w = x.size, window
+    if n <= 3:
+        return 0.0
+    if n < 5 * w:
+        return float(low_quantile_sd(np.diff(x, n=2)[None, :])[0] / np.sqrt(6.0))
+    d1 = np.diff(x)
+    dev = np.abs(d1 - np.median(d1))  # (n - 1,)
+    s1 = float(low_quantile_sd(dev[None, :])[0])
+    jumps = np.concatenate([[0], np.cumsum(dev > JUMP_SD * s1)]) if s1 > 0 else np.zeros(n)
+    c = np.concatenate([[0.0], np.cumsum(x - x.mean())])
+    t = np.arange(w, n - 2 * w + 1)  # second block starts
+    d2 = (c[t + 2 * w] - c[t + w] - 2 * (c[t + w] - c[t]) + (c[t] - c[t - w])) / w  # (m,)
+    clean = jumps[t + 2 * w - 1] - jumps[t - w] == 0  # no jump among the increments spanned
+    if clean.sum() >= 3 * w:
+        d2 = d2[clean]
+    return float(low_quantile_sd(d2[None, :])[0] * np.sqrt(w / 6.0))
+
+
+def _ramp_like(x: np.ndarray, c: np.ndarray, cps: np.ndarray, bounds: np.ndarray, window: int):
+    """Whether each segment between adjacent change points continues a ramp, shape (k - 1,).
+
+    Segment ``i`` spans ``cps[i]:cps[i+1]``; its LS slope ``b`` against the slope ``g`` from the
+    means of up to ``window`` samples before ``cps[i]`` and after ``cps[i+1]``: ramp iff
+    ``b * g > g * g / 2`` (the line with slope ``g`` fits it better than a constant).
+    """
+    a, b = cps[:-1], cps[1:]
+    lo = np.maximum(a - window, bounds[:-3])
+    hi = np.minimum(b + window, bounds[3:])
+    m_left = (c[a] - c[lo]) / (a - lo)
+    m_right = (c[hi] - c[b]) / (hi - b)
+    dist = (b + hi) / 2.0 - (lo + a) / 2.0
+    g = (m_right - m_left) / dist  # (k - 1,) slope the neighbours imply
+    out = np.zeros(a.size, dtype=bool)
+    for i in range(a.size):
+        seg = x[a[i] : b[i]]
+        u = np.arange(seg.size) - (seg.size - 1) / 2.0
+        uu = float(u @ u)
+        slope = float(u @ seg) / uu if uu > 0 else 0.0
+        out[i] = slope * g[i] > 0.5 * g[i] * g[i]
+    return out
+
+
+def _pelt_row(
+    x: np.ndarray, resid: np.ndarray, opts: PeltOptions, s: float
+) -> tuple[np.ndarray, ...]:
+    n = x.size
+    none = tuple(np.zeros(0, dtype=np.int64) for _ in range(5))
+    if np.ptp(x) == 0:  # constant series: nothing to segment
+        return none
+    # a floor relative to the range, the same for a series and its surrogates: noiseless data
+    # (a full-batch loss, a synthetic staircase) compare jumps, not rounding errors
+    s = max(s, 1e-9 * float(np.ptp(x)))
+    if opts.model == "l2":
+        signal, pen = x - x.mean(), opts.pen_scale * s * s * np.log(n)
+        algo = rpt.KernelCPD(kernel="linear", min_size=opts.min_size)
+    else:
+        signal, pen = (x - x.mean()) / s, opts.pen_scale * np.log(n)
+        algo = rpt.KernelCPD(kernel="rbf", min_size=opts.min_size, params={"gamma": 0.5})
+    pen = float(opts.penalty) if opts.penalty is not None else float(pen)
+    bkps = np.asarray(algo.fit(signal.reshape(-1, 1)).predict(pen=pen), dtype=np.int64)
+    cps = bkps[:-1]  # index where each new segment starts
+    if cps.size == 0:
+        return none
+    bounds = np.concatenate([[0], cps, [n]])
+    c = np.concatenate([[0.0], np.cumsum(x)])
+    means = (c[bounds[1:]] - c[bounds[:-1]]) / np.diff(bounds)
+    jump = np.sign(np.diff(means)).astype(np.int64)  # (n_cps,)
+    # each change point's own jump: means of up to `window` samples on either side, not
+    # crossing the neighbouring change points, so a staircase (a smooth ramp) scores low;
+    # measured on the trend residual when calibrated (how much sharper than the trend)
+    w = opts.window
+    lo = np.maximum(cps - w, bounds[:-2])
+    hi = np.minimum(cps + w, bounds[2:])
+    cr = c if resid is x else np.concatenate([[0.0], np.cumsum(resid)])
+    mb = (cr[cps] - cr[lo]) / (cps - lo)
+    ma = (cr[hi] - cr[cps]) / (hi - cps)
+    cp_score = np.abs(ma - mb) / (s * np.sqrt(1.0 / (cps - lo) + 1.0 / (hi - cps)))
+    new = np.ones(cps.size, dtype=bool)
+    if cps.size > 1:
+        close = np.diff(cps) <= opts.merge_gap
+        same = jump[1:] == jump[:-1]
+        cand = close & same
+        ramp = np.zeros(cand.size, dtype=bool)
+        if cand.any():
+            ramp = _ramp_like(x, c, cps, bounds, w)
+        new[1:] = ~(cand & ramp)
+    first = np.flatnonzero(new)
+    last = np.append(first[1:], cps.size) - 1
+    best = np.array([f + np.argmax(cp_score[f : e + 1]) for f, e in zip(first, last, strict=True)])
+    return cps[first], cps[last], cps[best], cp_score[best], jump[first]
+
+
+def pelt(x: np.ndarray, opts: PeltOptions, ctx: Context = NO_CONTEXT) -> Events:
+    """PELT change points (ruptures) grouped into events; see the module docstring."""
+    x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    resid = ctx.residual(x)  # (rows, n); x itself without a smoother
+    parts = []
+    for r, row in enumerate(x):
+        s = long_run_sd(row, opts.window)
+        a, stop, peak, score, sign = _pelt_row(row, row if resid is x else resid[r], opts, s)
+        keep = {"both": sign != 0, "up": sign > 0, "down": sign < 0}[opts.direction]
+        k = int(keep.sum())
+        if k:
+            parts.append(
+                Events(
+                    row=np.full(k, r, dtype=np.int64),
+                    start=a[keep],
+                    stop=stop[keep],
+                    peak=peak[keep],
+                    score=score[keep].astype(np.float64),
+                    sign=sign[keep],
+                )
+            )
+    return concat_events(parts, margin=opts.min_size)
