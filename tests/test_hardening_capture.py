@@ -332,3 +332,16 @@ def test_root_parameter_named_and_its_spectrum_of_a_squeezed_matrix(tmp_path):
     assert spec.attrs["matrix_shape"] == [6, 4]
     expected = np.linalg.svd(model.pos.detach().numpy()[0].astype(np.float64), compute_uv=False)
     np.testing.assert_allclose(spec[1], expected, rtol=1e-6)
+
+
+def test_nonfinite_loss_is_listed_but_unmeasured_scalars_are_not(tmp_path):
+    store = tmp_path / "r.zarr"
+    with Recorder(nn.Linear(2, 2), store, every=5) as rec:
+        for step in range(1, 11):
+            loss = float("nan") if step in (3, 7) else 0.5
+            acc = 0.9 if step % 5 == 0 else float("nan")  # measured at capture steps only
+            rec.step(loss, test_accuracy=acc, grad_norm=float("inf") if step == 4 else 1.0)
+    nonfinite = open_run(store).attrs["nonfinite"]
+    assert nonfinite["scalars/loss"] == [3, 7]
+    assert nonfinite["scalars/grad_norm"] == [4]
+    assert "scalars/test_accuracy" not in nonfinite

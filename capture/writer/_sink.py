@@ -23,6 +23,15 @@ SNAPSHOT_GROUPS = ("weights", "state", "activations")
 SPECTRA_GROUPS = ("spectra/weights", "spectra/activations")
 
 
+def _nonfinite(name: str, values: np.ndarray) -> np.ndarray:
+    """Non-finite scalar values worth reporting: NaN or Inf in the loss and gradient norm,
+    Inf elsewhere (other scalars may use NaN for "not measured at this step", like the
+    held-out accuracy recorded at capture steps only)."""
+    if name in ("loss", "grad_norm"):
+        return np.asarray(~np.isfinite(values))
+    return np.asarray(np.isinf(values))
+
+
 def owner(name: str) -> str:
     """The module owning a parameter (``fc1.weight`` -> ``fc1``); the name itself at the root."""
     return name.rsplit(".", 1)[0] if "." in name else name
@@ -108,6 +117,17 @@ class SnapshotSink:
                     )
                 self.nonfinite.setdefault(key, []).append(step)
                 self.nonfinite_dirty = True
+
+    def _nonfinite_steps(self, key: str, steps: list[int]) -> None:
+        if key not in self.nonfinite:
+            log.warning(
+                "dimlapse: non-finite values (NaN/Inf) in %s at step %d; recorded as is and "
+                "listed in the store's `nonfinite` attr",
+                key,
+                steps[0],
+            )
+            self.nonfinite_dirty = True
+        self.nonfinite.setdefault(key, []).extend(int(s) for s in steps)
 
     def _commit_scalars_before(self, group: str) -> None:
         """A snapshot that completes a chunk commits the scalar rows up to it first (a partial,
@@ -221,6 +241,10 @@ class SnapshotSink:
                 )
                 for k in keys
             }
+            for k, col in columns.items():
+                bad = _nonfinite(k, col)
+                if bad.any():
+                    self._nonfinite_steps(f"scalars/{k}", steps[bad].tolist())
             group.extend(steps, columns)
             return
         for step, row in rows:
@@ -228,6 +252,9 @@ class SnapshotSink:
                 k: np.asarray(v, dtype=np.float64 if k in _FLOAT64_SCALARS else np.float32)
                 for k, v in row.items()
             }
+            for k, v in values.items():
+                if _nonfinite(k, v).any():
+                    self._nonfinite_steps(f"scalars/{k}", [step])
             if group.knows(values):
                 group.append(step, values)
                 continue
