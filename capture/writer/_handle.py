@@ -54,6 +54,7 @@ class WriterHandle:
         self.ring, self._send, self._acquire = ring, send, acquire
         self._poll_reply, self.header, self._alive, self._join = poll_reply, header, alive, join
         self.kind = kind  # "process" | "thread"
+        self.process: Any = None  # the writer process (process writers)
         self.next_slot = 0
         self.error: str | None = None
         self.closed = False
@@ -297,7 +298,7 @@ def _start_process(
         kind="process",
         join=proc.join,
     )
-    handle.process = proc  # type: ignore[attr-defined]
+    handle.process = proc
     return handle
 
 
