@@ -202,7 +202,7 @@ class ChunkedGroup:
         self.arrays[name] = arr
         self.buffers[name] = self._new_buffer(value.shape, arr.dtype)
 
-    def knows(self, values: dict[str, np.ndarray]) -> bool:
+    def knows(self, values: dict[str, Any]) -> bool:
         """Whether every array of ``values`` exists already (no metadata needed to append)."""
         return all(name in self.arrays for name in values)
 
