@@ -371,14 +371,16 @@ def format_report(result: dict[str, Any]) -> str:
         )
         lines.append(
             f"{'mode':<9} {'s/step':>7} {'trainer peak RSS MB':>20} {'writer peak RSS MB':>19} "
-            f"{'bytes/snapshot':>15}"
+            f"{'bytes per capture step':>23}"
         )
         for mode, m in large["modes"].items():
-            st = m["stats"]
-            per = (st["bytes_stored"] or 0) / max(1, st["snapshots"] or 1) if st else 0
+            st, g = m["stats"], m.get("groups", {})
+            n = max(1, (st or {}).get("snapshots") or 1)
+            # spectra mode: the per-step spectra (its full snapshot at step 0 is sparse)
+            per = g.get("spectra", 0) / n if mode == "spectra" else sum(g.values()) / n
             lines.append(
                 f"{mode:<9} {m['train_s'] / large['steps']:>7.3f} {m['rss_self_mb']:>20.0f} "
-                f"{m['rss_children_mb']:>19.0f} {per:>15,.0f}"
+                f"{m['rss_children_mb']:>19.0f} {per:>23,.0f}"
             )
     return "\n".join(lines)
 

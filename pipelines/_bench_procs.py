@@ -133,12 +133,19 @@ for _ in range(steps):
     if rec is not None:
         rec.step(loss)
 train_s = time.perf_counter() - t0
-stats = {}
+stats, groups = {}, {}
 if rec is not None:
     rec.close()
     stats = rec.stats
+    import os
+    base = root + "/large-" + mode + ".zarr"
+    for group in ("weights", "state", "activations", "spectra"):
+        total = 0
+        for d, _, files in os.walk(os.path.join(base, group)):
+            total += sum(os.path.getsize(os.path.join(d, f)) for f in files)
+        groups[group] = total
 n = sum(p.numel() for p in model.parameters())
-print(json.dumps({"mode": mode, "train_s": train_s, "params": n, "stats": stats,
+print(json.dumps({"mode": mode, "train_s": train_s, "params": n, "stats": stats, "groups": groups,
     "rss_self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "rss_children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
@@ -161,7 +168,7 @@ def large_model_run(
 
 
 def large_model(
-    *, steps: int = 40, every: int = 10, widths: list[int] | None = None
+    *, steps: int = 20, every: int = 10, widths: list[int] | None = None
 ) -> dict[str, Any]:
     """Peak RSS and bytes per snapshot per mode on a ~30M-parameter MLP (SGD, batch 8)."""
     widths = widths or [2048, 4096, 4096, 2048, 10]
