@@ -36,15 +36,21 @@ def test_summarise_block_paired_ratios_against_hand_computed_values():
 
 @pytest.mark.slow
 def test_quick_bench_capture_runs_and_reports(tmp_path):
-    result = run_benchmark(blocks=2, steps=20, warmup=5, codec_steps=20, root=tmp_path)
-    assert set(result["arms"]) >= {"plain", "dimlapse"}
-    assert result["arms"]["plain"]["ratio"] == 1.0
-    assert result["arms"]["dimlapse"]["ratio"] > 0
+    result = run_benchmark(
+        blocks=2, steps=20, warmup=5, codec_steps=20, feed_steps=50, large=False, root=tmp_path
+    )
+    arms = result["arms"]
+    assert set(arms) >= {"plain", "full", "weights", "spectra", "floor", "busy-process"}
+    assert arms["plain"]["ratio"] == 1.0 and arms["full"]["ratio"] > 0
+    assert arms["full"]["writer"] == "process"  # a local store: the writer process
+    assert arms["full"]["bytes_per_snapshot"] > arms["spectra"]["bytes_per_snapshot"] > 0
     z = result["codecs"]
-    assert z["zstd"]["snapshots"] == 5  # step 0 and every 5 of 20 steps
+    assert z["lz4"]["snapshots"] == 5  # step 0 and every 5 of 20 steps
     assert z["float16"]["compression_ratio"] > 1.8  # float32 -> float16 halves the bytes
+    assert set(result["feed"]) == {"full", "weights", "spectra"}
+    assert result["feed"]["weights"]["writer_ms"] > 0
     text = format_report(result)
-    assert "dimlapse" in text and "bitround-10" in text
+    assert "floor" in text and "bitround-10" in text
 
 
 @pytest.mark.slow
