@@ -23,8 +23,9 @@ from ._sampling import DEFAULT_INTERVALS, MIN_SAMPLES, sampling
 from ._scheduler import SCHEDULER_TIMEOUT, check_scheduler, compute_job, scheduler_context
 from ._timing import timing
 from ._training import training_dynamics
+from ._transitions import ALL_DETECTORS
 
-DETECTORS = ("zscore", "meanshift", "pelt")
+DETECTORS = ALL_DETECTORS  # every registered detector
 RESULTS_DIR = "data/results"
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 JOBS = (

@@ -17,6 +17,7 @@ import xarray as xr
 
 from ._jobcommon import as_trajectories, check_positive_int, infer_every, params_attrs
 from ._timing import transition_counts
+from ._transitions import ALL_DETECTORS
 
 DEFAULT_INTERVALS = (5, 10, 25, 50, 100, 250, 500, 1000)
 MIN_SAMPLES = 10  # fewest samples an interval must leave to be tested
@@ -51,7 +52,7 @@ def sampling(
     *,
     intervals: Sequence[int] = DEFAULT_INTERVALS,
     every: int | None = None,
-    detectors: Sequence[str] = ("zscore", "meanshift", "pelt"),
+    detectors: Sequence[str] = ALL_DETECTORS,
     alpha: float = 0.05,
     min_samples: int = MIN_SAMPLES,
     base: xr.Dataset | None = None,

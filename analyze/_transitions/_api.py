@@ -146,8 +146,8 @@ def transitions(
     >>> x = np.random.default_rng(0).standard_normal(400)
     >>> x[200:] += 5.0
     >>> ds = transitions(x, detector="meanshift")
-    >>> ds.step.values[ds.significant.values].tolist()
-    [200]
+    >>> ds.step.values[ds.significant.values].tolist()  # float: NaN pads event variables
+    [200.0]
     """
     da = _as_dataarray(x, steps)
     names = (detector,) if isinstance(detector, str) else tuple(detector)

@@ -103,18 +103,18 @@ def assemble(
                 **{k2: res.info.get(k2, np.nan) for k2 in ("noise_phi", "noise_sigma")},
                 "noise_excised": res.info.get("noise_excised", np.nan),
             }
-            for name, v in row.items():
-                counts[name][i, j] = v
+            for name, value in row.items():
+                counts[name][i, j] = value
     dims = (*other, "detector", "transition")
     coords = {**coords, "detector": ("detector", detectors), "transition": np.arange(width)}
-    data: dict[str, Any] = {k: (dims, v.reshape(*shape, n_det, width)) for k, v in ev.items()}
+    data: dict[str, Any] = {k: (dims, a.reshape(*shape, n_det, width)) for k, a in ev.items()}
     data["significant"] = (dims, sig.reshape(*shape, n_det, width))
-    for k, v in counts.items():
-        v = v.reshape(*shape, n_det)
-        data[k] = (dims[:-1], v.astype(bool) if k == "tested" else v)
+    for name, c in counts.items():
+        c = c.reshape(*shape, n_det)
+        data[name] = (dims[:-1], c.astype(bool) if name == "tested" else c)
     ds = xr.Dataset(data, coords=coords)
-    for k, (long_name, units) in {**EVENT_ATTRS, **COUNT_ATTRS}.items():
-        ds[k].attrs.update(long_name=long_name, units=units)
+    for name, (long_name, units) in {**EVENT_ATTRS, **COUNT_ATTRS}.items():
+        ds[name].attrs.update(long_name=long_name, units=units)
     ds.attrs.update({"alpha": alpha, "detectors": detectors, **cal.attrs()})
     ds.attrs["scale_ladder_factors"] = [1.0, *cal.scales]
     for d in detectors:

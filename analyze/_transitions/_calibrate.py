@@ -20,7 +20,7 @@ import numpy as np
 from ._noise import event_component
 from ._ramp import locate
 from ._registry import DETECTORS
-from ._smoother import smoother_matrix
+from ._smoother import smoother_sparse
 from ._spec import Calibration, Context
 from ._surrogates import surrogates
 from ._tail import NO_TAIL, Tail, critical_score, fit_tail, tail_pvalues
@@ -58,6 +58,7 @@ def n_surrogates(name: str, cal: Calibration) -> int:
 
 
 MAX_PASSES = 12  # step-down: at most this many events accepted one by one
+LADDER_SURROGATES = 50  # per rung of the scale ladder: the tail fit carries small p-values
 MAX_EXCISED = 0.5  # beyond this share of excised increments the noise fit has too few left
 
 
@@ -127,11 +128,11 @@ def calibrate_series(
     if not todo:
         return out
     nsur = {d: n_surrogates(d, cal) for d in todo}
-    kw = dict(
+    kw: dict[str, Any] = dict(
         trend_window=cal.trend_window, noise=cal.noise, block=cal.block,
         degree=cal.trend_degree, mask_events=cal.mask_events,
     )  # fmt: skip
-    w = smoother_matrix(x.size, cal.trend_window, cal.trend_degree)
+    w = smoother_sparse(x.size, cal.trend_window, cal.trend_degree)
     rng = np.random.default_rng(list(key))
     _, y, info = surrogates(x, n_surrogates=max(nsur.values()), rng=rng, **kw)
     order = list(DETECTORS)
@@ -204,13 +205,14 @@ def _ladder(x, todo, options, nsur, cal, key, out) -> None:
             continue
         rng = np.random.default_rng([*key, 1000 + j])
         for d in todo:
+            b = min(nsur[d], LADDER_SURROGATES)
             _, y, _ = surrogates(
-                x, n_surrogates=nsur[d], rng=rng, trend_window=tw, noise=cal.noise,
+                x, n_surrogates=b, rng=rng, trend_window=tw, noise=cal.noise,
                 block=cal.block, degree=cal.trend_degree, mask_events=cal.mask_events,
                 known=out[d].known,
             )  # fmt: skip
-            ctx = Context(smoother_matrix(x.size, tw, cal.trend_degree))
+            ctx = Context(smoother_sparse(x.size, tw, cal.trend_degree))
             detect = DETECTORS[d].detect
             score = detect(np.atleast_2d(x), options[d], ctx).score  # same candidates, rescored
-            null_max = detect(y, options[d], ctx).max_per_row(nsur[d])
+            null_max = detect(y, options[d], ctx).max_per_row(b)
             out[d].p_ladder[:, j] = tail_pvalues(score, null_max, fit_tail(null_max))[0]

@@ -214,12 +214,12 @@ def fit_ar1(
     bad = np.zeros(n, dtype=np.int64)
     if excised is not None and excised.any():
         bad[1:] = np.cumsum(excised)  # bad[t]: excised increments before sample t
-    v = []
+    var = []
     for k in lags:
         ok = bad[k:] == bad[:-k]  # (n - k,): no excised increment between t and t + k
         d = residual[k:][ok] - residual[:-k][ok]
-        v.append(float(robust_sd(d)) ** 2 if d.size >= 8 else 0.0)
-    v = np.array(v)
+        var.append(float(robust_sd(d)) ** 2 if d.size >= 8 else 0.0)
+    v = np.array(var)
     if not np.all(v > 0):
         return 0.0, 0.0
     key = (n, int(trend_window), int(degree), lags)

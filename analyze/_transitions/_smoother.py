@@ -12,6 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+from scipy import sparse
 
 
 def _kernel_sd(trend_window: int, degree: int) -> float:
@@ -60,3 +61,15 @@ def smoother_matrix(n: int, trend_window: int, degree: int = 1) -> np.ndarray:
     polynomials up to ``degree`` exactly, also at the edges (one-sided local fit).
     """
     return _smoother_cached(int(n), int(trend_window), int(degree))
+
+
+@lru_cache(maxsize=16)
+def smoother_sparse(n: int, trend_window: int, degree: int = 2) -> sparse.csr_matrix:
+    """``smoother_matrix`` as a sparse (banded) matrix: applying it to a batch of series costs
+    ``O(n * 3 trend_window)`` per series instead of ``O(n^2)``."""
+    return sparse.csr_matrix(smoother_matrix(n, trend_window, degree))
+
+
+def smooth(w: sparse.csr_matrix, z: np.ndarray) -> np.ndarray:
+    """``W`` applied to every row of ``z`` (rows, n) or to ``z`` (n,); same shape as ``z``."""
+    return np.asarray(w @ z.T).T if z.ndim == 2 else np.asarray(w @ z)

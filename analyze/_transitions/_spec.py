@@ -55,7 +55,7 @@ class Context:
     residual is then ``(I - W)(x - events)``, free of their smooth leftovers.
     """
 
-    smoother: np.ndarray | None = None
+    smoother: Any = None  # scipy.sparse (n, n), ``_smoother.smoother_sparse``
     events: np.ndarray | None = None
 
     def residual(self, x: np.ndarray) -> np.ndarray:
@@ -63,7 +63,7 @@ class Context:
         if self.smoother is None:
             return x
         z = x if self.events is None else x - self.events[None, :]
-        return z - z @ self.smoother.T
+        return z - np.asarray(self.smoother @ z.T).T  # (rows, n)
 
 
 NO_CONTEXT = Context()

@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._noise import ar1_noise, block_shuffle, event_component, excise_events, fit_ar1
-from ._smoother import smoother_matrix
+from ._smoother import smooth, smoother_sparse
 
 
 def surrogates(
@@ -76,21 +76,21 @@ def surrogates(
         Fitted noise parameters and the share of excised increments, for provenance.
     """
     n = x.size
-    w = smoother_matrix(n, trend_window, degree)
-    trend = w @ x
+    w = smoother_sparse(n, trend_window, degree)
+    trend = smooth(w, x)
     if plant and known is not None and known.any():
         ev = event_component(x, known, trend_window)  # (n,)
-        trend = w @ (x - ev) + ev
+        trend = smooth(w, x - ev) + ev
     if mask_events:
         clean, marked = excise_events(x, trend_window=trend_window, known=known)
     else:
         clean, marked = x, np.zeros(max(n - 1, 0), dtype=bool)
-    resid = clean - w @ clean
+    resid = clean - smooth(w, clean)
     info = {"noise_excised": float(marked.mean()) if marked.size else 0.0}
     if noise == "ar1":
         phi, sigma = fit_ar1(resid, trend_window, degree, excised=marked)
         e = ar1_noise(rng, n_surrogates, n, phi, sigma)  # (surrogate, step)
-        y = trend[None, :] + (e - e @ w.T)
+        y = trend[None, :] + (e - smooth(w, e))
         return trend, y, {**info, "noise_phi": phi, "noise_sigma": sigma}
     block = trend_window if block is None else block
     y = trend[None, :] + block_shuffle(rng, resid, n_surrogates, block)
