@@ -119,11 +119,13 @@ def rank_collapse(
 ) -> Alert | None:
     """A layer that had expanded fell below ``collapse`` x its peak since.
 
-    Armed only once the layer has risen ``expanded`` above its running minimum, so the usual
-    initial collapse of a freshly initialised network is not an alarm.
+    Armed only once the layer has risen ``expanded`` above its running minimum after the
+    first ``warmup + window`` snapshots, so the usual initial collapse of a freshly
+    initialised network (and any early bump within it) is not an alarm.
     """
     lo = np.minimum.accumulate(smooth)  # (n,)
-    armed = np.flatnonzero(smooth >= (1 + o.expanded) * lo)
+    first = o.warmup + o.window - 1  # peaks of the initial transient do not count
+    armed = first + np.flatnonzero(smooth[first:] >= (1 + o.expanded) * lo[first:])
     if armed.size == 0:
         return None
     peak_i = int(armed[0] + np.argmax(smooth[armed[0] :]))
