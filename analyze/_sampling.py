@@ -17,7 +17,7 @@ import xarray as xr
 
 from ._jobcommon import as_trajectories, check_positive_int, infer_every, params_attrs
 from ._timing import transition_counts
-from ._transitions import ALL_DETECTORS
+from ._transitions import ALL_DETECTORS, Calibration
 
 DEFAULT_INTERVALS = (5, 10, 25, 50, 100, 250, 500, 1000)
 MIN_SAMPLES = 10  # fewest samples an interval must leave to be tested
@@ -113,7 +113,8 @@ def sampling(
             shared = [d for d in da.dims if d != "step" and d in base.dims and d in da.coords]
             tr = base.sel({d: da[d].values for d in shared})  # the series of `da` only
         else:
-            tr = transitions(sub, detector=tuple(detectors), alpha=alpha, **params).compute()
+            kw = {"calibration": Calibration(scales=()), **params}  # counts only: no scale ladder
+            tr = transitions(sub, detector=tuple(detectors), alpha=alpha, **kw).compute()
         if finest is None:
             finest = tr
         counts = transition_counts(tr)
