@@ -55,7 +55,7 @@ intervene:
 	$(PY) -m dimlapse.pipelines intervene --model $(MODEL) $(if $(WINDOWS),--windows $(WINDOWS)) \
 	  $(if $(KIND),--kind $(KIND)) $(if $(STEPS),--steps $(STEPS)) $(if $(SEED),--seed $(SEED))
 
-# Recipes over seeds, one comparison report: MODELS=mlp,cnn SEEDS=3 STEPS=400 REUSE=1 SCHEDULER=tcp://...
+# Recipes over seeds, one comparison report: MODELS=mlp,cnn SEEDS=3 STEPS=300 REUSE=1 SCHEDULER=tcp://...
 study:
 	$(PY) -m dimlapse.pipelines study $(if $(MODELS),--models $(MODELS)) \
 	  $(if $(SEEDS),--seeds $(SEEDS)) $(if $(STEPS),--steps $(STEPS)) $(if $(REUSE),--reuse) \

@@ -22,7 +22,7 @@ from scipy import stats
 
 from ._recipes import MODELS, Recipe
 
-DEFAULT_STEPS, DEFAULT_SEEDS, EARLY = 400, 3, 0.1
+DEFAULT_STEPS, DEFAULT_SEEDS, EARLY = 300, 3, 0.1  # about 120 CPU-s per run, see README
 STUDY_MODELS = ("mlp", "cnn", "resnet", "transformer", "vit")  # each on its default data
 #: claim key -> (row label, key in the report's claims numbers or a study measure)
 CLAIMS: dict[str, str] = {
@@ -230,7 +230,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"comma-separated, from {', '.join(MODELS)} (default {','.join(STUDY_MODELS)})",
     )
     p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="seeds 0..N-1 (default 3)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="steps per run (default 400)")
+    p.add_argument(
+        "--steps", type=int, default=DEFAULT_STEPS, help=f"steps per run (default {DEFAULT_STEPS})"
+    )
     p.add_argument("--every", type=int, help="capture interval (default 5)")
     p.add_argument("--scheduler", help="dask.distributed scheduler address (default: here)")
     p.add_argument("--runs-dir", default="data/runs")
