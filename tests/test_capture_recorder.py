@@ -145,7 +145,11 @@ def test_nan_recorded_as_is_and_flagged(caplog):
     assert np.isnan(acts[0, 1]).all() and np.isfinite(acts[0, 0]).all()
     assert np.isinf(run.weights["0.weight"].values[1, 0, 0])
     assert np.isnan(run.scalars["loss"].values[0])
-    assert run.attrs["nonfinite"] == {"activations/0": [0, 1], "weights/0.weight": [1]}
+    assert run.attrs["nonfinite"] == {
+        "activations/0": [0, 1],
+        "weights/0.weight": [1],
+        "scalars/loss": [1],
+    }
     assert "non-finite" in caplog.text
 
 

@@ -34,7 +34,7 @@ def _rows(group, name):
 def test_capture_writes_the_contract_store(inline_run, capsys):
     g = zarr.open_group(str(inline_run), mode="r")
     attrs = dict(g.attrs)
-    assert attrs["status"] == "complete" and attrs["layout_version"] == 1
+    assert attrs["status"] == "complete" and attrs["layout_version"] == 2
     recipe = Recipe.from_dict(attrs["config"])
     assert (recipe.model, recipe.data, recipe.steps, recipe.every, recipe.probe_size) == (
         "mlp",

@@ -40,8 +40,8 @@ class Diagnoser:
     Examples
     --------
     >>> diag = Diagnoser()
-    >>> steps = np.arange(0, 200, 5)
-    >>> y = np.r_[np.linspace(4.0, 6.0, 20), np.full(20, 1.2)]  # expands, then collapses
+    >>> y = np.r_[np.full(10, 3.0), np.linspace(3.0, 8.0, 20), np.full(20, 1.5)]
+    >>> steps = np.arange(0, 5 * len(y), 5)  # flat, expands, then collapses
     >>> [a.kind for a in diag.update(steps, {"fc1": y, "fc2": y + 1}, {"fc1": 64, "fc2": 64})]
     ['rank_collapse', 'rank_collapse']
     """
