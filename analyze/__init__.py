@@ -43,6 +43,7 @@ __all__ = [
     "PeltOptions",
     "Run",
     "StoreIntegrityError",
+    "ZScoreOptions",
     "analyze_run",
     "blas_single_thread",
     "compare",

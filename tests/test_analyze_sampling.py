@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from dimlapse.analyze._sampling import _strides, sampling
 from dimlapse.analyze import transitions
+from dimlapse.analyze._sampling import _strides, sampling
 
 EVERY = 5
 STEPS = np.arange(0, 4001, EVERY)  # 801 captures

@@ -188,7 +188,9 @@ def test_backpressure_drop_counts_dropped_snapshots():
     model = nn.Sequential(*[nn.Linear(256, 256) for _ in range(4)])
     probe = torch.randn(2048, 256)
     store = "memory://drop.zarr"
-    with Recorder(model, store, every=1, probe=probe, max_buffer_bytes=1, backpressure="drop") as rec:
+    with Recorder(
+        model, store, every=1, probe=probe, max_buffer_bytes=1, backpressure="drop"
+    ) as rec:
         captured = [rec.step(0.0) for _ in range(30)]
     stats = rec.stats
     assert stats["dropped"] > 0
