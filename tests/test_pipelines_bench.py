@@ -47,7 +47,7 @@ def test_quick_bench_capture_runs_and_reports(tmp_path):
     z = result["codecs"]
     assert z["lz4"]["snapshots"] == 5  # step 0 and every 5 of 20 steps
     assert z["float16"]["compression_ratio"] > 1.8  # float32 -> float16 halves the bytes
-    assert set(result["feed"]) == {"full", "weights", "spectra"}
+    assert set(result["feed"]) == {"full", "weights", "spectra", "weights 40-in"}
     assert result["feed"]["weights"]["writer_ms"] > 0
     text = format_report(result)
     assert "floor" in text and "bitround-10" in text
