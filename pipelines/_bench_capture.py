@@ -220,9 +220,19 @@ def run_benchmark(
             "spectra-floor": Floor(trainers["spectra-floor"].model, probe, eigen=True),
         }
         busy = BusyProcess()
-        arms: dict[str, StepFn] = {"plain": lambda: (busy.on.clear(), trainers["plain"].step())}
-        for m in MODES:
-            arms[m] = lambda m=m: (busy.on.clear(), recs[m].step(trainers[m].step()))
+
+        def plain_step() -> None:
+            busy.on.clear()
+            trainers["plain"].step()
+
+        arms: dict[str, StepFn] = {"plain": plain_step}
+        for mode in MODES:
+
+            def mode_step(t: _Trainer = trainers[mode], rec: Any = recs[mode]) -> None:
+                busy.on.clear()
+                rec.step(t.step())
+
+            arms[mode] = mode_step
         for name, floor in floors.items():
 
             def floor_step(t: _Trainer = trainers[name], f: Floor = floor) -> None:
@@ -232,7 +242,12 @@ def run_benchmark(
                     f.poke()
 
             arms[name] = floor_step
-        arms["busy-process"] = lambda: (busy.on.set(), trainers["busy-process"].step())
+
+        def busy_step() -> None:
+            busy.on.set()
+            trainers["busy-process"].step()
+
+        arms["busy-process"] = busy_step
         tracker = None
         if ndtracker:
             try:
@@ -241,10 +256,10 @@ def run_benchmark(
                 ndtracker = False
             else:
                 t = trainers["ndtracker"] = _Trainer(x, y, seed=0)
-                m = t.model
+                net = t.model
                 tracker = HighFrequencyTracker(
-                    m,
-                    layers=[m.fc1, m.fc2, m.fc3],
+                    net,
+                    layers=[net.fc1, net.fc2, net.fc3],
                     layer_names=["fc1", "fc2", "fc3"],
                     sampling_frequency=every,
                 )

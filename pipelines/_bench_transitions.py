@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -40,6 +41,7 @@ def family_table(seeds: int, n: int, detectors: tuple[str, ...]) -> dict[str, di
     out: dict[str, dict[str, tuple]] = {}
     for family in NULL_FAMILIES + EVENT_FAMILIES:
         rng = np.random.default_rng(7)
+        pairs: list[Any]
         if family in NULL_FAMILIES:
             pairs = [(null_series(family, rng, n), []) for _ in range(seeds)]
         else:

@@ -143,8 +143,8 @@ def _one(
     values = run_values(tree, float(recipe.steps))
     acc = open_run(store).scalars["test_accuracy"].values
     values["final_accuracy"] = float(acc[np.isfinite(acc)][-1])  # the last capture step
-    sr = tree["dimensionality"]["dimensionality"].sel(kind="activation", metric="stable_rank")
-    early = sr["step"].values <= EARLY * recipe.steps
+    sr: Any = tree["dimensionality"]["dimensionality"].sel(kind="activation", metric="stable_rank")
+    early = np.asarray(sr["step"].values) <= EARLY * recipe.steps
     curve = np.nanmean(sr.values[:, early] / sr.values[:, :1], axis=0)  # mean over layers
     return {
         "model": model,
