@@ -17,7 +17,6 @@ from .writer._chunks import valid_prefix
 from .writer._sink import SnapshotSink
 
 log = logging.getLogger("dimlapse.capture")
-SNAPSHOT_GROUPS = ("weights", "state", "activations", "spectra/weights", "spectra/activations")
 
 
 def _dense_groups(root: Any) -> list[str]:

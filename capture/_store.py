@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -19,6 +20,7 @@ from zarr.errors import GroupNotFoundError
 
 from ._lock import check_unlocked
 
+log = logging.getLogger("dimlapse.capture")
 LAYOUT_VERSION = 2
 READABLE_LAYOUTS = (1, 2)  # 2 adds spectra/ and the checksum on every chunk
 GROUPS = ("scalars", "weights", "activations", "state")
@@ -236,11 +238,5 @@ def stored_bytes(root: zarr.Group, groups: list[str]) -> int | None:
     try:
         return sum(sync(root.store.getsize_prefix(f"{root.path}/{g}".lstrip("/"))) for g in groups)
     except (NotImplementedError, OSError) as exc:
-        log_size_error(exc)
+        log.info("dimlapse: could not size the store: %s", exc)
         return None
-
-
-def log_size_error(exc: BaseException) -> None:
-    import logging
-
-    logging.getLogger("dimlapse.capture").info("dimlapse: could not size the store: %s", exc)

@@ -19,7 +19,6 @@ import multiprocessing as mp
 import os
 import queue
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -343,8 +342,3 @@ def _start_thread(
         kind="thread",
         join=thread.join,
     )
-
-
-def writer_is_forked_child() -> bool:
-    """Whether this process is a dimlapse writer (used to keep exit hooks out of it)."""
-    return mp.current_process().name == "dimlapse-writer" and sys.platform != "win32"

@@ -62,13 +62,6 @@ class SlotLayout:
             slot_bytes=at,
         )
 
-    def tensor_bytes(self) -> int:
-        """Bytes of one snapshot's tensors (what the training thread copies)."""
-        return sum(
-            math.prod(s) * torch.empty(0, dtype=d).element_size()
-            for s, d in zip(self.shapes, self.dtypes, strict=True)
-        )
-
 
 def _aligned(n: int) -> int:
     return -(-n // ALIGN) * ALIGN

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -188,7 +187,3 @@ def parent_watch(recv: Callable[[float], Any]) -> Callable[[float], Any]:
         return msg
 
     return wrapped
-
-
-def wall_cpu() -> float:
-    return time.process_time()

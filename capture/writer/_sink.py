@@ -20,7 +20,6 @@ log = logging.getLogger("dimlapse.capture")
 
 _FLOAT64_SCALARS = frozenset({"wall_time", "lr"})
 SNAPSHOT_GROUPS = ("weights", "state", "activations")
-SPECTRA_GROUPS = ("spectra/weights", "spectra/activations")
 
 
 def _nonfinite(name: str, values: np.ndarray) -> np.ndarray:
