@@ -23,6 +23,7 @@ from ._spectra import blas_single_thread, singular_values, spectra
 from ._timing import timing
 from ._training import training_dynamics
 from ._transitions import (
+    ALL_DETECTORS,
     DEFAULT_DETECTOR,
     DETECTORS,
     Calibration,
@@ -34,6 +35,7 @@ from ._transitions import (
 from ._twonn import twonn
 
 __all__ = [
+    "ALL_DETECTORS",
     "DEFAULT_DETECTOR",
     "DETECTORS",
     "SPECTRAL_METRICS",

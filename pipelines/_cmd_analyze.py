@@ -18,6 +18,8 @@ def _csv(text: str) -> list[str]:
 
 def add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``python -m dimlapse.pipelines analyze``."""
+    from dimlapse.analyze import ALL_DETECTORS, DEFAULT_DETECTOR
+
     parser.add_argument(
         "--run",
         help=f"run name in --runs-dir, a store path, or an fsspec URL (default: the newest run "
@@ -42,8 +44,9 @@ def add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--detectors",
         type=_csv,
-        default=["zscore", "meanshift", "pelt"],
-        help="comma-separated transition detectors (default zscore,meanshift,pelt)",
+        default=list(ALL_DETECTORS),
+        help=f"comma-separated transition detectors, any of {', '.join(ALL_DETECTORS)} (default "
+        f"all; figures and the report lead with {DEFAULT_DETECTOR}, the best-powered, when run)",
     )
     parser.add_argument("--alpha", type=float, default=0.05, help="FDR level (default 0.05)")
     parser.add_argument(
@@ -95,10 +98,23 @@ def resolve_store(run: str | None, runs_dir: str) -> str:
     return str(runs[-1])
 
 
+def check_detectors(names: list[str]) -> None:
+    """CLIError naming the first unknown detector and the registered ones, or an empty list."""
+    from dimlapse.analyze import ALL_DETECTORS
+
+    known = ", ".join(ALL_DETECTORS)
+    if not names:
+        raise CLIError(f"Expected `--detectors` to name at least one of: {known}")
+    for name in names:
+        if name not in ALL_DETECTORS:
+            raise CLIError(f"Unknown detector {name!r} in `--detectors`; expected any of: {known}")
+
+
 def run_analyze(args: argparse.Namespace) -> int:
     """``analyze``: all study jobs on one run -> analysis.zarr, figures/, report.md."""
     from dimlapse.analyze import analyze_run, run_name
 
+    check_detectors(args.detectors)
     try:
         store = resolve_store(args.run, args.runs_dir)
         out = Path(args.out_dir) if args.out_dir else Path(RESULTS_DIR) / run_name(store)

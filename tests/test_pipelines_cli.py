@@ -120,3 +120,40 @@ def test_analysis_commands_use_only_the_public_analysis_api():
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dimlapse.analyze.")
     ]
     assert private == []
+
+
+@pytest.mark.parametrize(
+    ("detectors", "message"),
+    [
+        ("pelt,cusum", "Unknown detector 'cusum' in `--detectors`; expected any of: "),
+        (",", "Expected `--detectors` to name at least one of: "),
+    ],
+)
+def test_analyze_detectors_are_checked_against_the_registry(capsys, tmp_path, detectors, message):
+    from dimlapse.analyze import ALL_DETECTORS
+
+    argv = ["analyze", "--runs-dir", str(tmp_path), "--detectors", detectors]
+    status, err = _err(capsys, argv)
+    assert status == 2
+    assert message + ", ".join(ALL_DETECTORS) in err
+    assert "Traceback" not in err
+    status, err = _err(capsys, [*argv[:-1], ",".join(reversed(ALL_DETECTORS))])
+    assert status == 2 and f"No runs in {tmp_path}" in err  # known names pass on to the run
+
+
+def test_analyze_detectors_default_and_help_follow_the_registry(capsys, monkeypatch, tmp_path):
+    import dimlapse.analyze
+    from dimlapse.pipelines import _cmd_analyze
+
+    monkeypatch.setattr(dimlapse.analyze, "ALL_DETECTORS", ("pelt", "binseg"))
+    monkeypatch.setattr(dimlapse.analyze, "DEFAULT_DETECTOR", "binseg")
+    parser = _cli.build_parser({"analyze": _cmd_analyze.add_analyze_arguments})
+    assert parser.parse_args(["analyze"]).detectors == ["pelt", "binseg"]
+    sub = parser.parse_args(["analyze", "--detectors", "binseg"])
+    assert sub.detectors == ["binseg"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["analyze", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "any of pelt, binseg" in help_text and "lead with binseg" in help_text
+    status, err = _err(capsys, ["analyze", "--runs-dir", str(tmp_path), "--detectors", "zscore"])
+    assert status == 2 and "expected any of: pelt, binseg" in err
