@@ -159,7 +159,7 @@ def comparison(
 
     if trans is not None:
         total = float(steps[-1]) if total_steps is None else total_steps
-        tim = timing(trans, total, share=share, start_step=float(steps[0]))
+        tim = timing(trans, total_steps=total, share=share, start_step=float(steps[0]))
         for name, var in tim.data_vars.items():
             out[name] = var
         for name in ("n_raw", "n_significant", "n_null"):

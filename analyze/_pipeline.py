@@ -280,7 +280,7 @@ def analyze_run(
         trans = results["transitions"]
         jobs = {
             "phases": lambda: phases(chunked),
-            "timing": lambda: timing(trans, total, start_step=float(dim["step"].min())),
+            "timing": lambda: timing(trans, total_steps=total, start_step=float(dim["step"].min())),
             "coupling": lambda: coupling(chunked, run.scalars, n_boot=n_boot),
             "sampling": lambda: sampling(
                 _metric_subset(dim, sampling_metrics),

@@ -57,7 +57,7 @@ def _check_transitions(trans: xr.Dataset) -> None:
 
 
 def timing(
-    trans: xr.Dataset, total_steps: int | float, *, share: float = 0.25, start_step: float = 0
+    trans: xr.Dataset, *, total_steps: int | float, share: float = 0.25, start_step: float = 0
 ) -> xr.Dataset:
     """Share of raw and significant transitions in the first `share` of training.
 

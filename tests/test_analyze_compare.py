@@ -56,7 +56,7 @@ def test_timing_counts_and_shares_against_hand_count():
         ("weight", "fc2"): [(1999, True)],
     }
     tr = transitions_fixture(events, n_null=7)
-    ds = timing(tr, 2000, share=0.25)  # cutoff 500
+    ds = timing(tr, total_steps=2000, share=0.25)  # cutoff 500
     a1 = ds.sel(kind="activation", layer="fc1", metric="stable_rank", detector="zscore")
     assert (a1.n_raw.item(), a1.n_significant.item()) == (4, 2)
     assert (a1.n_raw_early.item(), a1.n_significant_early.item()) == (2, 1)
@@ -78,7 +78,7 @@ def test_counts_without_null_are_nan():
 
 def test_timing_is_lazy_on_lazy_input():
     tr = transitions_fixture({("activation", "fc1"): [(5, True), (900, True)]}).chunk(layer=1)
-    ds = timing(tr, 2000)
+    ds = timing(tr, total_steps=2000)
     assert ds.n_raw.chunks is not None
     assert ds.compute().n_raw_early.sum().item() == 1
 
@@ -86,13 +86,15 @@ def test_timing_is_lazy_on_lazy_input():
 def test_timing_validation():
     tr = transitions_fixture({("activation", "fc1"): [(5, True)]})
     with pytest.raises(ValueError, match="`total_steps` > `start_step`"):
-        timing(tr, 0)
+        timing(tr, total_steps=0)
     with pytest.raises(ValueError, match="`share` to be a float"):
-        timing(tr, 100, share=1.0)
+        timing(tr, total_steps=100, share=1.0)
     with pytest.raises(ValueError, match="'transition' dimension"):
-        timing(tr.drop_vars("significant"), 100)
+        timing(tr.drop_vars("significant"), total_steps=100)
     with pytest.raises(TypeError, match=r"`trans` to be the xr\.Dataset"):
-        timing({"step": 1}, 100)
+        timing({"step": 1}, total_steps=100)
+    with pytest.raises(TypeError, match="positional argument"):
+        timing(tr, 100)  # options are keyword-only
 
 
 def test_lagged_xcorr_matches_numpy_corrcoef():

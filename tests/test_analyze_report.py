@@ -102,7 +102,7 @@ def tree():
             "dimensionality": xr.Dataset({"dimensionality": dim}),
             "transitions": trans,
             "phases": phases(dim),
-            "timing": timing(trans, 8000),
+            "timing": timing(trans, total_steps=8000),
             "coupling": coupling(dim, scalars, n_boot=50),
             "sampling": _sampling(trans),
             "compare": comparison(dim, transitions=trans),
