@@ -6,7 +6,7 @@ ARGS = $(if $(DATA),--data $(DATA)) $(if $(STEPS),--steps $(STEPS)) $(if $(EVERY
        $(if $(SEED),--seed $(SEED)) $(if $(RUN),--run $(RUN)) $(if $(CODEC),--codec $(CODEC)) \
        $(if $(WEIGHTS_ONLY),--weights-only) $(if $(MODE),--mode $(MODE)) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume)
 
-.PHONY: setup test test-slow lint typecheck capture replay analyze report bench-capture bench-analyze intervene study watch
+.PHONY: setup test test-slow lint typecheck capture replay analyze report bench-capture bench-analyze bench-transitions intervene study watch
 
 setup:  ## .venv: torch (CPU build) first, then dimlapse with every extra, dev tools and ndtracker (benchmark baseline)
 	python3 -m venv .venv
@@ -48,6 +48,10 @@ bench-capture:
 
 bench-analyze:
 	$(PY) -m dimlapse.pipelines bench-analyze
+
+# Detectors' false alarms on null series and power on planted events; SEEDS=40 (series per family)
+bench-transitions:
+	$(PY) -m dimlapse.pipelines._bench_transitions $(if $(SEEDS),--seeds $(SEEDS))
 
 # Baseline + runs disrupted in step windows: WINDOWS=0-500,500-1000 KIND=blur|label_noise|
 # input_noise|freeze|lr_spike (or KIND=deeplinear: the deep-linear critical-period check).
