@@ -160,6 +160,58 @@ def test_pelt_keeps_the_steps_of_a_staircase_apart(gap):
     assert all(np.min(np.abs(ev.start - t)) <= 1 for t in taus)
 
 
+def _sigmoids(t, centres, widths, heights):
+    """Sum of logistic rises, shape (t.size,): a noiseless staircase of smooth steps."""
+    z = (t[:, None] - np.asarray(centres)) / np.asarray(widths)
+    return (np.asarray(heights) / (1.0 + np.exp(-z))).sum(axis=1)
+
+
+def _events_on(ev, centres, reach=25):
+    """Index of the event spanning each centre (-1: none), one event per centre at most."""
+    out = []
+    for c in centres:
+        hit = np.flatnonzero((ev.start - reach <= c) & (ev.stop + reach >= c))
+        out.append(int(hit[0]) if hit.size == 1 else -1)
+    return out
+
+
+@pytest.mark.parametrize("noise", [0.0, 1e-3])
+def test_pelt_splits_smooth_rises_at_the_plateau_between_them(noise):
+    # noiseless (or nearly) smooth rises: PELT cuts the whole curve into min_size segments of
+    # one sign, which the ramp merge would join into one event; the col between two humps of
+    # jumps splits them: one event per rise, peaked on it, the tallest and the smallest alike
+    # (the flat ends of the plateaus may leave single low-scored change points: calibration's
+    # business, not the grouping's)
+    t = np.arange(900.0)
+    centres = [150, 280, 450]  # 130-170 samples apart, 8-20 wide: the plateaus are short
+    x = _sigmoids(t, centres, [8, 12, 20], [10.0, 3.0, 1.0])
+    x += noise * np.random.default_rng(1).standard_normal(t.size)
+    ev = pelt(x, PeltOptions())
+    idx = _events_on(ev, centres)
+    assert -1 not in idx and len(set(idx)) == 3, (ev.start, ev.stop, ev.peak)
+    assert np.all(np.abs(ev.peak[idx] - centres) <= 25), ev.peak
+
+
+def test_pelt_keeps_one_smooth_rise_one_event():
+    # one sigmoid has one hump of jumps: its tails are not rises of their own
+    t = np.arange(600.0)
+    ev = pelt(_sigmoids(t, [300], [20], [5.0]), PeltOptions())
+    (i,) = _events_on(ev, [300])
+    assert i >= 0 and abs(ev.peak[i] - 300) <= 25
+    assert ev.start[i] <= 300 - 40 and ev.stop[i] >= 300 + 40  # both flanks of the rise
+    assert ev.score[i] == ev.score.max()
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_pelt_noisy_ramps_are_not_split_into_humps(seed):
+    # segment jumps of a noisy ramp scatter by their standard errors: no col is deep enough
+    t = np.arange(400.0)
+    x = np.clip((t - 200) / 20, 0, 1) * 10 + 0.3 * np.random.default_rng(seed).standard_normal(400)
+    ev = pelt(x, PeltOptions())
+    on_ramp = (ev.stop >= 200) & (ev.start <= 220)
+    assert on_ramp.sum() == 1, (ev.start, ev.stop)
+
+
 def test_pelt_constant_series_has_no_events():
     assert len(pelt(np.ones(100), PeltOptions())) == 0
 

@@ -14,7 +14,12 @@ own least-squares slope is more than half the slope implied by the means of its 
 (up to ``window`` samples either side). That is the choice between "constant" and "a line with
 the neighbours' slope" by the smaller residual sum of squares, so a ramp that ``l2`` cuts into a
 staircase is one event, while the steps of a real staircase stay separate however close they
-are (only a plateau between them is needed, not a distance).
+are (only a plateau between them is needed, not a distance). A merged run is split again
+between its rises (``_humps``): on noiseless or nearly noiseless data (a full-batch loss
+learning mode after mode) the penalty is tiny, PELT cuts the whole curve into ``min_size``
+segments of one sign and every segment continues a ramp, so the run is cut at each col of its
+jump profile lower than ``VALLEY`` times the rise beyond it (by ``VALLEY_SE`` standard errors,
+which a noisy ramp's scattered jumps never reach).
 
 A change point's score is its own jump, between the means of up to ``window`` samples either
 side (not crossing the neighbouring change points), in units of its standard error
@@ -25,6 +30,7 @@ rise many small ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import ruptures as rpt
@@ -113,6 +119,61 @@ def _ramp_like(x: np.ndarray, c: np.ndarray, cps: np.ndarray, bounds: np.ndarray
     return out
 
 
+VALLEY = 0.25  # a rise is its own event when the col before a taller one is this low
+VALLEY_SE = 3.0  # ... by this many standard errors of the jumps
+
+
+def _humps(jumps: np.ndarray, se: np.ndarray) -> np.ndarray:
+    """Where a run of same-sign change points holds several rises, shape (k,) bool.
+
+    ``jumps`` (k,): each change point's jump along the run's direction (a smooth rise cut
+    into a staircase gives one hump of jumps); ``se`` (k,): their standard errors. A hump is
+    its own rise when the lowest jump between it and every taller hump (its col) is below
+    ``VALLEY`` times its height, by ``VALLEY_SE`` standard errors: peaks by descending
+    height, each kept peak splitting the run at its col. Returns True where a new event
+    starts (the change point after the col), False for the first.
+    """
+    k = jumps.size
+    out = np.zeros(k, dtype=bool)
+    if k < 3:
+        return out
+    kept: list[int] = []
+    for m in np.argsort(-jumps, kind="stable"):
+        interior = 0 < m < k - 1
+        if not kept:
+            kept.append(int(m))
+            continue
+        if not interior or jumps[m] <= max(jumps[m - 1], jumps[m + 1]):
+            continue  # not a local peak
+        for q in kept:  # the col towards every taller kept peak must be deep
+            lo, hi = (m, q) if m < q else (q, m)
+            c = lo + int(np.argmin(jumps[lo : hi + 1]))
+            if not (VALLEY * jumps[m] - jumps[c] > VALLEY_SE * se[c]):
+                break
+        else:
+            kept.append(int(m))
+    kept.sort()
+    for a, b in pairwise(kept):
+        c = a + int(np.argmin(jumps[a : b + 1]))
+        out[c + 1 if c < b else b] = True  # the col's change point stays with the left rise
+    return out
+
+
+def _split_runs(
+    means: np.ndarray, bounds: np.ndarray, jump: np.ndarray, new: np.ndarray, s: float
+) -> np.ndarray:
+    """``new`` with every merged run split between its rises (``_humps``), shape (k,)."""
+    out = new.copy()
+    step = np.diff(means)  # (k,) each change point's jump
+    size = np.diff(bounds).astype(np.float64)  # (k + 1,) segment lengths
+    se = s * np.sqrt(1.0 / size[:-1] + 1.0 / size[1:])
+    starts = np.flatnonzero(new)
+    for a, e in zip(starts, np.append(starts[1:], new.size), strict=True):
+        if e - a >= 3:
+            out[a:e] |= _humps(step[a:e] * jump[a], se[a:e])
+    return out
+
+
 def _pelt_row(
     x: np.ndarray, resid: np.ndarray, opts: PeltOptions, s: float
 ) -> tuple[np.ndarray, ...]:
@@ -157,6 +218,7 @@ def _pelt_row(
         if cand.any():
             ramp = _ramp_like(x, c, cps, bounds, w)
         new[1:] = ~(cand & ramp)
+        new = _split_runs(means, bounds, jump, new, s)
     first = np.flatnonzero(new)
     last = np.append(first[1:], cps.size) - 1
     best = np.array([f + np.argmax(cp_score[f : e + 1]) for f, e in zip(first, last, strict=True)])
