@@ -14,7 +14,6 @@ torch = pytest.importorskip("torch")
 
 from dimlapse.analyze._figures import FIGURES  # noqa: E402
 from dimlapse.analyze._pipeline import JOBS, analyze_run, run_name, scheduler_context  # noqa: E402
-from dimlapse.capture import Recorder  # noqa: E402
 from dimlapse.pipelines._cli import CLIError  # noqa: E402
 from dimlapse.pipelines._cmd_analyze import (  # noqa: E402
     add_analyze_arguments,
@@ -24,61 +23,33 @@ from dimlapse.pipelines._cmd_analyze import (  # noqa: E402
     run_report,
 )
 
-STEPS, EVERY = 300, 5
-
-
-def write_run(path, *, steps=STEPS, every=EVERY, seed=0):
-    """Train a 16-32-16-4 MLP on a planted rule and capture it (61 snapshots, 64 probes)."""
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    x = torch.randn(1024, 16, generator=g)
-    y = (x @ torch.randn(16, 4, generator=g)).argmax(1)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(16, 32),
-        torch.nn.ReLU(),
-        torch.nn.Linear(32, 16),
-        torch.nn.ReLU(),
-        torch.nn.Linear(16, 4),
-    )
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    with Recorder(model, str(path), every=every, probe=x[:64], flush_every=4) as rec:
-        for _ in range(steps):
-            idx = torch.randint(0, 1024, (32,), generator=g)
-            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
-            opt.step()
-            rec.step(loss.detach(), grad_norm=gn)
-    return path
-
 
 @pytest.fixture(scope="module")
-def analysed(tmp_path_factory):
-    base = tmp_path_factory.mktemp("pipe")
-    store = write_run(base / "tiny-run.zarr")
+def analysed(small_run_store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipe") / "results"
     tree = analyze_run(
-        store,
-        base / "results",
+        small_run_store,
+        out,
         progress=False,
         n_boot=100,
         metrics=["stable_rank", "effective_rank"],
     )
-    return store, base / "results", tree
+    return small_run_store, out, tree
 
 
 def test_tree_opens_with_every_job_and_named_dims(analysed):
-    _, out, tree = analysed
+    store, out, tree = analysed
     disk = xr.open_datatree(out / "analysis.zarr", engine="zarr")
     assert set(disk.children) == set(JOBS)
     dim = disk["dimensionality"]["dimensionality"]
     assert dim.dims == ("kind", "layer", "step", "metric")
     assert set(dim["kind"].values) == {"weight", "activation"}
-    assert dim.sizes["step"] == STEPS // EVERY + 1
+    steps = zarr.open_group(str(store), mode="r")["weights/step"][:]
+    np.testing.assert_array_equal(dim["step"].values, steps)  # every snapshot, in order
     assert "detector" in disk["transitions"].dims
     assert {"target", "transform"} <= set(disk["coupling"].dims)
     assert "interval" in disk["sampling"].dims
-    assert disk.attrs["run"] == "tiny-run"
+    assert disk.attrs["run"] == store.name.removesuffix(".zarr")
     assert json.loads(disk["phases"].attrs["parameters"])["tolerance"] == 0.1
     # the saved tree holds the same numbers as the returned one
     xr.testing.assert_allclose(disk["phases"].to_dataset().load(), tree["phases"].to_dataset())
@@ -119,23 +90,24 @@ def test_coupling_matches_an_independent_recomputation(analysed):
     np.testing.assert_allclose(got.item(), expected, atol=1e-9)
 
 
-def test_crashed_run_is_analysed_up_to_the_last_complete_snapshot(tmp_path):
-    store = write_run(tmp_path / "crashed.zarr", steps=200)
-    root = zarr.open_group(str(store), mode="r+")
+def test_crashed_run_is_analysed_up_to_the_last_complete_snapshot(tiny_run_copy, tmp_path):
+    root = zarr.open_group(str(tiny_run_copy), mode="r+")
     root.attrs["status"] = "crashed"
+    kept = root["weights/step"][:-4]
     for group in ("weights", "activations"):
         step = root[f"{group}/step"]
-        step[-4:] = -1  # a kill mid-flush: the last chunk's index was never written
+        step[-4:] = -1  # a kill mid-flush: the last snapshots' index was never written
     tree = analyze_run(
-        store,
+        tiny_run_copy,
         tmp_path / "out",
         progress=False,
         n_boot=50,
         figures=False,
         metrics=["stable_rank"],
         detectors=("zscore",),
+        intervals=(1, 2),  # captured every step: the default intervals leave < 10 samples
     )
-    assert tree["dimensionality"].sizes["step"] == 200 // EVERY + 1 - 4
+    np.testing.assert_array_equal(tree["dimensionality"]["step"].values, kept)
     assert tree.attrs["run_status"] == "crashed"
 
 

@@ -5,8 +5,9 @@ import time
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 import zarr
-from torch import nn
+from conftest import record_tiny_run
 
 from dimlapse.analyze import Run, open_run
 from dimlapse.capture import Recorder
@@ -27,6 +28,7 @@ def _array(group, name, data, *, chunk, dims, fill):
 
 def _crashed_store(path):
     """A store as a crash leaves it: data rows beyond the step index, a half-written index."""
+    # Hand-built: this exact torn layout is what is tested, and no recorded run can leave it.
     root = zarr.open_group(path, mode="w")
     root.attrs.update({"layout_version": 1, "status": "running"})
     w = root.create_group("weights")
@@ -57,24 +59,23 @@ def test_open_run_trims_to_last_complete_snapshot(tmp_path):
     np.testing.assert_allclose(run.scalars["loss"].values, np.linspace(1, 0, 20)[:16], rtol=1e-6)
     assert run.activations.sizes["step"] == 2  # trimmed to the shortest array of the group
     assert len(run.state.data_vars) == 0 and run.state.sizes["step"] == 0  # missing group
+    assert run.probe.sizes == {}  # no probe group
 
 
 def test_lazy_chunks_are_multiples_of_store_chunks(tmp_path):
-    store = tmp_path / "run.zarr"
-    model = nn.Linear(3, 2)
-    with Recorder(model, store, every=1, flush_every=4) as rec:
-        for _ in range(150):
-            rec.step(0.0)
-    w = open_run(store).weights["weight"]
+    steps, flush = 80, 4  # over 64 snapshots: more than one lazy chunk
+    store = record_tiny_run(tmp_path / "run.zarr", steps=steps, flush_every=flush)
+    w = open_run(store).weights["0.weight"]
     chunks = w.data.chunks[0]
     assert len(chunks) > 1
-    assert all(c % 4 == 0 and c <= 64 for c in chunks[:-1])
-    assert sum(chunks) == 151
+    assert all(c % flush == 0 and c <= 64 for c in chunks[:-1])
+    assert sum(chunks) == steps + 1
 
 
 def test_live_run_shows_new_snapshots_on_each_access():
+    # Records by hand: the run is read between steps, which a finished fixture run cannot show.
     store = "memory://live-run.zarr"
-    model = nn.Linear(3, 2)
+    model = torch.nn.Linear(3, 2)
     rec = Recorder(model, store, every=1, flush_every=2, probe=torch.zeros(2, 3))
     run = open_run(store)
     assert run.status == "running"
@@ -92,6 +93,7 @@ def test_live_run_shows_new_snapshots_on_each_access():
 
 
 def test_open_run_validates_path(tmp_path):
+    # Hand-built stores that are not runs (no or a future layout), which no Recorder writes.
     with pytest.raises(FileNotFoundError, match="No run store at"):
         open_run(tmp_path / "missing.zarr")
     with pytest.raises(FileNotFoundError, match="No run store at"):
@@ -104,9 +106,9 @@ def test_open_run_validates_path(tmp_path):
         open_run(tmp_path / "future.zarr")
 
 
-def test_open_run_accepts_a_store_object(tmp_path):
-    store = zarr.storage.LocalStore(tmp_path / "obj.zarr")
-    Recorder(nn.Linear(2, 2), store).close()
-    run = open_run(store)
-    assert run.weights["weight"].shape == (1, 2, 2)
-    assert run.probe.sizes == {}
+def test_open_run_accepts_a_store_object(tiny_run_store):
+    run = open_run(zarr.storage.LocalStore(tiny_run_store, read_only=True))
+    by_path = open_run(tiny_run_store)
+    assert run.weights.sizes["step"] == 41 and run.probe["inputs"].shape == (32, 8)
+    for group in ("weights", "activations", "scalars", "probe"):
+        xr.testing.assert_identical(getattr(run, group).load(), getattr(by_path, group).load())
