@@ -2,10 +2,19 @@
 
 A transition of the representation that coincides with a loss spike is a different claim from
 one in quiet training, so the report puts both side by side. Spikes are found on the log of
-each series (loss and gradient norm decay over orders of magnitude): the residual from a
-running median of ``window`` optimizer steps, against a robust noise scale (1.4826 x the
-median absolute residual), is a spike where it exceeds ``threshold`` scales; runs of spike
-points closer than ``window // 2`` steps merge into one spike.
+each series (loss and gradient norm decay over orders of magnitude), at two time scales:
+
+- *short*: the residual from a centred running median of ``window`` optimizer steps, against
+  a robust noise scale (1.4826 x the median absolute residual), beyond ``threshold`` scales;
+- *sustained*: a running median of ``sustain`` steps (which averages mini-batch noise away)
+  against the median of the ``baseline`` steps before it (trailing, so a spike lasting hundreds
+  of steps does not lift its own baseline, as it lifts a centred median), less that
+  difference's median over the run (a decaying loss sits below its trailing median), beyond
+  ``threshold`` robust scales of it and at least ``min_ratio`` times the baseline. A loss that
+  rises tenfold for 300 steps hides from the first rule (its noise on the log scale is wide and
+  the centred median follows it) but not from this one.
+
+Runs of spike points closer than ``window // 2`` steps merge into one spike.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 from scipy.ndimage import median_filter
 
@@ -25,7 +35,14 @@ MAX_SPIKES = 20  # per target, largest first
 
 
 def find_spikes(
-    steps: np.ndarray, values: np.ndarray, *, window: int = 101, threshold: float = 8.0
+    steps: np.ndarray,
+    values: np.ndarray,
+    *,
+    window: int = 101,
+    threshold: float = 8.0,
+    sustain: int = 25,
+    baseline: int = 1000,
+    min_ratio: float = 2.0,
 ) -> list[tuple[float, float, float]]:
     """Upward spikes of a positive series: ``(start_step, end_step, peak ratio)``, largest first.
 
@@ -36,7 +53,13 @@ def find_spikes(
     window : int
         Running-median window in samples.
     threshold : float
-        Robust scales of the log residual a spike point exceeds.
+        Robust scales of the log residual a spike point exceeds (both rules).
+    sustain, baseline : int
+        Sustained rule: running-median window and trailing baseline window, in samples (the
+        baseline needs ``baseline // 10`` samples of history, so the first ones are not
+        searched by this rule).
+    min_ratio : float
+        Sustained rule: the smoothed series over its baseline, at least.
 
     Returns
     -------
@@ -55,11 +78,20 @@ def find_spikes(
     if y.size < 10:
         return []
     base = median_filter(y, size=min(window, y.size) | 1, mode="nearest")
-    resid = y - base  # (n,)
+    resid = y - base  # (n,) short rule
     scale = 1.4826 * float(np.median(np.abs(resid)))
     if scale <= 0:
         return []
-    hot = np.flatnonzero(resid > threshold * scale)
+    lift = _sustained_lift(y, sustain, baseline)  # (n,) sustained rule, NaN without history
+    ok = np.isfinite(lift)
+    hot_long = np.zeros(y.size, dtype=bool)
+    if ok.sum() >= 10:
+        centre = float(np.median(lift[ok]))
+        spread = 1.4826 * float(np.median(np.abs(lift[ok] - centre)))
+        with np.errstate(invalid="ignore"):
+            lift = lift - centre  # a trend's usual offset from its trailing median
+            hot_long = ok & (lift > threshold * spread) & (lift >= np.log(min_ratio))
+    hot = np.flatnonzero((resid > threshold * scale) | hot_long)
     if hot.size == 0:
         return []
     groups, start = [], 0
@@ -67,8 +99,18 @@ def find_spikes(
         if k == hot.size or hot[k] - hot[k - 1] > window // 2:
             groups.append(hot[start:k])
             start = k
-    out = [(float(s[g[0]]), float(s[g[-1]]), float(np.exp(resid[g].max()))) for g in groups]
+    peak = np.fmax(resid, np.where(hot_long, lift, -np.inf))  # (n,) log ratio over baseline
+    out = [(float(s[g[0]]), float(s[g[-1]]), float(np.exp(peak[g].max()))) for g in groups]
     return sorted(out, key=lambda t: -t[2])[:MAX_SPIKES]
+
+
+def _sustained_lift(y: np.ndarray, sustain: int, baseline: int) -> np.ndarray:
+    """Running median of ``sustain`` samples minus the median of the ``baseline`` before it."""
+    series = pd.Series(y)
+    # centred, shrinking at the ends (padding the ends would let the last value vote many times)
+    short = series.rolling(sustain | 1, center=True, min_periods=1).median()
+    trail = series.rolling(baseline, min_periods=max(baseline // 10, 2)).median().shift(1)
+    return (short - trail).to_numpy()  # (n,)
 
 
 def training_dynamics(
