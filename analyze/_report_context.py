@@ -102,7 +102,9 @@ def training_lines(tree: xr.DataTree) -> list[str]:
 
 
 def coincidence_lines(tree: xr.DataTree) -> list[str]:
-    """Significant transitions (headline detector) that fall inside a loss or gradient spike."""
+    """Significant transitions that fall inside a loss or gradient spike: the headline
+    detector's, then the study's z-score rule's (its few significant events are the ones a
+    reader would otherwise take for the study's claim)."""
     if "training" not in tree.children:
         return []
     tr = node(tree, "training")
@@ -110,17 +112,19 @@ def coincidence_lines(tree: xr.DataTree) -> list[str]:
     every = tree.attrs.get("run_every")
     margin = float(every) if isinstance(every, int | float) else 0.0
     out = []
-    for kind in ("activation", "weight"):
-        steps = significant_steps(tree, detector, kind)
-        labelled = [(s, spike_at(tr, s, margin=margin)) for s in steps]
-        hits = [(s, t) for s, t in labelled if t is not None]
-        if steps.size:
-            listed = ", ".join(f"{s:,.0f} ({t.replace('_', ' ')} spike)" for s, t in hits[:8])
-            out.append(
-                f"- {len(hits)} of {steps.size} steps with a significant {kind} transition "
-                f"({detector}, any layer or metric) coincide with a training spike"
-                + (f": {listed}." if hits else "; none is explained by one.")
-            )
+    for name in dict.fromkeys((detector, "zscore")):
+        for kind in ("activation", "weight"):
+            steps = significant_steps(tree, name, kind)
+            labelled = [(s, spike_at(tr, s, margin=margin)) for s in steps]
+            hits = [(s, t) for s, t in labelled if t is not None]
+            if steps.size:
+                listed = ", ".join(f"{s:,.0f} ({t.replace('_', ' ')} spike)" for s, t in hits[:8])
+                rule = f"{name}, the study's rule" if name == "zscore" else name
+                out.append(
+                    f"- {len(hits)} of {steps.size} steps with a significant {kind} transition "
+                    f"({rule}, any layer or metric) coincide with a training spike"
+                    + (f": {listed}." if hits else "; none is explained by one.")
+                )
     return out
 
 
