@@ -220,6 +220,6 @@ def test_bench_analyze_small(tmp_path, capsys):
     )
     assert _bench_analyze.main(args) == 0  # naive and dask agree to 1e-6 relative
     out = capsys.readouterr().out
-    assert "33 snapshots" in out and "spectra speed-up over naive" in out
+    assert "(33 snapshots;" in out and "(naive timed on 8 snapshots, scaled to 33)" in out
     with pytest.raises(SystemExit, match="Expected `--workers` to be a positive int"):
         _bench_analyze.main(parser.parse_args(["--workers", "0"]))

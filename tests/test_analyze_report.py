@@ -1,5 +1,7 @@
 """Figures and report.md from a synthetic analysis DataTree with known numbers."""
 
+import re
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -10,7 +12,7 @@ from dimlapse.analyze._figures import FIGURES, headline, render_figures
 from dimlapse.analyze._phases import phases
 from dimlapse.analyze._pipeline import save_tree
 from dimlapse.analyze._report import claims_table, report_markdown, write_report
-from dimlapse.analyze._report_claims import phase_cell
+from dimlapse.analyze._report_claims import STUDY, phase_cell
 from dimlapse.analyze._timing import timing
 from dimlapse.analyze._training import find_spikes, training_dynamics
 
@@ -132,20 +134,24 @@ def test_claims_numbers_match_the_fixture(tree):
     assert table.count("\n") == 10  # header, rule, phases/jumps/timing x 2 spaces, 2 rho, sampling
     assert "raw 4 (null 5.0), significant 3" in table
     assert "| this run: pelt (stable_rank, layers pooled) | study's rule: zscore |" in table
-    for row in ("Phases (weight)", "Jumps (weight)", "Timing (weight)"):
-        assert row in table
+    weight_jumps = "raw 0 (null 5.0), significant 0"  # no weight transitions, same null
+    assert f"| Jumps (weight) | - | {weight_jumps} | {weight_jumps} | - |" in table
+    assert "| Timing (weight) | - | no significant transition | no significant" in table
+    assert "| Phases (weight) | - | fc1: collapse 0-8,000; fc2: " in table  # 30 -> 28, noisy
 
 
 def test_report_markdown_sections_and_interpretation(tree):
     text = report_markdown(tree)
     assert text.startswith("# dimlapse report: synthetic")
-    for claim in ("-0.951", "-0.701", "~85", "two thirds", "collapse 0-300", "coarse sampling"):
-        assert claim in text
-    assert "## Interpretation" in text
-    assert "no more than about what the same rule finds" in text  # 4 raw, 5 null
-    assert "67% of the significant activation transitions (pelt)" in text
-    for f in FIGURES:
-        assert f"figures/{f}.png" in text
+    for label, key, cell in (  # each study claim beside this run's numbers, in its row
+        ("Jumps (activation)", "counts", "raw 4 (null 5.0), significant 3"),
+        ("Timing (activation)", "timing", "67 % of significant"),
+        ("Sampling (activation)", "sampling", "every 50: 6, every 100: 4, every 1000: 2"),
+    ):
+        assert f"| {label} | {STUDY[key]} | {cell} |" in text
+    interpretation = text.split("\n## Interpretation\n")[1].split("\n## ")[0]
+    assert "no more than about what the same rule finds" in interpretation  # 4 raw, 5 null
+    assert "67% of the significant activation transitions (pelt)" in interpretation
 
 
 def test_setup_difference_is_stated_before_the_claims(tree):
@@ -243,6 +249,7 @@ def test_figures_and_report_round_trip_through_zarr(tree, tmp_path):
     for p in paths.values():
         assert p.read_bytes()[:4] == b"\x89PNG"
     write_report(disk, tmp_path / "report.md")
-    assert (tmp_path / "report.md").read_text() == report_markdown(tree).replace(
-        "synthetic", "synthetic"
-    )
+    text = (tmp_path / "report.md").read_text()
+    assert text == report_markdown(tree)
+    linked = re.findall(r"\]\(figures/(\w+)\.png\)", text)
+    assert sorted(linked) == sorted(p.stem for p in paths.values())  # every figure, no other

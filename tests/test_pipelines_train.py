@@ -101,7 +101,8 @@ def test_training_is_what_the_recipe_says(inline_run):
 def test_summary_line_and_second_capture_refused(tmp_path, capsys):
     store = _capture(tmp_path, run="r")
     out = capsys.readouterr().out
-    assert "5 snapshots" in out and "compression" in out and "capture overhead" in out
+    final_loss = float(zarr.open_group(str(store), mode="r")["scalars/loss"][-1])
+    assert "20 steps, 5 snapshots" in out and f"final loss {final_loss:.4f}" in out
     assert main(["capture", *ARGS, *TINY, "--out-dir", str(tmp_path), "--run", "r"]) == 2
     assert "already exists" in capsys.readouterr().err
     assert store.exists()
