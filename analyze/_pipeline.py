@@ -169,6 +169,14 @@ def save_tree(tree: xr.DataTree, path: str | os.PathLike[str]) -> None:
         out.to_zarr(str(path), mode="w", consolidated=True)
 
 
+def _intervals(intervals: Sequence[int] | None, every: object) -> Sequence[int]:
+    """The sampling intervals: as given, or the run's ``every`` then ``DEFAULT_INTERVALS``."""
+    if intervals is not None:
+        return intervals
+    own = (every,) if isinstance(every, int) and every > 0 else ()
+    return tuple(sorted({*own, *DEFAULT_INTERVALS}))
+
+
 def analyze_run(
     run_path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
@@ -177,7 +185,7 @@ def analyze_run(
     metrics: Sequence[str] | None = None,
     detectors: Sequence[str] = DETECTORS,
     alpha: float = 0.05,
-    intervals: Sequence[int] = DEFAULT_INTERVALS,
+    intervals: Sequence[int] | None = None,
     twonn_stride: int | None = None,
     n_boot: int = 1000,
     sampling_metrics: Sequence[str] | None = ("stable_rank",),
@@ -198,7 +206,8 @@ def analyze_run(
         ``dask.distributed`` scheduler.
     metrics, detectors, alpha, intervals, twonn_stride, n_boot
         Passed to the jobs (:func:`dimensionality`, :func:`transitions`, :func:`sampling`,
-        :func:`coupling`).
+        :func:`coupling`). ``intervals`` None: the run's own capture interval, then the study's
+        5, 10, 25, ..., 1000 steps (so a run captured every step is sampled at 1 too).
     sampling_metrics : sequence of str or None
         Metrics the sampling-frequency job repeats the transition analysis for (default the
         study's stable rank, when computed; None: every metric). Each interval costs a full
@@ -245,7 +254,7 @@ def analyze_run(
         "metrics": list(metrics) if metrics is not None else "all",
         "detectors": list(detectors),
         "alpha": float(alpha),
-        "intervals": [int(k) for k in intervals],
+        "intervals": [int(k) for k in intervals] if intervals is not None else "auto",
         "n_boot": n_boot,
         "sampling_metrics": list(sampling_metrics) if sampling_metrics is not None else "all",
         "scheduler": "local threads" if scheduler is None else str(scheduler),
@@ -284,7 +293,7 @@ def analyze_run(
             "coupling": lambda: coupling(chunked, run.scalars, n_boot=n_boot),
             "sampling": lambda: sampling(
                 _metric_subset(dim, sampling_metrics),
-                intervals=intervals,
+                intervals=_intervals(intervals, every),
                 detectors=detectors,
                 alpha=alpha,
                 base=trans,

@@ -32,21 +32,31 @@ def _attr_json(tree: xr.DataTree, key: str) -> dict[str, Any]:
     return dict(value) if isinstance(value, dict) else {}
 
 
+def _model_name(model: object) -> str | None:
+    """A recorded model description (``Recorder``'s dict) as one short phrase."""
+    if isinstance(model, dict):
+        name, n = model.get("class"), model.get("n_parameters")
+        return f"{name} ({n:,} parameters)" if name and isinstance(n, int) else name
+    return str(model) if model else None
+
+
 def setup_lines(tree: xr.DataTree) -> list[str]:
     """How this run's setup differs from the study's (stated before any claim)."""
     config, data = _attr_json(tree, "run_config"), _attr_json(tree, "run_dataset")
-    shape = data.get("input_shape")
-    inputs = int(np.prod(shape)) if shape else None
+    probe = _attr_json(tree, "run_probe")
+    shape = data.get("input_shape") or (probe.get("shape") or [None])[1:]
+    inputs = int(np.prod(shape)) if shape and None not in shape else None
     dim = node(tree, "dimensionality")["dimensionality"]
     here = {
-        "model": config.get("model", tree.attrs.get("run_model", "?")),
-        "data": data.get("name", config.get("data", "?")),
+        "model": config.get("model") or _model_name(tree.attrs.get("run_model")),
+        "data": data.get("name", config.get("data")),
         "inputs": inputs,
         "steps": config.get("steps", int(dim["step"].max())),
-        "every": tree.attrs.get("run_every", "?"),
+        "every": tree.attrs.get("run_every"),
     }
     diffs = [
-        f"{key} {STUDY_SETUP[key]} in the study, {here[key] if here[key] is not None else '?'} here"
+        f"{key} {STUDY_SETUP[key]} in the study, "
+        + (f"{here[key]} here" if here[key] is not None else "not recorded here")
         for key in STUDY_SETUP
         if str(here[key]) != str(STUDY_SETUP[key])
     ]

@@ -66,6 +66,11 @@ def test_figures_and_report_exist(analysed):
     assert text.startswith(f"# dimlapse report: {store.name.removesuffix('.zarr')}\n")
     det = tree.attrs["default_detector"]
     assert f"| this run: {det} (stable_rank, layers pooled) | study's rule: zscore |" in text
+    # recorded with Recorder alone (no recipe): the setup line names what the store holds
+    n_params = tree.attrs["run_model"]["n_parameters"]
+    assert f"model mlp in the study, Sequential ({n_params:,} parameters) here" in text
+    assert "data MNIST in the study, not recorded here" in text
+    assert f"inputs 784 in the study, {tree.attrs['run_probe']['shape'][1]} here" in text
     counts = {}
     for kind in ("activation", "weight"):  # this run's pooled counts, raw beside its null
         t = tree["timing"].to_dataset().sel(kind=kind, metric="stable_rank", detector=det)
@@ -119,10 +124,14 @@ def test_crashed_run_is_analysed_up_to_the_last_complete_snapshot(tiny_run_copy,
         figures=False,
         metrics=["stable_rank"],
         detectors=("zscore",),
-        intervals=(1, 2),  # captured every step: the default intervals leave < 10 samples
     )
     np.testing.assert_array_equal(tree["dimensionality"]["step"].values, kept)
     assert tree.attrs["run_status"] == "crashed"
+    # captured every step: the default sampling intervals start at the run's own (1 step),
+    # so a run too short for every 5 steps still gets its sampling job
+    samp = tree["sampling"]
+    assert samp["interval"].values.tolist()[:2] == [1, 5]
+    assert samp["n_samples"].values[0] == kept.size
 
 
 def test_run_name_and_store_resolution(tmp_path):
