@@ -17,6 +17,7 @@ import datetime as dt
 import logging
 import operator
 import os
+import threading
 import time
 from typing import Any
 
@@ -727,11 +728,22 @@ class Recorder:
             log.error("dimlapse: %s", err)
 
     def __del__(self) -> None:
-        # garbage-collected without close(): flush and finish the run (a forked writer
-        # would also finish on its own when the pipe closes, but as "crashed")
+        # garbage-collected without close(): flush and finish the run (a forked writer would
+        # also finish on its own when the pipe closes, but as "crashed"). A collection can run
+        # on any thread, zarr's own I/O loop included, and close() waits for a writer that may
+        # need that very loop to flush: off the main thread a daemon thread closes it instead
+        # (its reference keeps the object alive until then), so the collector never waits.
         if getattr(self, "_closed", True) or getattr(self, "_pid", None) != os.getpid():
             return
         log.warning("dimlapse: a Recorder was garbage-collected without close(); closing it")
+        if threading.current_thread() is threading.main_thread():
+            self._close_collected()
+        else:
+            threading.Thread(
+                target=self._close_collected, name="dimlapse-close", daemon=True
+            ).start()
+
+    def _close_collected(self) -> None:
         try:
             self.close()
         except Exception as exc:

@@ -249,6 +249,41 @@ def test_garbage_collected_recorder_keeps_everything(tmp_path):
     np.testing.assert_array_equal(run.scalars["step"].values, np.arange(1, 10))
 
 
+def test_recorder_collected_on_zarrs_io_loop_does_not_deadlock(tmp_path):
+    # a collection may run inside zarr's I/O loop (any allocation there can trigger one); a
+    # Recorder whose writer thread needs that loop to flush must not be closed there
+    import threading
+
+    from zarr.core.sync import _get_loop
+
+    store = tmp_path / "r.zarr"
+    model = _mlp()
+    rec = Recorder(model, store, every=1, flush_every=64, writer="thread")
+    _train(rec, model, 5)
+    gc.disable()  # keep the collection for the loop thread
+    try:
+        ref = [rec]
+        del rec
+        done = threading.Event()
+
+        def collect_on_the_loop():
+            ref.clear()  # the last reference goes on the loop thread
+            gc.collect()
+            done.set()
+
+        _get_loop().call_soon_threadsafe(collect_on_the_loop)
+        assert done.wait(30), "the collector blocked zarr's I/O loop"
+    finally:
+        gc.enable()
+    for _ in range(300):  # closed on a daemon thread
+        if zarr.open_group(str(store), mode="r").attrs.get("status") == "complete":
+            break
+        time.sleep(0.1)
+    run = open_run(store)
+    assert run.status == "complete"
+    np.testing.assert_array_equal(run.weights["step"].values, np.arange(6))
+
+
 # -- 7. replaced and added parameters --------------------------------------------------------------
 def test_replaced_layer_is_recorded_by_name_and_added_layer_warned(tmp_path, caplog):
     model = _mlp()
