@@ -194,7 +194,6 @@ class Recorder:
             self.model, self.store, self.strict, self.mode = model, store, strict, mode
             self.status, self._closed, self._noop = "other rank", False, True
             return
-        self._noop = False
         self.schedule: Schedule = as_schedule(every)
         if mode not in MODES:
             raise ValueError(f"Expected `mode` to be one of {MODES}, got {mode!r}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -28,8 +27,7 @@ from dimlapse.analyze import DETECTORS, Calibration, transitions
 from dimlapse.analyze._transitions._families import (
     EVENT_FAMILIES,
     NULL_FAMILIES,
-    event_series,
-    match,
+    family_rates,
     null_series,
 )
 
@@ -40,31 +38,12 @@ def family_table(seeds: int, n: int, detectors: tuple[str, ...]) -> dict[str, di
     """``{family: {detector: (recall, false events per series, share of series with one)}}``."""
     out: dict[str, dict[str, tuple]] = {}
     for family in NULL_FAMILIES + EVENT_FAMILIES:
-        rng = np.random.default_rng(7)
-        pairs: list[Any]
-        if family in NULL_FAMILIES:
-            pairs = [(null_series(family, rng, n), []) for _ in range(seeds)]
-        else:
-            pairs = [event_series(family, rng, n) for _ in range(seeds)]
-        da = xr.DataArray(np.array([x for x, _ in pairs]), dims=("seed", "step"))
         t0 = time.perf_counter()
-        ds = transitions(da, detector=detectors, calibration=Calibration(scales=()))
-        out[family] = {}
-        for d in detectors:
-            e = ds.sel(detector=d)
-            hit = planted = false = series = 0
-            for i, (_, events) in enumerate(pairs):
-                ok = (e.p_value[i] <= ALPHA).values
-                onset = e.onset[i].values[ok]
-                spans = list(zip(onset, onset + e.duration[i].values[ok], strict=True))
-                h, f = match(spans, events)
-                hit, planted, false = hit + h, planted + len(events), false + f
-                series += f > 0
-            recall = hit / planted if planted else float("nan")
-            out[family][d] = (recall, false / seeds, series / seeds)
+        out[family] = family_rates(family, seeds, n=n, detectors=detectors, alpha=ALPHA)
+        for d, (recall, false, series) in out[family].items():
             print(
                 f"  {family:14s} {d:9s} recall {recall:5.2f}  false events/series "
-                f"{false / seeds:5.2f}  series with a false event {series / seeds:5.2f}",
+                f"{false:5.2f}  series with a false event {series:5.2f}",
                 flush=True,
             )
         print(f"  ({family}: {time.perf_counter() - t0:.0f} s)", flush=True)

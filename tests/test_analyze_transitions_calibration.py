@@ -9,19 +9,13 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from dimlapse.analyze import Calibration, ZScoreOptions, transitions
-from dimlapse.analyze._transitions._families import (
-    EVENT_FAMILIES,
-    NULL_FAMILIES,
-    event_series,
-    match,
-    null_series,
-)
+from dimlapse.analyze import ALL_DETECTORS, Calibration, ZScoreOptions, transitions
+from dimlapse.analyze._transitions._families import EVENT_FAMILIES, NULL_FAMILIES, family_rates
 from dimlapse.analyze._transitions._noise import ar1_noise
 from dimlapse.analyze._transitions._tail import critical_score, fit_tail, gpd_pwm, tail_pvalues
 
 ALPHA = 0.05
-ALL = ("zscore", "meanshift", "pelt")
+ALL = ALL_DETECTORS
 NO_LADDER = Calibration(scales=())  # the time-scale ladder is tested in the API tests
 
 
@@ -42,39 +36,10 @@ def _stack(rows):
     return xr.DataArray(np.array(rows), dims=("seed", "step"))
 
 
-def family_rates(family, seeds, n=400, detectors=ALL, seed=7):
-    """Per detector: (recall of planted events, false events per series, share of series with
-    a false event), significance at p <= ALPHA within each series."""
-    rng = np.random.default_rng(seed)
-    if family in NULL_FAMILIES:
-        pairs = [(null_series(family, rng, n), []) for _ in range(seeds)]
-    else:
-        pairs = [event_series(family, rng, n) for _ in range(seeds)]
-    ds = transitions(
-        _stack([x for x, _ in pairs]), detector=tuple(detectors), calibration=NO_LADDER
-    )
-    out = {}
-    for d in detectors:
-        e = ds.sel(detector=d)
-        hit = planted = false = series = 0
-        for i, (_, events) in enumerate(pairs):
-            ok = (e.p_value[i] <= ALPHA).values
-            onset = e.onset[i].values[ok]
-            h, f = match(list(zip(onset, onset + e.duration[i].values[ok], strict=True)), events)
-            hit, planted, false, series = (
-                hit + h,
-                planted + len(events),
-                false + f,
-                series + (f > 0),
-            )
-        out[d] = (hit / planted if planted else np.nan, false / seeds, series / seeds)
-    return out
-
-
 @pytest.fixture(scope="module")
 def rates():
     """Every family at 10 seeds of 400 samples, computed once for the module."""
-    return {f: family_rates(f, 10) for f in NULL_FAMILIES + EVENT_FAMILIES}
+    return {f: family_rates(f, 10, alpha=ALPHA) for f in NULL_FAMILIES + EVENT_FAMILIES}
 
 
 # -- null families: silent at the nominal rate ------------------------------------------------
@@ -157,7 +122,7 @@ def test_single_level_shift_of_3_sd_in_a_decay(detector):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", NULL_FAMILIES + EVENT_FAMILIES)
 def test_families_many_seeds(family):
-    got = family_rates(family, 100, seed=8)
+    got = family_rates(family, 100, seed=8, alpha=ALPHA)
     for d in ALL:
         recall, false_per_series, any_false = got[d]
         if family in NULL_FAMILIES:

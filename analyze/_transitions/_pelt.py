@@ -137,13 +137,10 @@ def _humps(jumps: np.ndarray, se: np.ndarray) -> np.ndarray:
     out = np.zeros(k, dtype=bool)
     if k < 3:
         return out
-    kept: list[int] = []
-    for m in np.argsort(-jumps, kind="stable"):
-        interior = 0 < m < k - 1
-        if not kept:
-            kept.append(int(m))
-            continue
-        if not interior or jumps[m] <= max(jumps[m - 1], jumps[m + 1]):
+    order = np.argsort(-jumps, kind="stable")
+    kept = [int(order[0])]  # the tallest rise
+    for m in order[1:]:
+        if not 0 < m < k - 1 or jumps[m] <= max(jumps[m - 1], jumps[m + 1]):
             continue  # not a local peak
         for q in kept:  # the col towards every taller kept peak must be deep
             lo, hi = (m, q) if m < q else (q, m)
@@ -169,8 +166,7 @@ def _split_runs(
     se = s * np.sqrt(1.0 / size[:-1] + 1.0 / size[1:])
     starts = np.flatnonzero(new)
     for a, e in zip(starts, np.append(starts[1:], new.size), strict=True):
-        if e - a >= 3:
-            out[a:e] |= _humps(step[a:e] * jump[a], se[a:e])
+        out[a:e] |= _humps(step[a:e] * jump[a], se[a:e])  # runs of < 3: nothing to split
     return out
 
 
