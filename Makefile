@@ -1,66 +1,68 @@
-# Thin wrappers: each target is one command. Variables: MODEL DATA STEPS EVERY SEED RUN.
+# A thin wrapper over the `dimlapse` command: each target is one command line.
+# Variables reach the command only when set, through the environment (quoted: never
+# interpreted by the shell). `make help` lists the targets and their variables.
 PY ?= .venv/bin/python
-MODEL ?= mlp
-# Optional: MODE=full|weights|spectra, CODEC=lz4|zstd|float16|bitround-10|none, WEIGHTS_ONLY=1 (then `make replay RUN=...`), OVERWRITE=1, RESUME=1.
-ARGS = $(if $(DATA),--data $(DATA)) $(if $(STEPS),--steps $(STEPS)) $(if $(EVERY),--every $(EVERY)) \
-       $(if $(SEED),--seed $(SEED)) $(if $(RUN),--run $(RUN)) $(if $(CODEC),--codec $(CODEC)) \
-       $(if $(WEIGHTS_ONLY),--weights-only) $(if $(MODE),--mode $(MODE)) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume)
+DIMLAPSE ?= .venv/bin/dimlapse
+# --flag "$VAR" when VAR is set; --flag when a switch VAR is set (e.g. OVERWRITE=1)
+opt = $(if $($(1)),$(2) "$$$(1)")
+switch = $(if $($(1)),$(2))
 
-.PHONY: setup test test-slow lint typecheck capture replay analyze report bench-capture bench-analyze bench-transitions intervene study watch
+.PHONY: help setup test test-slow lint typecheck capture replay analyze report watch study \
+        intervene bench-capture bench-analyze bench-transitions
 
-setup:  ## .venv: torch (CPU build) first, then dimlapse with every extra, dev tools and ndtracker (benchmark baseline)
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
+
+setup:  ## .venv with torch (CPU build) first, then dimlapse with every extra and the dev tools
 	python3 -m venv .venv
 	.venv/bin/pip install --quiet torch==2.13.0
 	.venv/bin/pip install --quiet -e '.[all,dev,ndtracker]'
 
-test:
+test:  ## the default suite (fast)
 	$(PY) -m pytest -q
 
-test-slow:
+test-slow:  ## heavier tests: real training runs, benchmarks' correctness checks
 	$(PY) -m pytest -q -m slow
 
-lint: typecheck
+lint: typecheck  ## ruff (lint, format) and mypy
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-# mypy cannot follow setuptools' editable finder, so it reads the package through a link.
-typecheck:
-	@mkdir -p .mypy_path && ln -sfn .. .mypy_path/dimlapse
-	MYPYPATH=.mypy_path $(PY) -m mypy -p dimlapse.capture -p dimlapse.analyze -p dimlapse.pipelines
+typecheck:  ## mypy over the dimlapse package
+	$(PY) -m mypy -p dimlapse
 
-capture:
-	$(PY) -m dimlapse.pipelines capture --model $(MODEL) $(ARGS)
+capture:  ## train and capture: MODEL DATA STEPS EVERY SEED RUN CODEC MODE WEIGHTS_ONLY OVERWRITE RESUME
+	$(DIMLAPSE) capture $(call opt,MODEL,--model) $(call opt,DATA,--data) \
+	  $(call opt,STEPS,--steps) $(call opt,EVERY,--every) $(call opt,SEED,--seed) \
+	  $(call opt,RUN,--run) $(call opt,CODEC,--codec) $(call opt,MODE,--mode) \
+	  $(call switch,WEIGHTS_ONLY,--weights-only) $(call switch,OVERWRITE,--overwrite) \
+	  $(call switch,RESUME,--resume)
 
-replay:
-	$(PY) -m dimlapse.pipelines replay $(if $(RUN),--run $(RUN))
+replay:  ## activations of a weights-only run from its stored weights: RUN
+	$(DIMLAPSE) replay $(call opt,RUN,--run)
 
-analyze:
-	$(PY) -m dimlapse.pipelines analyze $(if $(RUN),--run $(RUN)) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
+analyze:  ## analyse a run (default: the newest): RUN SCHEDULER
+	$(DIMLAPSE) analyze $(call opt,RUN,--run) $(call opt,SCHEDULER,--scheduler)
 
-report:
-	$(PY) -m dimlapse.pipelines report $(if $(RUN),--run $(RUN))
+report:  ## re-render a run's report and figures: RUN
+	$(DIMLAPSE) report $(call opt,RUN,--run)
 
-watch:  ## follow a run while it trains (default: the newest): terminal view, alerts.jsonl, dashboard on PORT (8765)
-	$(PY) -m dimlapse.pipelines watch $(if $(RUN),--run $(RUN)) $(if $(PORT),--port $(PORT)) $(if $(TIMEOUT),--timeout $(TIMEOUT))
+watch:  ## follow a run while it trains (default: the newest): RUN PORT TIMEOUT
+	$(DIMLAPSE) watch $(call opt,RUN,--run) $(call opt,PORT,--port) $(call opt,TIMEOUT,--timeout)
 
-bench-capture:
-	$(PY) -m dimlapse.pipelines bench-capture
+study:  ## recipes over seeds, one comparison report: MODELS SEEDS STEPS REUSE SCHEDULER
+	$(DIMLAPSE) study $(call opt,MODELS,--models) $(call opt,SEEDS,--seeds) \
+	  $(call opt,STEPS,--steps) $(call switch,REUSE,--reuse) $(call opt,SCHEDULER,--scheduler)
 
-bench-analyze:
-	$(PY) -m dimlapse.pipelines bench-analyze
+intervene:  ## baseline + runs disrupted in step windows: MODEL WINDOWS KIND STEPS SEED
+	$(DIMLAPSE) intervene $(call opt,MODEL,--model) $(call opt,WINDOWS,--windows) \
+	  $(call opt,KIND,--kind) $(call opt,STEPS,--steps) $(call opt,SEED,--seed)
 
-# Detectors' false alarms on null series and power on planted events; SEEDS=40 (series per family)
-bench-transitions:
-	$(PY) -m dimlapse.pipelines._bench_transitions $(if $(SEEDS),--seeds $(SEEDS))
+bench-capture:  ## capture overhead per mode, with control arms
+	$(DIMLAPSE) bench capture
 
-# Baseline + runs disrupted in step windows: WINDOWS=0-500,500-1000 KIND=blur|label_noise|
-# input_noise|freeze|lr_spike (or KIND=deeplinear: the deep-linear critical-period check).
-intervene:
-	$(PY) -m dimlapse.pipelines intervene --model $(MODEL) $(if $(WINDOWS),--windows $(WINDOWS)) \
-	  $(if $(KIND),--kind $(KIND)) $(if $(STEPS),--steps $(STEPS)) $(if $(SEED),--seed $(SEED))
+bench-analyze:  ## the analysis jobs against a naive SVD loop
+	$(DIMLAPSE) bench analyze
 
-# Recipes over seeds, one comparison report: MODELS=mlp,cnn SEEDS=3 STEPS=300 REUSE=1 SCHEDULER=tcp://...
-study:
-	$(PY) -m dimlapse.pipelines study $(if $(MODELS),--models $(MODELS)) \
-	  $(if $(SEEDS),--seeds $(SEEDS)) $(if $(STEPS),--steps $(STEPS)) $(if $(REUSE),--reuse) \
-	  $(if $(SCHEDULER),--scheduler $(SCHEDULER))
+bench-transitions:  ## detectors' false alarms and power: SEEDS
+	$(DIMLAPSE) bench transitions $(call opt,SEEDS,--seeds)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from dimlapse.analyze._compare import compare, lagged_xcorr, normalised
-from dimlapse.analyze._timing import timing, transition_counts
+from dimlapse.analyze.jobs._compare import comparison, lagged_xcorr, normalised
+from dimlapse.analyze.jobs._timing import timing, transition_counts
 
 STEPS = np.arange(0, 2000, 5)
 
@@ -117,7 +117,7 @@ def test_planted_lag_is_found():
     lagged = np.concatenate([np.zeros((2, 3)), dw[:, :-3]], axis=1)  # activation follows by 3
     act = np.concatenate([np.zeros((2, 1)), np.cumsum(2 * lagged, axis=1)], axis=1)
     act += rng.normal(0, 0.3, act.shape)
-    ds = compare(dim_fixture(act, w))
+    ds = comparison(dim_fixture(act, w))
     np.testing.assert_array_equal(ds.peak_lag.values, 3)
     np.testing.assert_array_equal(ds.peak_lag_steps.values, 15)
     assert (ds.peak_xcorr > 0.8).all()
@@ -126,7 +126,7 @@ def test_planted_lag_is_found():
 def test_independent_spaces_have_small_xcorr():
     rng = np.random.default_rng(2)
     walks = np.cumsum(rng.normal(size=(2, 2, STEPS.size)), axis=-1)
-    ds = compare(dim_fixture(walks[0], walks[1]))
+    ds = comparison(dim_fixture(walks[0], walks[1]))
     assert (np.abs(ds.xcorr) < 0.25).all()
 
 
@@ -144,7 +144,9 @@ def test_counts_per_space_and_totals():
     }
     rng = np.random.default_rng(3)
     walks = np.cumsum(rng.normal(size=(2, 2, STEPS.size)), axis=-1)
-    ds = compare(dim_fixture(walks[0], walks[1]), transitions_fixture(events, n_null=2))
+    ds = comparison(
+        dim_fixture(walks[0], walks[1]), transitions=transitions_fixture(events, n_null=2)
+    )
     tot = ds.sel(metric="stable_rank", detector="zscore")
     assert tot.n_raw_total.sel(kind="activation").item() == 4
     assert tot.n_significant_total.sel(kind="activation").item() == 3
@@ -156,8 +158,8 @@ def test_lazy_matches_eager_and_one_space_only():
     rng = np.random.default_rng(4)
     walks = np.cumsum(rng.normal(size=(2, 2, STEPS.size)), axis=-1)
     da = dim_fixture(walks[0], walks[1])
-    xr.testing.assert_allclose(compare(da.chunk(layer=1)).compute(), compare(da))
-    only = compare(da.sel(kind=["activation"]))
+    xr.testing.assert_allclose(comparison(da.chunk(layer=1)).compute(), comparison(da))
+    only = comparison(da.sel(kind=["activation"]))
     assert "xcorr" not in only
     assert only.attrs["kinds_present"] == ["activation"]
 
@@ -165,6 +167,6 @@ def test_lazy_matches_eager_and_one_space_only():
 def test_compare_validation():
     da = dim_fixture(np.zeros((2, 20)), np.zeros((2, 20)))
     with pytest.raises(ValueError, match="'kind' dimension"):
-        compare(da.sel(kind="activation"))
+        comparison(da.sel(kind="activation"))
     with pytest.raises(ValueError, match="`max_lag` to be an int"):
-        compare(da, max_lag=0)
+        comparison(da, max_lag=0)

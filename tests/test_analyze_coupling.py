@@ -5,7 +5,7 @@ import pytest
 import scipy.stats
 import xarray as xr
 
-from dimlapse.analyze._coupling import (
+from dimlapse.analyze.jobs._coupling import (
     align_scalars,
     block_counts,
     coupling,

@@ -203,7 +203,7 @@ def test_bench_analyze_small(tmp_path, capsys):
     pytest.importorskip("torch")
     import argparse
 
-    from dimlapse.pipelines import _bench_analyze
+    from dimlapse.pipelines.bench import _analyze as _bench_analyze
 
     parser = argparse.ArgumentParser()
     _bench_analyze.add_arguments(parser)

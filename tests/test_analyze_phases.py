@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from dimlapse.analyze._phases import TREND_CODES, phases, segmented_fit, smooth
+from dimlapse.analyze.jobs._phases import TREND_CODES, phases, segmented_fit, smooth
 
 STEPS = np.arange(0, 8001, 5)  # the study's schedule: 1,601 captures
 

@@ -12,17 +12,17 @@ import zarr
 
 torch = pytest.importorskip("torch")
 
-from dimlapse.analyze._figures import FIGURES  # noqa: E402
 from dimlapse.analyze._pipeline import JOBS, analyze_run, run_name, scheduler_context  # noqa: E402
-from dimlapse.analyze._report_claims import STUDY  # noqa: E402
-from dimlapse.pipelines._cli import CLIError  # noqa: E402
-from dimlapse.pipelines._cmd_analyze import (  # noqa: E402
+from dimlapse.analyze.report._claims import STUDY  # noqa: E402
+from dimlapse.analyze.report._figures import FIGURES  # noqa: E402
+from dimlapse.pipelines.cli._analyze import (  # noqa: E402
     add_analyze_arguments,
     add_report_arguments,
     resolve_store,
     run_analyze,
     run_report,
 )
+from dimlapse.pipelines.cli._main import CLIError  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 import xarray as xr
 
 from dimlapse.analyze import transitions
-from dimlapse.analyze._sampling import _strides, sampling
+from dimlapse.analyze.jobs._sampling import _strides, sampling
 
 EVERY = 5
 STEPS = np.arange(0, 4001, EVERY)  # 801 captures
@@ -65,7 +65,7 @@ def test_coarse_sampling_loses_transitions(result):
 
 
 def test_counts_equal_a_direct_run_on_the_subsample(result):
-    direct = transitions(planted().isel(step=slice(0, None, 2)), detector=("pelt",))
+    direct = transitions(planted().isel(step=slice(0, None, 2)), detectors=("pelt",))
     got = result.sel(interval=10)
     np.testing.assert_array_equal(got["n_raw"].values, direct["n_candidates"].values)
     np.testing.assert_array_equal(got["n_significant"].values, direct["n_significant"].values)
@@ -74,12 +74,12 @@ def test_counts_equal_a_direct_run_on_the_subsample(result):
 
 def test_reusing_the_base_transitions_gives_the_same_result():
     da = planted(n_layers=1)
-    base = transitions(da, detector=("pelt",))
+    base = transitions(da, detectors=("pelt",))
     a = sampling(da, intervals=(5, 50), detectors=("pelt",))
     b = sampling(da, intervals=(5, 50), detectors=("pelt",), base=base)
     xr.testing.assert_allclose(a, b)
     # a base computed on more series is restricted to the series being subsampled
-    wide = transitions(planted(n_layers=2), detector=("pelt",))
+    wide = transitions(planted(n_layers=2), detectors=("pelt",))
     c = sampling(da, intervals=(5, 50), detectors=("pelt",), base=wide)
     assert c["layer"].values.tolist() == ["l0"]
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dimlapse.analyze._training import find_spikes
+from dimlapse.analyze.jobs._training import find_spikes
 
 
 def _minibatch_loss(rng, n=8000, noise=0.5):

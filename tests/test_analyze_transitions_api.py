@@ -39,25 +39,25 @@ def test_registry_is_the_one_place_a_detector_is_described():
 
 def test_ndarray_dataarray_and_dataset_give_matching_shapes():
     x = _step()
-    one = transitions(x, detector="meanshift", calibration=NO_LADDER)
+    one = transitions(x, detectors="meanshift", calibration=NO_LADDER)
     assert one.significant.dims == ("transition",)
     assert one.n_significant.dims == () and str(one.detector.values) == "meanshift"
     assert one.step.values[one.significant.values].tolist() == [200]
     da = xr.DataArray(np.stack([x, _step(seed=1)]), dims=("layer", "step"))
-    many = transitions(da, detector=("meanshift", "zscore"), calibration=NO_LADDER)
+    many = transitions(da, detectors=("meanshift", "zscore"), calibration=NO_LADDER)
     assert many.significant.dims == ("layer", "detector", "transition")
     assert many.p_series.dims == ("layer", "detector")
     ds = xr.Dataset({"a": da, "b": da * 2.0, "c": ("layer", [1.0, 2.0])})
-    out = transitions(ds, detector="pelt", calibration=NO_LADDER)
+    out = transitions(ds, detectors="pelt", calibration=NO_LADDER)
     assert out.n_candidates.dims == ("variable", "layer")
     assert out["variable"].values.tolist() == ["a", "b"]
-    two_d = transitions(np.stack([x, x]), detector="pelt", calibration=NO_LADDER)
+    two_d = transitions(np.stack([x, x]), detectors="pelt", calibration=NO_LADDER)
     assert two_d.n_candidates.dims == ("dim_0",)
 
 
 def test_a_single_series_is_the_same_inside_a_dataarray():
     x = _step(seed=11)
-    one = transitions(x, detector="meanshift", calibration=NO_LADDER)
+    one = transitions(x, detectors="meanshift", calibration=NO_LADDER)
     many = transitions(
         xr.DataArray(x[None], dims=("layer", "step")), detector="meanshift", calibration=NO_LADDER
     )
@@ -68,7 +68,7 @@ def test_options_are_typed_and_matched_to_their_detector():
     x = _step(seed=2)
     ds = transitions(
         x,
-        detector=("zscore", "pelt"),
+        detectors=("zscore", "pelt"),
         options=(ZScoreOptions(threshold=2.5), PeltOptions(pen_scale=3.0)),
         calibration=NO_LADDER,
     )
@@ -76,7 +76,7 @@ def test_options_are_typed_and_matched_to_their_detector():
     assert ds.attrs["pelt_window"] == PeltOptions().window  # defaults recorded too
     by_name = transitions(
         x,
-        detector="zscore",
+        detectors="zscore",
         options={"zscore": ZScoreOptions(threshold=2.5)},
         calibration=NO_LADDER,
     )
@@ -84,7 +84,7 @@ def test_options_are_typed_and_matched_to_their_detector():
     np.testing.assert_array_equal(by_name.p_value, zs.p_value[: by_name.sizes["transition"]])
     assert by_name.attrs["zscore_threshold"] == 2.5
     with pytest.raises(ValueError, match="options of the chosen detectors"):
-        transitions(x, detector="pelt", options=ZScoreOptions())
+        transitions(x, detectors="pelt", options=ZScoreOptions())
 
 
 @pytest.mark.parametrize(
@@ -107,10 +107,10 @@ def test_invalid_options_name_the_argument(make, match):
 
 
 def test_invalid_inputs_name_the_argument():
-    with pytest.raises(ValueError, match="`detector`"):
-        transitions(np.zeros(100), detector="cusum")
-    with pytest.raises(ValueError, match="`detector`"):
-        transitions(np.zeros(100), detector=())
+    with pytest.raises(ValueError, match="`detectors`"):
+        transitions(np.zeros(100), detectors="cusum")
+    with pytest.raises(ValueError, match="`detectors`"):
+        transitions(np.zeros(100), detectors=())
     with pytest.raises(ValueError, match="`alpha`"):
         transitions(np.zeros(100), alpha=1.5)
     with pytest.raises(ValueError, match="`steps`"):
@@ -124,25 +124,25 @@ def test_invalid_inputs_name_the_argument():
 def test_nan_samples_are_dropped_and_steps_kept():
     x = _step(n=500, tau=300, h=5.0, seed=12)
     x[[10, 50, 51, 400]] = np.nan
-    ds = transitions(x, steps=np.arange(500) * 10, detector="meanshift", calibration=NO_LADDER)
+    ds = transitions(x, steps=np.arange(500) * 10, detectors="meanshift", calibration=NO_LADDER)
     assert ds.step.values[ds.significant.values].tolist() == [3000]
 
 
 def test_all_nan_and_short_series_are_untested():
     da = xr.DataArray(np.stack([np.full(300, np.nan), _step(300, 150)]), dims=("s", "step"))
-    ds = transitions(da, detector="zscore", calibration=NO_LADDER)
+    ds = transitions(da, detectors="zscore", calibration=NO_LADDER)
     assert ds.tested.values.tolist() == [False, True]
     assert np.isnan(ds.n_candidates.values[0])
-    short = transitions(np.arange(10.0), detector="meanshift", calibration=NO_LADDER)
+    short = transitions(np.arange(10.0), detectors="meanshift", calibration=NO_LADDER)
     assert short.sizes["transition"] == 0 and not bool(short.tested)
 
 
 def test_seeded_and_deterministic():
     x = np.random.default_rng(1).standard_normal(300)
-    a = transitions(x, detector="zscore", calibration=Calibration(seed=1, scales=()))
-    again = transitions(x, detector="zscore", calibration=Calibration(seed=1, scales=()))
+    a = transitions(x, detectors="zscore", calibration=Calibration(seed=1, scales=()))
+    again = transitions(x, detectors="zscore", calibration=Calibration(seed=1, scales=()))
     xr.testing.assert_identical(a, again)
-    b = transitions(x, detector="zscore", calibration=Calibration(seed=2, scales=()))
+    b = transitions(x, detectors="zscore", calibration=Calibration(seed=2, scales=()))
     assert not np.array_equal(a.p_value, b.p_value)
 
 
@@ -165,7 +165,7 @@ def test_transitions_applies_hierarchical_fdr_across_series():
         dims=("kind", "layer", "step"),
         coords={"kind": ["activation", "weight"], "step": np.arange(500) * 5},
     )
-    ds = transitions(da, detector=("meanshift", "zscore"), calibration=NO_LADDER)
+    ds = transitions(da, detectors=("meanshift", "zscore"), calibration=NO_LADDER)
     for d in ("meanshift", "zscore"):
         e = ds.sel(detector=d)
         q, sel, level = hierarchical_fdr(e.p_series.values.ravel(), 0.05)
@@ -184,7 +184,7 @@ def test_scale_tells_a_sharp_jump_from_a_slow_rise():
     x = rng.standard_normal(800)
     x[200:] += 8.0
     x += 8.0 * np.clip((t - 500) / 60, 0, 1)
-    ds = transitions(x, detector="meanshift", calibration=Calibration(scales=(0.25, 2.0, 4.0)))
+    ds = transitions(x, detectors="meanshift", calibration=Calibration(scales=(0.25, 2.0, 4.0)))
     jump = ds.where(abs(ds.step - 200) <= 3, drop=True)
     ramp = ds.where(abs(ds.step - 530) <= 15, drop=True)
     assert jump.sizes["transition"] == 1 and ramp.sizes["transition"] == 1
@@ -196,8 +196,8 @@ def test_scale_tells_a_sharp_jump_from_a_slow_rise():
 def test_workers_do_not_change_the_result():
     rng = np.random.default_rng(41)
     da = xr.DataArray(np.stack([rng.standard_normal(400) for _ in range(4)]), dims=("s", "step"))
-    one = transitions(da, detector=("meanshift", "pelt"), workers=1, calibration=NO_LADDER)
-    two = transitions(da, detector=("meanshift", "pelt"), workers=2, calibration=NO_LADDER)
+    one = transitions(da, detectors=("meanshift", "pelt"), workers=1, calibration=NO_LADDER)
+    two = transitions(da, detectors=("meanshift", "pelt"), workers=2, calibration=NO_LADDER)
     xr.testing.assert_identical(one, two)
     with pytest.raises(ValueError, match="`workers`"):
         transitions(da, workers=0)

@@ -57,7 +57,7 @@ def test_null_families_stay_at_the_nominal_false_alarm_rate(rates, family, detec
 def test_a_fast_loss_like_decay_is_not_a_transition(kind, detector):
     rng = np.random.default_rng(1020)
     rows = [_null(kind, rng, 600) for _ in range(8)]
-    ds = transitions(_stack(rows), detector=detector, calibration=NO_LADDER)
+    ds = transitions(_stack(rows), detectors=detector, calibration=NO_LADDER)
     assert float((ds.p_series <= ALPHA).mean()) <= 1 / 8
 
 
@@ -89,7 +89,7 @@ def test_each_step_of_a_big_staircase_is_significant():
         taus = 150 + 25 * np.arange(5)
         for tau in taus:
             x[tau:] += 10.0
-        ds = transitions(x, detector="pelt", calibration=NO_LADDER)
+        ds = transitions(x, detectors="pelt", calibration=NO_LADDER)
         sig = ds.step.values[ds.significant.values]
         found += sum(bool(np.min(np.abs(sig - t), initial=99) <= 2) for t in taus)
         extra += sig.size - sum(bool(np.min(np.abs(taus - s)) <= 2) for s in sig)
@@ -99,7 +99,7 @@ def test_each_step_of_a_big_staircase_is_significant():
 
 def test_noiseless_staircase_steps_are_all_significant():
     x = np.repeat(np.arange(1.0, 6.0), 60)  # 1-2-3-4-5, 60 samples each
-    ds = transitions(x, detector="pelt", calibration=NO_LADDER)
+    ds = transitions(x, detectors="pelt", calibration=NO_LADDER)
     assert ds.step.values[ds.significant.values].tolist() == [60, 120, 180, 240]
 
 
@@ -111,7 +111,7 @@ def test_single_level_shift_of_3_sd_in_a_decay(detector):
         x = rng.standard_normal(600) + 5 * np.exp(-np.arange(600) / 75)
         x[tau:] += 3.0 * rng.choice([-1.0, 1.0])
         rows.append(x)
-    ds = transitions(_stack(rows), detector=detector, calibration=NO_LADDER)
+    ds = transitions(_stack(rows), detectors=detector, calibration=NO_LADDER)
     hits = 0
     for i, tau in enumerate(taus):
         found = ds.step[i].values[(ds.p_value[i] <= ALPHA).values]
@@ -137,7 +137,7 @@ def test_study_zscore_raw_count_versus_calibrated():
     for seed in range(4):
         x = np.random.default_rng(seed).standard_normal(1600)
         opts = ZScoreOptions(merge_gap=0)
-        ds = transitions(x, detector="zscore", options=opts, calibration=NO_LADDER)
+        ds = transitions(x, detectors="zscore", options=opts, calibration=NO_LADDER)
         raw.append(int(ds.n_candidates))
         null.append(float(ds.n_null))
         sig.append(int(ds.n_significant))
@@ -193,7 +193,7 @@ def test_tail_pvalues_keep_the_count_in_the_bulk_and_fit_beyond_it():
 def _null_pvalues(kinds, n_series, n, seed, detectors):
     rng = np.random.default_rng(seed)
     rows = [_null(kinds[i % len(kinds)], rng, n) for i in range(n_series)]
-    return transitions(_stack(rows), detector=detectors, calibration=NO_LADDER).p_series
+    return transitions(_stack(rows), detectors=detectors, calibration=NO_LADDER).p_series
 
 
 def test_null_series_p_values_are_not_below_nominal():
@@ -212,7 +212,7 @@ def _planted_family(seed, n, detectors, m=54):
     k = int(rng.choice([i for i in range(m) if i % 3 != 1]))  # white or decay: unit-sd noise
     tau = int(rng.integers(n // 5, 4 * n // 5))
     rows[k][tau:] += 5.0 * rng.choice([-1.0, 1.0])
-    return transitions(_stack(rows), detector=detectors, calibration=NO_LADDER), k, tau
+    return transitions(_stack(rows), detectors=detectors, calibration=NO_LADDER), k, tau
 
 
 def _planted_outcome(ds, detector, k, tau):

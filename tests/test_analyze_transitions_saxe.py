@@ -95,7 +95,7 @@ def test_energy_rank_staircase_transitions_at_the_theory_times(run):
     theory = np.array([energy_rank_99(a) for a in theory_strengths(t.astype(np.float64))])
     jumps = t[1:][np.diff(theory) != 0]  # theory rank changes, in steps
     every = 2  # captured every 2 steps
-    ds = transitions(rank[::every], steps=t[::every], detector="pelt")
+    ds = transitions(rank[::every], steps=t[::every], detectors="pelt")
     found = ds.step.values[ds.significant.values]
     # the late jumps (one per learned mode) are tens of steps apart: each is its own event
     late = jumps[jumps > 50]
@@ -110,7 +110,7 @@ def test_loss_staircase_one_event_per_mode_with_its_time_scale(run):
     t_half, steps, loss, _, _ = run
     t = np.arange(steps)
     every = 2
-    ds = transitions(loss[::every], steps=t[::every], detector="pelt")
+    ds = transitions(loss[::every], steps=t[::every], detectors="pelt")
     sig = ds.significant.values
     onset, end = ds.onset.values[sig], ds.onset.values[sig] + ds.duration.values[sig]
     scale = ds.scale.values[sig]

@@ -25,7 +25,7 @@ from dimlapse.analyze import (
 )
 from dimlapse.analyze._integrity import StoreIntegrityError
 from dimlapse.analyze._pipeline import analyze_run, run_name
-from dimlapse.pipelines._cli import main
+from dimlapse.pipelines.cli._main import main
 
 CHUNK = 8  # the tiny run's chunk length along `step` (steps 0..40, every 1)
 
@@ -208,7 +208,7 @@ def test_report_lists_nonfinite_values_and_exclusions(nan_analysis):
 
 
 def test_report_of_a_clean_run_says_nothing_was_excluded(nan_analysis):
-    from dimlapse.analyze._report import report_markdown
+    from dimlapse.analyze.report._markdown import report_markdown
 
     tree, _ = nan_analysis
     clean = tree.copy()
@@ -218,7 +218,7 @@ def test_report_of_a_clean_run_says_nothing_was_excluded(nan_analysis):
 
 
 def test_figures_without_labelled_artists_do_not_warn(nan_analysis, tmp_path):
-    from dimlapse.analyze._figures import render_figures
+    from dimlapse.analyze.report._figures import render_figures
 
     tree, _ = nan_analysis
     blank = tree.copy()
@@ -271,7 +271,7 @@ def test_code_cites_only_documents_in_the_repository():
     outside = re.compile(r"STORAGE_NOTES|\bissues? #?\d+\b", re.IGNORECASE)
     cited = re.compile(r"docs/[\w./-]+\.md")
     hits, missing = [], []
-    for path in sorted([*(root / "analyze").rglob("*.py"), *(root / "pipelines").rglob("*.py")]):
+    for path in sorted((root / "dimlapse").rglob("*.py")):
         for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if outside.search(line):
                 hits.append(f"{path.relative_to(root)}:{i}: {line.strip()}")
@@ -281,7 +281,7 @@ def test_code_cites_only_documents_in_the_repository():
 
 
 def test_sparse_scalars_are_not_listed_for_steps_they_were_not_measured():
-    from dimlapse.analyze._nonfinite import nonfinite_record
+    from dimlapse.analyze.jobs._nonfinite import nonfinite_record
 
     steps = np.arange(20)
     acc = np.where(steps % 5 == 0, 0.5, np.nan)  # held-out accuracy at capture steps only

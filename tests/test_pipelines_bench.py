@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dimlapse.pipelines._bench_capture import format_report, interleave, run_benchmark, summarise
+from dimlapse.pipelines.bench._capture import format_report, interleave, run_benchmark, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +72,7 @@ def test_bench_capture_through_the_cli(tmp_path):
 @pytest.mark.slow
 def test_bench_gpu_dry_run_on_cpu():
     out = subprocess.run(
-        [sys.executable, str(ROOT / "pipelines" / "bench_gpu.py"), "--dry-run"],
+        [sys.executable, "-m", "dimlapse.pipelines.bench.gpu", "--dry-run"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     for model in ("resnet18", "vit"):  # the dry run's tiny configuration, then measured ratios
@@ -83,7 +83,7 @@ def test_bench_gpu_dry_run_on_cpu():
 def test_bench_gpu_refuses_cuda_when_absent(capsys):
     import torch
 
-    from dimlapse.pipelines.bench_gpu import main
+    from dimlapse.pipelines.bench.gpu import main
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")

@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
-from dimlapse.pipelines import _cli
-from dimlapse.pipelines._cli import main
+from pathlib import Path
+
+from dimlapse.pipelines.cli import COMMANDS, build_parser, main
 
 
 def _err(capsys, argv):
@@ -81,22 +82,53 @@ def test_replay_without_runs_and_with_missing_run(capsys, tmp_path):
     assert status == 2 and "No run store at" in err
 
 
-def test_lazy_command_missing_module_is_a_clear_error(capsys, monkeypatch):
-    monkeypatch.setitem(_cli._LAZY, "report", ("_no_such_module", "add", "run", "write a report"))
-    status, err = _err(capsys, ["report"])
-    assert status == 2
-    assert "the `report` command is not available yet" in err
-    assert "dimlapse.pipelines._no_such_module" in err
+def test_help_lists_every_command_without_importing_the_analysis_stack():
+    code = (
+        "import sys\n"
+        "from dimlapse.pipelines.cli import COMMANDS, build_parser\n"
+        "text = build_parser().format_help()\n"
+        "print(all(c in text for c in COMMANDS))\n"
+        "heavy = ['xarray', 'dask', 'dimlapse.analyze', 'dimlapse.pipelines.bench._capture']\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["True", "[]"]
+    assert set(COMMANDS) >= {"capture", "replay", "analyze", "report", "watch", "study"}
+    assert set(COMMANDS) >= {"intervene", "bench"}
 
 
-def test_help_lists_every_command_without_importing_lazy_modules(monkeypatch):
-    for name in ("_cmd_analyze", "_bench_analyze", "_bench_capture"):
-        monkeypatch.delitem(sys.modules, f"dimlapse.pipelines.{name}", raising=False)
-    text = _cli.build_parser().format_help()
-    for command in ("capture", "replay", "analyze", "report", "bench-capture", "bench-analyze"):
-        assert command in text
-    assert "dimlapse.pipelines._cmd_analyze" not in sys.modules
-    assert "dimlapse.pipelines._bench_capture" not in sys.modules
+def test_every_option_states_its_default():
+    import argparse
+
+    from dimlapse.pipelines.cli import HelpFormatter
+
+    for command, (module, add, _, _) in COMMANDS.items():
+        parser = build_parser({command: getattr(__import__(module, fromlist=[add]), add)})
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        p = sub.choices[command]
+        parsers = [p]
+        for a in p._actions:  # bench's own sub-commands
+            if isinstance(a, argparse._SubParsersAction):
+                parsers += list(a.choices.values())
+        for q in parsers:
+            text = q.format_help()
+            for action in q._actions:
+                if action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+                    continue
+                shown = HelpFormatter(q.prog)._get_help_string(action) % {
+                    "default": action.default
+                }
+                assert "default" in shown.lower(), (q.prog, action.option_strings)
+            assert "usage:" in text
+
+
+def test_console_script_is_installed():
+    import shutil
+
+    exe = shutil.which("dimlapse", path=str(Path(sys.executable).parent))
+    assert exe is not None, "pip install -e . installs the `dimlapse` console script"
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True)
+    assert "capture" in out.stdout and "analyze" in out.stdout
 
 
 def test_python_dash_m_entry_point(tmp_path):
@@ -111,9 +143,8 @@ def test_python_dash_m_entry_point(tmp_path):
 
 def test_analysis_commands_use_only_the_public_analysis_api():
     import ast
-    from pathlib import Path
 
-    src = Path(__file__).resolve().parents[1] / "pipelines" / "_cmd_analyze.py"
+    src = Path(__file__).resolve().parents[1] / "dimlapse" / "pipelines" / "cli" / "_analyze.py"
     private = [
         node.module
         for node in ast.walk(ast.parse(src.read_text()))
@@ -143,11 +174,11 @@ def test_analyze_detectors_are_checked_against_the_registry(capsys, tmp_path, de
 
 def test_analyze_detectors_default_and_help_follow_the_registry(capsys, monkeypatch, tmp_path):
     import dimlapse.analyze
-    from dimlapse.pipelines import _cmd_analyze
+    from dimlapse.pipelines.cli import _analyze
 
     monkeypatch.setattr(dimlapse.analyze, "ALL_DETECTORS", ("pelt", "binseg"))
     monkeypatch.setattr(dimlapse.analyze, "DEFAULT_DETECTOR", "binseg")
-    parser = _cli.build_parser({"analyze": _cmd_analyze.add_analyze_arguments})
+    parser = build_parser({"analyze": _analyze.add_analyze_arguments})
     assert parser.parse_args(["analyze"]).detectors == ["pelt", "binseg"]
     sub = parser.parse_args(["analyze", "--detectors", "binseg"])
     assert sub.detectors == ["binseg"]

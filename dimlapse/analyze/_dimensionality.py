@@ -41,7 +41,7 @@ def _twonn_block(block: np.ndarray, *, discard_fraction: float) -> np.ndarray:
         return np.array([twonn(x, discard_fraction=discard_fraction) for x in block])
 
 
-def _step_chunked(da: xr.DataArray) -> dsa.Array:
+def step_chunked(da: xr.DataArray) -> dsa.Array:
     """Dask data of `da`, one chunk over the non-step dims, 16-64 steps per chunk.
 
     Chunks smaller than 16 steps are merged in whole multiples, so task boundaries stay
@@ -119,7 +119,7 @@ def _layer_metrics(
         epsilon_rank: {"epsilon": epsilon, "n_samples": n if center else 1},
     }
     funcs = [(f, special.get(f, {})) for f in metrics.values()]
-    data = _step_chunked(da)
+    data = step_chunked(da)
     out = dsa.map_blocks(
         _metric_block,
         data,
@@ -137,7 +137,7 @@ def _layer_metrics(
 
 def _layer_twonn(da: xr.DataArray, *, stride: int, discard_fraction: float) -> xr.DataArray:
     sub = da.isel(step=slice(None, None, stride))
-    data = _step_chunked(sub)
+    data = step_chunked(sub)
     out = dsa.map_blocks(
         _twonn_block,
         data,

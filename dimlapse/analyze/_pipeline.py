@@ -14,19 +14,24 @@ from typing import Any
 import xarray as xr
 from tqdm.auto import tqdm
 
-from ._compare import comparison
-from ._coupling import coupling
-from ._jobcommon import jsonable, vlen_strings
-from ._nonfinite import excluded_steps, nonfinite_record
-from ._phases import phases
-from ._sampling import DEFAULT_INTERVALS, MIN_SAMPLES, sampling
-from ._scheduler import SCHEDULER_TIMEOUT, check_scheduler, compute_job, scheduler_context
-from ._timing import timing
-from ._training import training_dynamics
-from ._transitions import ALL_DETECTORS
+from dimlapse import RESULTS_DIR
 
-DETECTORS = ALL_DETECTORS  # every registered detector
-RESULTS_DIR = "data/results"
+from ._provenance import jsonable, vlen_strings
+from ._scheduler import SCHEDULER_TIMEOUT, check_scheduler, compute_job, scheduler_context
+from ._transitions import ALL_DETECTORS
+from .jobs import (
+    DEFAULT_INTERVALS,
+    MIN_SAMPLES,
+    comparison,
+    coupling,
+    excluded_steps,
+    nonfinite_record,
+    phases,
+    sampling,
+    timing,
+    training_dynamics,
+)
+
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 JOBS = (
     "dimensionality",
@@ -126,7 +131,7 @@ MIN_SNAPSHOTS = MIN_SAMPLES
 
 def _default_detector(detectors: Sequence[str]) -> str:
     """The transitions API's default (best-powered) detector when it was run, else ``""``."""
-    from ._figures import default_detector
+    from .report import default_detector
 
     name = default_detector()
     return name if name is not None and name in detectors else ""
@@ -183,7 +188,7 @@ def analyze_run(
     *,
     scheduler: Any = None,
     metrics: Sequence[str] | None = None,
-    detectors: Sequence[str] = DETECTORS,
+    detectors: Sequence[str] = ALL_DETECTORS,
     alpha: float = 0.05,
     intervals: Sequence[int] | None = None,
     twonn_stride: int | None = None,
@@ -283,7 +288,7 @@ def analyze_run(
         dim.attrs["every"] = every if isinstance(every, int) else None
         chunked = _layers_chunked(dim)
         total = _total_steps(run, dim)
-        tr = transitions(chunked, detector=tuple(detectors), alpha=alpha)
+        tr = transitions(chunked, detectors=tuple(detectors), alpha=alpha)
         results["transitions"] = compute_job(tr, "transitions", local=local, progress=progress)
         step("transitions")
         trans = results["transitions"]
@@ -303,7 +308,7 @@ def analyze_run(
             "training": lambda: training_dynamics(run.scalars),
         }
         if "targets" in run.probe:  # formation needs labelled probes
-            from ._formation import formation
+            from .jobs import formation
 
             jobs["formation"] = lambda: formation(run)
         for job, build in jobs.items():
@@ -321,8 +326,7 @@ def analyze_run(
     out.mkdir(parents=True, exist_ok=True)
     save_tree(tree, out / "analysis.zarr")
     if figures:
-        from ._figures import render_figures
-        from ._report import write_report
+        from .report import render_figures, write_report
 
         render_figures(tree, out / "figures")
         write_report(tree, out / "report.md")

@@ -1,16 +1,36 @@
-"""Runnable recipes: the model and data zoo, the train-and-capture loop, the CLI.
+"""Runnable recipes and workflows, using both capture and analyze; the ``dimlapse`` command.
 
-``python -m dimlapse.pipelines capture --model mlp`` trains the study's MLP on MNIST-1D and
-records it into ``data/runs/mlp-mnist1d-s0.zarr``; ``replay`` materialises activations of a
-weights-only run; ``bench-capture`` measures the Recorder's overhead.
+Sub-packages, one per workflow:
+
+- :mod:`.zoo`: recipes, models, offline datasets;
+- :mod:`.training`: the train-and-capture loop (``dimlapse capture --model mlp`` records the
+  study's MLP on MNIST-1D into ``data/runs/mlp-mnist1d-s0.zarr``), resume, replay;
+- :mod:`.watch`: follow a run live (terminal view, alert log, dashboard);
+- :mod:`.study`: architectures over seeds; :mod:`.intervene`: disruption windows;
+- :mod:`.bench`: the benchmarks; :mod:`.cli`: the ``dimlapse`` command.
 """
 
-from ._data import Dataset, DataSpec, digits, load_dataset, mnist1d, modadd
-from ._models import CNN, MLP, ResNet, Transformer, ViT, build_model
-from ._recipes import DATASETS, DEFAULT_DATA, MODELS, Recipe
-from ._replay import model_from_store, replay_run
-from ._train import RunResult, train
-from ._watch import Watcher, WatchResult, watch
+from dimlapse import RUNS_DIR
+
+from .training import RunResult, model_from_store, replay_run, train
+from .zoo import (
+    CNN,
+    DATASETS,
+    DEFAULT_DATA,
+    MLP,
+    MODELS,
+    Dataset,
+    DataSpec,
+    Recipe,
+    ResNet,
+    Transformer,
+    ViT,
+    build_model,
+    digits,
+    load_dataset,
+    mnist1d,
+    modadd,
+)
 
 __all__ = [
     "CNN",
@@ -18,6 +38,7 @@ __all__ = [
     "DEFAULT_DATA",
     "MLP",
     "MODELS",
+    "RUNS_DIR",
     "DataSpec",
     "Dataset",
     "Recipe",
@@ -25,8 +46,6 @@ __all__ = [
     "RunResult",
     "Transformer",
     "ViT",
-    "WatchResult",
-    "Watcher",
     "build_model",
     "digits",
     "load_dataset",
@@ -35,5 +54,4 @@ __all__ = [
     "model_from_store",
     "replay_run",
     "train",
-    "watch",
 ]

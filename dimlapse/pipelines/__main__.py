@@ -1,5 +1,5 @@
-"""``python -m dimlapse.pipelines <command>``; see :mod:`dimlapse.pipelines._cli`."""
+"""``python -m dimlapse.pipelines <command>``: the same as the ``dimlapse`` command."""
 
-from ._cli import main
+from .cli import main
 
 raise SystemExit(main())

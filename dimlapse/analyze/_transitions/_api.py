@@ -12,7 +12,7 @@ from threadpoolctl import threadpool_limits
 from ._assemble import assemble
 from ._calibrate import SeriesResult, empty_result
 from ._pool import calibrate_all
-from ._registry import DEFAULT_DETECTOR, DETECTORS, spec
+from ._registry import DEFAULT_DETECTOR, spec
 from ._spec import Calibration
 
 
@@ -90,7 +90,7 @@ def _resolve_options(names: tuple[str, ...], options: object) -> dict[str, Any]:
 def transitions(
     x: np.ndarray | xr.DataArray | xr.Dataset,
     *,
-    detector: str | Sequence[str] = DEFAULT_DETECTOR,
+    detectors: str | Sequence[str] = DEFAULT_DETECTOR,
     alpha: float = 0.05,
     options: object = None,
     calibration: Calibration | None = None,
@@ -106,7 +106,7 @@ def transitions(
         ``dim_0``, ...); a Dataset's variables with a ``step`` dim are stacked along
         ``variable``. NaN samples are dropped (the rest are treated as consecutive samples);
         all-NaN series are not tested (``tested`` False) nor counted in the FDR family.
-    detector : str or sequence of str
+    detectors : str or sequence of str
         Names in ``DETECTORS`` (default ``DEFAULT_DETECTOR``, the best-powered). A single name
         gives a scalar ``detector`` coordinate, a sequence a ``detector`` dimension.
     alpha : float
@@ -145,14 +145,14 @@ def transitions(
     >>> import numpy as np
     >>> x = np.random.default_rng(0).standard_normal(400)
     >>> x[200:] += 5.0
-    >>> ds = transitions(x, detector="meanshift")
+    >>> ds = transitions(x, detectors="meanshift")
     >>> ds.step.values[ds.significant.values].tolist()  # float: NaN pads event variables
     [200.0]
     """
     da = _as_dataarray(x, steps)
-    names = (detector,) if isinstance(detector, str) else tuple(detector)
+    names = (detectors,) if isinstance(detectors, str) else tuple(detectors)
     if not names:
-        raise ValueError("Expected `detector` to name at least one detector, got ()")
+        raise ValueError("Expected `detectors` to name at least one detector, got ()")
     for d in names:
         spec(d)
     alpha = _check_alpha(alpha)
@@ -191,9 +191,9 @@ def transitions(
         results[i] = out
     coords = {d: da[d] for d in other if d in da.coords}
     ds = assemble(results, [s[f] for f in finite], opts, shape, other, coords, alpha, cal)
-    if isinstance(detector, str):
+    if isinstance(detectors, str):
         ds = ds.isel(detector=0)
     return ds
 
 
-__all__ = ["DETECTORS", "transitions"]
+__all__ = ["transitions"]

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .._jobcommon import check_positive_int
+from .._validate import check_positive_int
 from ._events import Events, runs
 from ._noise import low_quantile_sd
 from ._spec import DIRECTIONS, NO_CONTEXT, Context, check_choice, check_positive

@@ -110,7 +110,7 @@ def family_rates(
     else:
         pairs = [event_series(family, rng, n) for _ in range(seeds)]
     x = np.array([s for s, _ in pairs])  # (seeds, n)
-    ds = transitions(x, detector=names, calibration=Calibration(scales=()))
+    ds = transitions(x, detectors=names, calibration=Calibration(scales=()))
     out = {}
     for d in names:
         e = ds.sel(detector=d)

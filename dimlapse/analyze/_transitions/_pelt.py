@@ -35,7 +35,7 @@ from itertools import pairwise
 import numpy as np
 import ruptures as rpt
 
-from .._jobcommon import check_positive_int
+from .._validate import check_positive_int
 from ._events import Events, concat_events
 from ._noise import low_quantile_sd
 from ._spec import DIRECTIONS, NO_CONTEXT, Context, check_choice, check_positive

@@ -2,7 +2,7 @@
 
 ``DEFAULT_DETECTOR`` is the one with the best measured power on the benchmark families
 (staircases, ramps, a step in a trend, planted single steps) at nominal false-alarm rates on the
-null families; ``python -m dimlapse.pipelines._bench_transitions`` measures it (README table).
+null families; ``dimlapse bench transitions`` measures it (README table).
 """
 
 from __future__ import annotations
@@ -38,5 +38,5 @@ ALL_DETECTORS = tuple(DETECTORS)
 def spec(name: object) -> DetectorSpec:
     """The registered spec called ``name``; a ValueError listing the names otherwise."""
     if not isinstance(name, str) or name not in DETECTORS:
-        raise ValueError(f"Expected `detector` to be one of {ALL_DETECTORS}, got {name!r}")
+        raise ValueError(f"Expected `detectors` to be among {ALL_DETECTORS}, got {name!r}")
     return DETECTORS[name]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .._jobcommon import check_positive_int
+from .._validate import check_positive_int
 from ._events import Events
 
 DIRECTIONS = ("both", "up", "down")

@@ -1,0 +1,26 @@
+"""Matplotlib for files only (the Agg backend, set before pyplot loads) and two figure helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: files only, never a window
+import matplotlib.pyplot as plt
+
+__all__ = ["legend", "plt", "save"]  # figure modules take pyplot from here, after use("Agg")
+
+
+def legend(ax: Any, **kw: Any) -> None:
+    """A legend only where something is labelled (matplotlib warns on an empty one)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kw)
+
+
+def save(fig: Any, path: Path) -> Path:
+    """Write `fig` to `path` (PNG, 110 dpi) and close it."""
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path

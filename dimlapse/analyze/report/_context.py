@@ -1,0 +1,178 @@
+"""Context sections of report.md: the setup against the study's, training dynamics, data health."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..jobs import spike_at
+from ._claims import finite, layers, num
+from ._tree import headline, node, significant_steps
+
+STUDY_SETUP = {
+    "model": "mlp",
+    "data": "MNIST",
+    "inputs": 784,
+    "steps": 8000,
+    "every": 5,
+}
+
+
+def _attr_json(tree: xr.DataTree, key: str) -> dict[str, Any]:
+    value = tree.attrs.get(key)
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _model_name(model: object) -> str | None:
+    """A recorded model description (``Recorder``'s dict) as one short phrase."""
+    if isinstance(model, dict):
+        name, n = model.get("class"), model.get("n_parameters")
+        return f"{name} ({n:,} parameters)" if name and isinstance(n, int) else name
+    return str(model) if model else None
+
+
+def setup_lines(tree: xr.DataTree) -> list[str]:
+    """How this run's setup differs from the study's (stated before any claim)."""
+    config, data = _attr_json(tree, "run_config"), _attr_json(tree, "run_dataset")
+    probe = _attr_json(tree, "run_probe")
+    shape = data.get("input_shape") or (probe.get("shape") or [None])[1:]
+    inputs = int(np.prod(shape)) if shape and None not in shape else None
+    dim = node(tree, "dimensionality")["dimensionality"]
+    here = {
+        "model": config.get("model") or _model_name(tree.attrs.get("run_model")),
+        "data": data.get("name", config.get("data")),
+        "inputs": inputs,
+        "steps": config.get("steps", int(dim["step"].max())),
+        "every": tree.attrs.get("run_every"),
+    }
+    diffs = [
+        f"{key} {STUDY_SETUP[key]} in the study, "
+        + (f"{here[key]} here" if here[key] is not None else "not recorded here")
+        for key in STUDY_SETUP
+        if str(here[key]) != str(STUDY_SETUP[key])
+    ]
+    study = (
+        f"The study: MLP 784-256-128-10 on {STUDY_SETUP['data']} ({STUDY_SETUP['inputs']} "
+        f"inputs), {STUDY_SETUP['steps']:,} steps captured every {STUDY_SETUP['every']}."
+    )
+    if not diffs:
+        return [f"**Setup.** {study} This run has the same setup."]
+    return [
+        f"**Setup differs from the study.** {study} This run differs in: {'; '.join(diffs)}. "
+        "Numbers below are this run's; they test whether the study's claims carry over to this "
+        "setup, not whether the study measured them correctly."
+    ]
+
+
+def training_lines(tree: xr.DataTree) -> list[str]:
+    """Final loss and accuracy, the spikes found, and transitions that coincide with one."""
+    if "training" not in tree.children:
+        return ["- No training scalars in this analysis."]
+    tr = node(tree, "training")
+    out = []
+    if "loss" in tr and tr.sizes["step"]:
+        tail = max(1, tr.sizes["step"] // 20)
+        loss = finite(np.median, tr["loss"].values[-tail:])
+        acc = tr["test_accuracy"].values if "test_accuracy" in tr else np.zeros(0)
+        acc = acc[np.isfinite(acc)]
+        line = f"- Final training loss (median of the last 5 %): {num(loss, '{:.3g}')}"
+        if acc.size:
+            line += f"; held-out accuracy {acc[-1]:.3f} (best {acc.max():.3f})"
+            if acc[-1] < 0.9 and np.isfinite(loss) and loss < 0.1:
+                line += ": the training loss is near zero while held-out accuracy is not, so "
+                line += "the network memorises part of its training set"
+        out.append(line + ".")
+    targets = [str(t) for t in tr["target"].values] if "target" in tr.coords else []
+    for target in targets:
+        s = tr.sel(target=target)
+        spikes = [
+            (a, b, r)
+            for a, b, r in zip(
+                s.spike_start.values, s.spike_end.values, s.spike_ratio.values, strict=True
+            )
+            if np.isfinite(a)
+        ]
+        label = target.replace("_", " ")
+        if not spikes:
+            out.append(f"- No {label} spike (threshold: {tr.attrs.get('threshold')} robust SDs).")
+            continue
+        shown = ", ".join(f"{a:,.0f}-{b:,.0f} (x{r:.1f})" for a, b, r in sorted(spikes)[:8])
+        out.append(f"- {len(spikes)} {label} spike(s) at steps {shown}.")
+    out += coincidence_lines(tree)
+    return out
+
+
+def coincidence_lines(tree: xr.DataTree) -> list[str]:
+    """Significant transitions that fall inside a loss or gradient spike: the headline
+    detector's, then the study's z-score rule's (its few significant events are the ones a
+    reader would otherwise take for the study's claim)."""
+    if "training" not in tree.children:
+        return []
+    tr = node(tree, "training")
+    _, detector = headline(tree)
+    every = tree.attrs.get("run_every")
+    margin = float(every) if isinstance(every, int | float) else 0.0
+    out = []
+    for name in dict.fromkeys((detector, "zscore")):
+        for kind in ("activation", "weight"):
+            steps = significant_steps(tree, name, kind)
+            labelled = [(s, spike_at(tr, s, margin=margin)) for s in steps]
+            hits = [(s, t) for s, t in labelled if t is not None]
+            if steps.size:
+                listed = ", ".join(f"{s:,.0f} ({t.replace('_', ' ')} spike)" for s, t in hits[:8])
+                rule = f"{name}, the study's rule" if name == "zscore" else name
+                out.append(
+                    f"- {len(hits)} of {steps.size} steps with a significant {kind} transition "
+                    f"({rule}, any layer or metric) coincide with a training spike"
+                    + (f": {listed}." if hits else "; none is explained by one.")
+                )
+    return out
+
+
+def twonn_line(tree: xr.DataTree) -> str:
+    """TwoNN intrinsic dimension at the first and last estimate, per activation layer."""
+    dim = node(tree, "dimensionality")
+    if "twonn" not in dim:
+        return "TwoNN: not computed (twonn_stride 0)."
+    cells = []
+    for layer in layers(tree, "activation"):
+        y = dim["twonn"].sel(layer=layer).values
+        y = y[np.isfinite(y)]
+        if y.size:
+            cells.append(f"{layer} {y[0]:.1f} -> {y[-1]:.1f}")
+    return "TwoNN intrinsic dimension of activations (first -> last): " + (
+        "; ".join(cells) or "n/a"
+    )
+
+
+def _step_list(steps: list[int], limit: int = 12) -> str:
+    head = ", ".join(str(int(s)) for s in steps[:limit])
+    more = f" and {len(steps) - limit} more" if len(steps) > limit else ""
+    return f"step{'s' if len(steps) > 1 else ''} {head}{more}"
+
+
+def health_lines(tree: xr.DataTree) -> list[str]:
+    """Markdown bullets: arrays holding NaN/Inf, and the steps the analysis left out."""
+    nonfinite = _attr_json(tree, "nonfinite")
+    excluded = _attr_json(tree, "excluded")
+    if not nonfinite and not excluded:
+        return ["- The run holds no NaN or Inf values; no step was excluded."]
+    out = []
+    for name, steps in sorted(nonfinite.items()):
+        out.append(f"- Non-finite values in {name}: {_step_list(list(steps))}.")
+    for series, steps in sorted(excluded.items()):
+        kind, _, layer = series.partition("/")
+        out.append(
+            f"- Excluded from every job (NaN spectrum): {kind} {layer}: {_step_list(list(steps))}."
+        )
+    if nonfinite and not excluded:
+        out.append("- No step was excluded: no non-finite value reached a spectrum.")
+    return out

@@ -1,0 +1,25 @@
+"""``dimlapse intervene``: disrupt training in step windows and measure the lasting effects.
+
+``run_interventions`` trains a baseline and one run per window (same recipe and seed), with
+a ``Disruption`` of a kind in ``KINDS`` applied inside its window; ``critical_period_curve``
+is the deep-linear critical-period check (``--kind deeplinear``). ``add_arguments`` /
+``main`` are the command.
+"""
+
+from ._deeplinear import Completion, critical_period_curve, train_completion
+from ._run import add_arguments, main, run_interventions, summarise
+from ._windows import DEFAULT_STRENGTH, KINDS, Disruption, parse_windows
+
+__all__ = [
+    "DEFAULT_STRENGTH",
+    "KINDS",
+    "Completion",
+    "Disruption",
+    "add_arguments",
+    "critical_period_curve",
+    "main",
+    "parse_windows",
+    "run_interventions",
+    "summarise",
+    "train_completion",
+]

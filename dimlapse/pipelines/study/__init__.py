@@ -1,0 +1,19 @@
+"""``dimlapse study``: recipes over seeds, one comparison report per architecture.
+
+``run_study`` trains, captures and analyses every (model, seed), reduces each run to the
+study's numbers (``CLAIMS``) and writes ``study.json``, ``study.md`` and a figure; intervals
+are over seeds. ``add_arguments`` / ``main`` are the command.
+"""
+
+from ._claims import CLAIMS
+from ._run import DEFAULT_SEEDS, DEFAULT_STEPS, STUDY_MODELS, add_arguments, main, run_study
+
+__all__ = [
+    "CLAIMS",
+    "DEFAULT_SEEDS",
+    "DEFAULT_STEPS",
+    "STUDY_MODELS",
+    "add_arguments",
+    "main",
+    "run_study",
+]
