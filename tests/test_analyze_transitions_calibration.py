@@ -10,9 +10,9 @@ import pytest
 import xarray as xr
 
 from dimlapse.analyze import ALL_DETECTORS, Calibration, ZScoreOptions, transitions
-from dimlapse.analyze._transitions._families import EVENT_FAMILIES, NULL_FAMILIES, family_rates
 from dimlapse.analyze._transitions._noise import ar1_noise
 from dimlapse.analyze._transitions._tail import critical_score, fit_tail, gpd_pwm, tail_pvalues
+from dimlapse.pipelines.bench._families import EVENT_FAMILIES, NULL_FAMILIES, family_rates
 
 ALPHA = 0.05
 ALL = ALL_DETECTORS

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from dimlapse.analyze._transitions._families import ar1
 from dimlapse.analyze._transitions._noise import (
     ar1_noise,
     block_shuffle,
@@ -15,6 +14,7 @@ from dimlapse.analyze._transitions._noise import (
 )
 from dimlapse.analyze._transitions._smoother import smoother_matrix
 from dimlapse.analyze._transitions._surrogates import surrogates
+from dimlapse.pipelines.bench._families import ar1
 
 
 @pytest.mark.parametrize("degree", [0, 1, 2])

@@ -2,10 +2,9 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-
-from pathlib import Path
 
 from dimlapse.pipelines.cli import COMMANDS, build_parser, main
 
@@ -115,9 +114,7 @@ def test_every_option_states_its_default():
             for action in q._actions:
                 if action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
                     continue
-                shown = HelpFormatter(q.prog)._get_help_string(action) % {
-                    "default": action.default
-                }
+                shown = HelpFormatter(q.prog)._get_help_string(action) % {"default": action.default}
                 assert "default" in shown.lower(), (q.prog, action.option_strings)
             assert "usage:" in text
 

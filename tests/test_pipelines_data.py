@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dimlapse.pipelines import digits, load_dataset, mnist1d, modadd
-from dimlapse.pipelines._data import MNIST1D_SAMPLES
+from dimlapse.pipelines.zoo._data import MNIST1D_SAMPLES
 
 
 def test_mnist1d_generates_offline_with_the_requested_count(tmp_path):

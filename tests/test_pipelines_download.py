@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from dimlapse.pipelines._download import (
+from dimlapse.pipelines.zoo._download import (
     MNIST_FILES,
     ChecksumError,
     DatasetUnavailableError,

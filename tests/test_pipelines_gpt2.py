@@ -11,7 +11,7 @@ pytest.importorskip("transformers")
 
 from dimlapse.analyze import open_run
 from dimlapse.pipelines import DataSpec, Recipe, build_model, train
-from dimlapse.pipelines._data import stdlib
+from dimlapse.pipelines.zoo._data import stdlib
 
 
 def test_stdlib_windows_come_from_the_source_files_with_a_held_out_split():

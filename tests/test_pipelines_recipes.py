@@ -6,7 +6,7 @@ import json
 import pytest
 
 from dimlapse.pipelines import DEFAULT_DATA, MODELS, Recipe
-from dimlapse.pipelines._recipes import check_codec, check_run_name
+from dimlapse.pipelines.zoo._recipes import check_codec, check_run_name
 
 
 @pytest.mark.parametrize("model", MODELS)

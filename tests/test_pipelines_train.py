@@ -9,8 +9,8 @@ import torch
 import zarr
 
 from dimlapse.pipelines import Recipe, build_model, digits, model_from_store
-from dimlapse.pipelines._cli import main
-from dimlapse.pipelines._train import batch_indices, probe_indices
+from dimlapse.pipelines.cli._main import main
+from dimlapse.pipelines.training._loop import batch_indices, probe_indices
 
 ARGS = ["--model", "mlp", "--data", "digits", "--steps", "20", "--every", "5"]
 TINY = ["--probe-size", "64", "--threads", "1", "--no-progress"]

@@ -9,7 +9,7 @@ from sklearn.model_selection import cross_val_score
 from torch import nn
 
 from dimlapse.analyze import formation, open_run
-from dimlapse.analyze._formation import fold_indices, formation_times, ridge_cv_accuracy
+from dimlapse.analyze.jobs._formation import fold_indices, formation_times, ridge_cv_accuracy
 
 N, CLASSES = 120, 3
 

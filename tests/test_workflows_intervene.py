@@ -7,9 +7,13 @@ import pytest
 import torch
 
 from dimlapse.analyze import open_run
-from dimlapse.pipelines._deeplinear import Completion, critical_period_curve, train_completion
-from dimlapse.pipelines._intervene import Disruption, blur, check_kind, parse_windows
-from dimlapse.pipelines._intervene_run import run_interventions
+from dimlapse.pipelines.intervene._deeplinear import (
+    Completion,
+    critical_period_curve,
+    train_completion,
+)
+from dimlapse.pipelines.intervene._run import run_interventions
+from dimlapse.pipelines.intervene._windows import Disruption, blur, check_kind, parse_windows
 
 
 @pytest.mark.slow
@@ -54,7 +58,7 @@ TINY = {"data": "digits", "steps": 30, "every": 5, "probe_size": 64, "batch_size
 
 def _train(tmp_path, name, hook, model="mlp"):
     from dimlapse.pipelines import Recipe
-    from dimlapse.pipelines._train import train
+    from dimlapse.pipelines.training._loop import train
 
     recipe = Recipe.default(model, **TINY)
     store = tmp_path / f"{name}.zarr"

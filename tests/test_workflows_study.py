@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 from scipy import stats
 
-from dimlapse.pipelines._study import early_dynamics, mean_ci, run_study
+from dimlapse.pipelines.study._run import early_dynamics, mean_ci, run_study
 
 
 def test_mean_ci_is_the_student_t_interval():

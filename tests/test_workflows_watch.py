@@ -12,10 +12,10 @@ import pytest
 from _watch_runs import Plant, record
 
 from dimlapse.analyze import open_run
-from dimlapse.analyze._watch import Diagnoser, DiagnosisOptions, Monitor, Trajectories
-from dimlapse.pipelines._cli import main
-from dimlapse.pipelines._watch import Watcher, alert_log_path, watch
-from dimlapse.pipelines.dashboard import Dashboard
+from dimlapse.analyze.watch import Diagnoser, DiagnosisOptions, Monitor, Trajectories
+from dimlapse.pipelines.cli._main import main
+from dimlapse.pipelines.watch._watcher import Watcher, alert_log_path, watch
+from dimlapse.pipelines.watch.dashboard import Dashboard
 
 PLANTS = {
     "healthy": Plant(),
@@ -306,7 +306,7 @@ def test_watch_validates_its_arguments_and_waits_only_as_told(tmp_path):
 
 
 def test_terminal_panel_lists_layers_values_and_alerts(runs):
-    from dimlapse.pipelines._watch_view import TerminalView, sparkline
+    from dimlapse.pipelines.watch._view import TerminalView, sparkline
 
     assert sparkline(np.array([1.0, 2.0, np.nan, 3.0])) == "▁▅·█"
     mon = Monitor(runs("bottleneck"))

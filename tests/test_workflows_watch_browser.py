@@ -10,8 +10,8 @@ import threading
 import pytest
 from _watch_runs import Plant, record
 
-from dimlapse.pipelines._watch import Watcher
-from dimlapse.pipelines.dashboard import Dashboard
+from dimlapse.pipelines.watch._watcher import Watcher
+from dimlapse.pipelines.watch.dashboard import Dashboard
 
 BROWSER = next(
     (b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None

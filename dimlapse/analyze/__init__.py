@@ -14,7 +14,7 @@ their input is dask-backed; ``transitions`` and ``sampling`` (surrogate calibrat
 
 from dimlapse import RESULTS_DIR
 
-from ._dimensionality import dimensionality
+from ._dimensionality import dimensionality, numerical_rank_rtol
 from ._integrity import StoreIntegrityError
 from ._metrics import SPECTRAL_METRICS, DegenerateSpectrumWarning
 from ._pipeline import analyze_run, run_name
@@ -50,6 +50,7 @@ __all__ = [
     "coupling",
     "dimensionality",
     "formation",
+    "numerical_rank_rtol",
     "open_run",
     "phases",
     "render_figures",

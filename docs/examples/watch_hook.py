@@ -21,8 +21,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from dimlapse.capture import Recorder
-from dimlapse.pipelines import Watcher
-from dimlapse.pipelines.dashboard import Dashboard
+from dimlapse.pipelines.watch import Dashboard, Watcher
 
 
 def main() -> None:

@@ -35,12 +35,11 @@ from dimlapse.analyze import (
     SPECTRAL_METRICS,
     blas_single_thread,
     dimensionality,
+    numerical_rank_rtol,
     open_run,
     singular_values,
     spectra,
 )
-from dimlapse.analyze._dimensionality import numerical_rank_rtol
-from dimlapse.analyze._metrics import epsilon_rank, numerical_rank
 
 DEFAULT_DIR = "data/bench"
 RTOL = 1e-6
@@ -81,8 +80,8 @@ def _metric_kwargs(da: xr.DataArray, *, center: bool) -> dict[Callable[..., Any]
     """The job's metric parameters for one array (see :func:`dimlapse.analyze.dimensionality`)."""
     n, d = da.shape[1], int(np.prod(da.shape[2:]))
     return {
-        numerical_rank: {"rtol": numerical_rank_rtol(n, d, da.dtype)},
-        epsilon_rank: {"epsilon": 1e-3, "n_samples": n if center else 1},
+        SPECTRAL_METRICS["numerical_rank"]: {"rtol": numerical_rank_rtol(n, d, da.dtype)},
+        SPECTRAL_METRICS["epsilon_rank"]: {"epsilon": 1e-3, "n_samples": n if center else 1},
     }
 
 

@@ -1,7 +1,7 @@
 """Calibration and power of ``dimlapse.analyze.transitions``, per family and detector.
 
 Run ``dimlapse bench transitions [--seeds 40] [--n 400] [--time]`` (``make bench-transitions``).
-For every family of ``dimlapse/analyze/_transitions/_families.py`` and every registered detector it
+For every family of ``_families.py`` (beside this file) and every registered detector it
 prints, with significance at ``p <= 0.05`` within each series:
 
 - null families (white, AR(1) 0.9, decay + AR(1) 0.5): the share of series with any
@@ -24,7 +24,8 @@ import numpy as np
 import xarray as xr
 
 from dimlapse.analyze import ALL_DETECTORS, Calibration, transitions
-from dimlapse.analyze._transitions._families import (
+
+from ._families import (
     EVENT_FAMILIES,
     NULL_FAMILIES,
     family_rates,

@@ -67,7 +67,7 @@ def early_dynamics(sr: Any, total: float, *, share: float = EARLY) -> dict[str, 
 
 def run_values(tree: Any, total: float) -> dict[str, float]:
     """One run's number per claim, from its analysis DataTree."""
-    from dimlapse.analyze.report._markdown import claims_table
+    from dimlapse.analyze.report import claims_table
 
     _, numbers = claims_table(tree)
 

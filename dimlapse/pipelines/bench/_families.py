@@ -97,9 +97,7 @@ def family_rates(
     """Per detector: (recall of planted events, false events per series, share of series with
     a false event) on ``seeds`` series of ``family``, significance at ``p <= alpha`` within
     each series, no time-scale ladder (it changes no p-value). ``detectors`` None: all."""
-    from ._api import transitions
-    from ._registry import ALL_DETECTORS
-    from ._spec import Calibration
+    from dimlapse.analyze import ALL_DETECTORS, Calibration, transitions
 
     names = ALL_DETECTORS if detectors is None else tuple(detectors)
     rng = np.random.default_rng(seed)
