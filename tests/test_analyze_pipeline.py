@@ -13,8 +13,8 @@ import zarr
 torch = pytest.importorskip("torch")
 
 from dimlapse.analyze._pipeline import JOBS, analyze_run, run_name, scheduler_context  # noqa: E402
+from dimlapse.analyze.report import FIGURES  # noqa: E402
 from dimlapse.analyze.report._claims import STUDY  # noqa: E402
-from dimlapse.analyze.report._figures import FIGURES  # noqa: E402
 from dimlapse.pipelines.cli._analyze import (  # noqa: E402
     add_analyze_arguments,
     add_report_arguments,

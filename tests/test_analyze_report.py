@@ -12,9 +12,15 @@ from dimlapse.analyze.jobs._coupling import coupling
 from dimlapse.analyze.jobs._phases import phases
 from dimlapse.analyze.jobs._timing import timing
 from dimlapse.analyze.jobs._training import find_spikes, training_dynamics
+from dimlapse.analyze.report import (
+    FIGURES,
+    claims_table,
+    headline,
+    render_figures,
+    report_markdown,
+    write_report,
+)
 from dimlapse.analyze.report._claims import STUDY, phase_cell
-from dimlapse.analyze.report._figures import FIGURES, headline, render_figures
-from dimlapse.analyze.report._markdown import claims_table, report_markdown, write_report
 
 STEPS = np.arange(0, 8001, 50)
 LAYERS = ["fc1", "fc2"]
