@@ -8,13 +8,13 @@ import xarray as xr
 
 from dimlapse.analyze import (
     DEFAULT_DETECTOR,
-    DETECTORS,
     Calibration,
     MeanShiftOptions,
     PeltOptions,
     ZScoreOptions,
     transitions,
 )
+from dimlapse.analyze._transitions import DETECTORS
 from dimlapse.analyze._transitions._fdr import bh_adjust, hierarchical_fdr
 
 NO_LADDER = Calibration(scales=())
