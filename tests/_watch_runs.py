@@ -16,7 +16,7 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from dimlapse.capture import Recorder
+from dimlapse.capture import CaptureOptions, Recorder
 
 X_ALL, Y_ALL = load_digits(return_X_y=True)
 X = torch.tensor(X_ALL / 16.0, dtype=torch.float32)  # (1797, 64)
@@ -72,7 +72,9 @@ def record(
         optimizer_box.append(opt)
     g = torch.Generator().manual_seed(0)
     step = 0
-    with Recorder(model, path, every=5, probe=X[:128], flush_every=4, overwrite=True) as rec:
+    with Recorder(
+        model, path, every=5, probe=X[:128], overwrite=True, options=CaptureOptions(flush_every=4)
+    ) as rec:
         for step in range(1, steps + 1):
             if plant.spike is not None and step == plant.spike[0]:
                 for group in opt.param_groups:

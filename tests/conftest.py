@@ -45,7 +45,7 @@ def record_tiny_run(
     NaN (restored after the capture, so training stays finite).
     """
     torch = pytest.importorskip("torch")
-    from dimlapse.capture import Recorder
+    from dimlapse.capture import CaptureOptions, Recorder
 
     torch.manual_seed(seed)
     layers = []
@@ -56,7 +56,13 @@ def record_tiny_run(
     x, y = torch.randn(examples, widths[0]), torch.randint(widths[-1], (examples,))
     with (
         _one_torch_thread(torch),
-        Recorder(model, str(path), every=every, probe=x[:32], flush_every=flush_every) as rec,
+        Recorder(
+            model,
+            str(path),
+            every=every,
+            probe=x[:32],
+            options=CaptureOptions(flush_every=flush_every),
+        ) as rec,
     ):
         for step in range(1, steps + 1):
             idx = slice(None) if batch_size is None else torch.randint(examples, (batch_size,))

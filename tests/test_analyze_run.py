@@ -10,7 +10,7 @@ import zarr
 from conftest import record_tiny_run
 
 from dimlapse.analyze import Run, open_run
-from dimlapse.capture import Recorder
+from dimlapse.capture import CaptureOptions, Recorder
 
 
 def _array(group, name, data, *, chunk, dims, fill):
@@ -76,7 +76,9 @@ def test_live_run_shows_new_snapshots_on_each_access():
     # Records by hand: the run is read between steps, which a finished fixture run cannot show.
     store = "memory://live-run.zarr"
     model = torch.nn.Linear(3, 2)
-    rec = Recorder(model, store, every=1, flush_every=2, probe=torch.zeros(2, 3))
+    rec = Recorder(
+        model, store, every=1, probe=torch.zeros(2, 3), options=CaptureOptions(flush_every=2)
+    )
     run = open_run(store)
     assert run.status == "running"
     rec.step(0.0)  # steps 0 and 1: one full chunk

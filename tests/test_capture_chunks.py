@@ -5,7 +5,8 @@ from typing import Any
 import numpy as np
 import zarr
 
-from dimlapse.capture.writer._chunks import ChunkedGroup, valid_prefix
+from dimlapse.capture.store import valid_prefix
+from dimlapse.capture.writer._chunks import ChunkedGroup
 
 
 def test_rows_without_a_value_read_as_fill_across_chunk_reuse():

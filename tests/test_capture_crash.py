@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from dimlapse.analyze import open_run
-from dimlapse.capture import Recorder, RunNotFoundError
+from dimlapse.capture import CaptureOptions, Recorder, RunNotFoundError
 
 STEPS = 120
 
@@ -55,9 +55,9 @@ def train(steps, *, rec=None, model=None, opt=None, data=None, sleep=0.0, record
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    from dimlapse.capture import Recorder
+    from dimlapse.capture import CaptureOptions, Recorder
     model, opt = build()
-    rec = Recorder(model, sys.argv[1], every=1, probe=PROBE, flush_every=2)
+    rec = Recorder(model, sys.argv[1], every=1, probe=PROBE, options=CaptureOptions(flush_every=2))
     print("ready", flush=True)
     train(int(sys.argv[2]), rec=rec, model=model, opt=opt, sleep=0.002)
     print("done", flush=True)
@@ -165,7 +165,7 @@ def _resume_and_finish(store, module):
     """Continue the killed run from its last complete snapshot with a re-built model."""
     model, opt = module.build()
     data = module.batches()
-    rec = Recorder(model, store, every=1, flush_every=2, resume=True)
+    rec = Recorder(model, store, every=1, resume=True, options=CaptureOptions(flush_every=2))
     start = rec.current_step
     if start:
         module.train(start, model=model, opt=opt, data=data)  # stands in for a checkpoint load
@@ -213,7 +213,7 @@ def test_resume_needs_a_run_and_matching_settings(tmp_path):
         for _ in range(6):
             rec.step(0.0)
     with pytest.raises(ValueError, match="Expected `flush_every` to match the run being resumed"):
-        Recorder(torch.nn.Linear(2, 2), store, resume=True, flush_every=8)
+        Recorder(torch.nn.Linear(2, 2), store, resume=True, options=CaptureOptions(flush_every=8))
     with pytest.raises(ValueError, match="Expected `probe` to equal the probe stored"):
         Recorder(torch.nn.Linear(2, 2), store, resume=True, probe=torch.ones(3, 2))
     with pytest.raises(ValueError, match=r"Expected `start_step` <= 6"):
@@ -223,10 +223,12 @@ def test_resume_needs_a_run_and_matching_settings(tmp_path):
 def test_resume_from_earlier_start_step_between_snapshots(tmp_path):
     store = tmp_path / "run.zarr"
     model = torch.nn.Linear(2, 2)
-    with Recorder(model, store, every=2, flush_every=2) as rec:
+    with Recorder(model, store, every=2, options=CaptureOptions(flush_every=2)) as rec:
         for _ in range(8):
             rec.step(1.0)
-    with Recorder(model, store, every=2, flush_every=2, resume=True, start_step=3) as rec:
+    with Recorder(
+        model, store, every=2, resume=True, start_step=3, options=CaptureOptions(flush_every=2)
+    ) as rec:
         assert rec.current_step == 3
         for _ in range(3):
             rec.step(2.0)
@@ -238,8 +240,8 @@ def test_resume_from_earlier_start_step_between_snapshots(tmp_path):
 
 UNCLOSED = """
 import sys, torch
-from dimlapse.capture import Recorder
-rec = Recorder(torch.nn.Linear(2, 2), sys.argv[1], every=1, flush_every=8)
+from dimlapse.capture import CaptureOptions, Recorder
+rec = Recorder(torch.nn.Linear(2, 2), sys.argv[1], every=1, options=CaptureOptions(flush_every=8))
 for _ in range(5):
     rec.step(0.5)
 if sys.argv[2] == "raise":
@@ -264,8 +266,9 @@ def test_unclosed_recorder_is_flushed_at_exit(tmp_path, mode, status):
 
 EARLY_DEATH = """
 import os, sys, torch
-from dimlapse.capture import Recorder
-rec = Recorder(torch.nn.Linear(2, 2), sys.argv[1], every=1, flush_every=4, writer=sys.argv[2])
+from dimlapse.capture import CaptureOptions, Recorder
+options = CaptureOptions(flush_every=4, writer=sys.argv[2])
+rec = Recorder(torch.nn.Linear(2, 2), sys.argv[1], every=1, options=options)
 rec.step(0.5)
 os._exit(9)  # dies like a SIGKILL: no close, no exit hooks, nothing flushed
 """
@@ -296,7 +299,7 @@ def test_resume_with_no_complete_snapshot_starts_over(tmp_path):
     run = open_run(store)
     assert run.status == "running" and run.weights.sizes["step"] == 0
     model = torch.nn.Linear(2, 2)
-    with Recorder(model, store, every=1, flush_every=4, resume=True) as rec:
+    with Recorder(model, store, every=1, resume=True, options=CaptureOptions(flush_every=4)) as rec:
         assert rec.current_step == 0
         rec.step(1.0)
     run = open_run(store)

@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 from dimlapse.analyze import open_run
-from dimlapse.capture import Recorder
+from dimlapse.capture import CaptureOptions, Recorder
 
 SCRIPT = """
 import os, sys, torch
 import torch.distributed as dist
 from torch import nn
-from dimlapse.capture import Recorder
+from dimlapse.capture import CaptureOptions, Recorder
 
 STEPS, GLOBAL = 12, 16
 
@@ -39,7 +39,8 @@ def main(store, distributed):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     probe = torch.linspace(-1, 1, 48).reshape(6, 8)
     shard = GLOBAL // world
-    with Recorder(model, store, every=2, probe=probe, flush_every=2, average_scalars=True) as rec:
+    options = CaptureOptions(flush_every=2, average_scalars=True)
+    with Recorder(model, store, every=2, probe=probe, options=options) as rec:
         for step in range(1, STEPS + 1):
             x, y = data(step)
             x, y = x[rank * shard:(rank + 1) * shard], y[rank * shard:(rank + 1) * shard]
@@ -87,7 +88,7 @@ def test_ddp_two_ranks_equal_a_single_process_run_of_the_global_batch(tmp_path):
 
 def test_outside_a_process_group_rank_must_be_zero(tmp_path):
     with pytest.raises(ValueError, match=r"Expected `rank` to be the rank that records, in 0..0"):
-        Recorder(nn.Linear(2, 2), tmp_path / "r.zarr", rank=1)
+        Recorder(nn.Linear(2, 2), tmp_path / "r.zarr", options=CaptureOptions(rank=1))
 
 
 def test_ddp_wrapper_is_unwrapped_and_fsdp_refused(tmp_path):

@@ -12,7 +12,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 from torch import nn
 
 from dimlapse.analyze import open_run
-from dimlapse.capture import CaptureError, Recorder
+from dimlapse.capture import CaptureError, CaptureOptions, Recorder
 
 
 class FullDiskFS(MemoryFileSystem):
@@ -56,7 +56,9 @@ def test_disk_full_degrades_and_training_continues(caplog):
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 8))
     store = _full_disk_store("degrade")
     with caplog.at_level(logging.ERROR, logger="dimlapse.capture"):
-        rec = Recorder(model, store, every=1, probe=torch.randn(256, 32), flush_every=2)
+        rec = Recorder(
+            model, store, every=1, probe=torch.randn(256, 32), options=CaptureOptions(flush_every=2)
+        )
         FullDiskFS.space_left = 300_000  # the next few chunks fit, then the disk is full
         assert _train(rec, model, 40) == 40
         rec.close()
@@ -78,7 +80,13 @@ def test_disk_full_degrades_and_training_continues(caplog):
 def test_disk_full_strict_raises_on_training_thread():
     model = nn.Sequential(nn.Linear(32, 64))
     store = _full_disk_store("strict")
-    rec = Recorder(model, store, every=1, probe=torch.randn(256, 32), flush_every=2, strict=True)
+    rec = Recorder(
+        model,
+        store,
+        every=1,
+        probe=torch.randn(256, 32),
+        options=CaptureOptions(flush_every=2, strict=True),
+    )
     FullDiskFS.space_left = 100_000
     with pytest.raises(CaptureError, match="No space left on device"):
         _train(rec, model, 40)
@@ -96,4 +104,4 @@ def test_unwritable_path_training_continues(tmp_path, caplog):
     assert rec.stats["snapshots"] == 0
     assert "capture disabled" in caplog.text and "Training continues" in caplog.text
     with pytest.raises(NotADirectoryError):
-        Recorder(model, blocker / "run.zarr", strict=True)
+        Recorder(model, blocker / "run.zarr", options=CaptureOptions(strict=True))

@@ -1,5 +1,6 @@
 """Recorder behaviour: observer effect, validation, overwrite, status, NaN, codecs, backpressure."""
 
+import dataclasses
 import logging
 import threading
 
@@ -10,7 +11,7 @@ import zarr
 from torch import nn
 
 from dimlapse.analyze import open_run
-from dimlapse.capture import Recorder, RunExistsError, every_n, log_then_dense
+from dimlapse.capture import CaptureOptions, Recorder, RunExistsError, every_n, log_then_dense
 
 
 class _Net(nn.Module):
@@ -26,6 +27,12 @@ class _Net(nn.Module):
         return self.body(x)
 
 
+def _options(kwargs: dict) -> CaptureOptions:
+    """The CaptureOptions among ``kwargs`` (popped), the Recorder's own keywords left."""
+    names = {f.name for f in dataclasses.fields(CaptureOptions)}
+    return CaptureOptions(**{k: kwargs.pop(k) for k in list(kwargs) if k in names})
+
+
 def _train(steps: int, store=None, **kwargs) -> nn.Module:
     """Seeded loop interleaving data RNG with Dropout's RNG: any stray RNG use shows up."""
     torch.manual_seed(123)
@@ -33,7 +40,9 @@ def _train(steps: int, store=None, **kwargs) -> nn.Module:
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     rec = None
     if store is not None:
-        rec = Recorder(model, store, probe=torch.linspace(-1, 1, 60).reshape(10, 6), **kwargs)
+        options = _options(kwargs)
+        probe = torch.linspace(-1, 1, 60).reshape(10, 6)
+        rec = Recorder(model, store, probe=probe, options=options, **kwargs)
     for _ in range(steps):
         x, y = torch.randn(16, 6), torch.randn(16, 4)
         loss = (model(x) - y).pow(2).mean()
@@ -92,7 +101,7 @@ def test_bad_arguments_fail_at_construction(kwargs, match):
     model = nn.Sequential(nn.Linear(3, 2))
     kwargs.setdefault("probe", torch.zeros(4, 3))
     with pytest.raises(ValueError, match=match):
-        Recorder(model, "memory://never-written.zarr", **kwargs)
+        Recorder(model, "memory://never-written.zarr", options=_options(kwargs), **kwargs)
 
 
 def test_bad_scalar_and_model():
@@ -159,7 +168,12 @@ def test_codecs_float16_and_bitround(tmp_path):
     exact = model.get_parameter("0.weight").detach().numpy().copy()
     for codec, rtol in (("float16", 1e-3), ("bitround-7", 2**-7), ("none", 0.0)):
         store = tmp_path / f"{codec}.zarr"
-        with Recorder(model, store, codec=codec, probe=torch.randn(4, 32), flush_every=2) as rec:
+        with Recorder(
+            model,
+            store,
+            probe=torch.randn(4, 32),
+            options=CaptureOptions(codec=codec, flush_every=2),
+        ) as rec:
             for _ in range(5):  # several flushes and resizes: no codec warning may escape
                 rec.step(0.0)
         run = open_run(store)
@@ -189,7 +203,11 @@ def test_backpressure_drop_counts_dropped_snapshots():
     probe = torch.randn(2048, 256)
     store = "memory://drop.zarr"
     with Recorder(
-        model, store, every=1, probe=probe, max_buffer_bytes=1, backpressure="drop"
+        model,
+        store,
+        every=1,
+        probe=probe,
+        options=CaptureOptions(max_buffer_bytes=1, backpressure="drop"),
     ) as rec:
         captured = [rec.step(0.0) for _ in range(30)]
     stats = rec.stats

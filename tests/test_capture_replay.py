@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from dimlapse.analyze import open_run
-from dimlapse.capture import Recorder, RunExistsError, replay
+from dimlapse.capture import CaptureOptions, Recorder, RunExistsError, replay
 
 
 class _ConvNet(nn.Module):
@@ -27,7 +27,13 @@ def _run(store, *, activations: bool) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     probe = torch.randn(6, 2, 7, 7, generator=torch.Generator().manual_seed(5))
     with Recorder(
-        model, store, every=2, probe=probe, activations=activations, flush_every=3, positions=5
+        model,
+        store,
+        every=2,
+        probe=probe,
+        options=CaptureOptions(
+            mode="full" if activations else "weights", flush_every=3, positions=5
+        ),
     ) as rec:
         for _ in range(10):
             loss = model(torch.randn(8, 2, 7, 7)).pow(2).mean()

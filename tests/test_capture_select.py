@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from dimlapse.analyze import open_run
-from dimlapse.capture import Recorder
+from dimlapse.capture import CaptureOptions, Recorder
 from dimlapse.capture._select import sampled_indices, select_modules, select_params
 
 
@@ -32,7 +32,7 @@ def test_mha_hooked_at_module_output_with_token_sample(batch_first):
     model = _Attn(batch_first)
     probe = torch.randint(0, 11, (5, 9))  # (N, T)
     store = f"memory://mha-{batch_first}.zarr"
-    Recorder(model, store, probe=probe, tokens=3).close()
+    Recorder(model, store, probe=probe, options=CaptureOptions(tokens=3)).close()
     run = open_run(store)
     assert "attn" in run.activations and "attn.out_proj" not in run.activations
     with torch.no_grad():
@@ -57,7 +57,7 @@ def test_transformer_layer_sequence_first_and_no_fast_path():
     layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.1)  # (T, N, E)
     model = nn.Sequential(layer)
     probe = torch.randn(7, 4, 8)  # (T=7, N=4, E=8)
-    Recorder(model, "memory://tel.zarr", probe=probe, tokens=2).close()
+    Recorder(model, "memory://tel.zarr", probe=probe, options=CaptureOptions(tokens=2)).close()
     run = open_run("memory://tel.zarr")
     layer.eval()
     with torch.no_grad():
@@ -86,7 +86,7 @@ def test_conv_channels_over_sampled_positions(dims):
     model = nn.Sequential(conv, nn.ReLU(), nn.Flatten())
     probe = torch.randn(4, 3, 10) if dims == 1 else torch.randn(4, 3, 6, 7)
     store = f"memory://conv{dims}.zarr"
-    Recorder(model, store, probe=probe, positions=6).close()
+    Recorder(model, store, probe=probe, options=CaptureOptions(positions=6)).close()
     run = open_run(store)
     with torch.no_grad():
         out = conv(probe).reshape(4, 5, -1)  # (N, C, S)

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from dimlapse.analyze import dimensionality, open_run
-from dimlapse.capture import Recorder, StoreTooSmallError
-from dimlapse.pipelines._data import digits
-from dimlapse.pipelines._models import MLP
+from dimlapse.capture import CaptureOptions, Recorder, StoreTooSmallError
+from dimlapse.pipelines.zoo._data import digits
+from dimlapse.pipelines.zoo._models import MLP
 
 
 def _train(store, mode, steps=40):
@@ -18,7 +18,9 @@ def _train(store, mode, steps=40):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
     probe = data.x_test[:128]
-    with Recorder(model, store, every=5, probe=probe, mode=mode, full_every=20) as rec:
+    with Recorder(
+        model, store, every=5, probe=probe, options=CaptureOptions(mode=mode, full_every=20)
+    ) as rec:
         for _ in range(steps):
             b = torch.randint(len(data.y_train), (64,), generator=gen)
             loss = nn.functional.cross_entropy(model(data.x_train[b]), data.y_train[b])
@@ -62,6 +64,10 @@ def test_run_that_cannot_fit_the_disk_is_refused_naming_modes_that_fit(tmp_path)
     steps = int(2.5 * free / 4e6)  # full mode would need 2.5x the free space
     with pytest.raises(StoreTooSmallError, match=r"modes that fit: 'spectra'"):
         Recorder(
-            model, tmp_path / "big.zarr", every=1, total_steps=steps, probe=torch.randn(8, 1000)
+            model,
+            tmp_path / "big.zarr",
+            every=1,
+            probe=torch.randn(8, 1000),
+            options=CaptureOptions(total_steps=steps),
         )
     assert not (tmp_path / "big.zarr").exists()

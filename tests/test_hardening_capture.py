@@ -21,6 +21,7 @@ from torch import nn
 from dimlapse.analyze import open_run
 from dimlapse.capture import (
     CaptureError,
+    CaptureOptions,
     ProbeError,
     Recorder,
     RunExistsError,
@@ -48,7 +49,9 @@ def _train(rec, model, steps, **scalars):
 def test_writer_error_keeps_processed_snapshots(tmp_path, caplog):
     store = tmp_path / "r.zarr"
     model = _mlp()
-    rec = Recorder(model, store, every=1, probe=torch.randn(6, 8), flush_every=4)
+    rec = Recorder(
+        model, store, every=1, probe=torch.randn(6, 8), options=CaptureOptions(flush_every=4)
+    )
     deadline = time.monotonic() + 30
     target = store / "activations" / "2" / "zarr.json"
     while not target.exists() and time.monotonic() < deadline:
@@ -72,7 +75,9 @@ def test_writer_error_keeps_processed_snapshots(tmp_path, caplog):
 
 def test_bad_scalar_name_is_refused_on_the_training_thread(tmp_path):
     model = _mlp()
-    with Recorder(model, tmp_path / "r.zarr", every=5, flush_every=4) as rec:
+    with Recorder(
+        model, tmp_path / "r.zarr", every=5, options=CaptureOptions(flush_every=4)
+    ) as rec:
         _train(rec, model, 12)
         with pytest.raises(ValueError, match=r"scalar names .* got 'bad/name'"):
             rec.step(0.1, **{"bad/name": 1.0})
@@ -86,7 +91,7 @@ def test_widened_weight_stops_capture_and_keeps_what_was_recorded(tmp_path, capl
     model = nn.Sequential(nn.Linear(4, 4))
     store = tmp_path / "r.zarr"
     with caplog.at_level(logging.ERROR, logger="dimlapse.capture"):
-        with Recorder(model, store, every=1, flush_every=4) as rec:
+        with Recorder(model, store, every=1, options=CaptureOptions(flush_every=4)) as rec:
             for _ in range(7):
                 rec.step(0.5)
             model[0].weight.data = torch.randn(4, 8)  # widened in place
@@ -186,25 +191,29 @@ def test_overwrite_refuses_what_is_not_a_dimlapse_run(tmp_path):
 def test_last_complete_counts_every_snapshot_group(tmp_path):
     store = tmp_path / "r.zarr"
     model = _mlp()
-    with Recorder(model, store, every=1, probe=torch.randn(6, 8), flush_every=4) as rec:
+    with Recorder(
+        model, store, every=1, probe=torch.randn(6, 8), options=CaptureOptions(flush_every=4)
+    ) as rec:
         _train(rec, model, 11)  # steps 0..11: three whole chunks
     root = zarr.open_group(store, mode="r+", use_consolidated=False)
     assert last_complete(root) == (12, 11)
     acts = root["activations/step"]
     acts[8:12] = -1  # a kill between the weights' flush and the activations'
     assert last_complete(root) == (8, 7)
-    from dimlapse.pipelines._resume import last_snapshot
+    from dimlapse.pipelines.training._resume import last_snapshot
 
     assert last_snapshot(store, _mlp()) == 7  # the CLI resumes where the Recorder would
-    with Recorder(_mlp(), store, every=1, flush_every=4, resume=True) as rec:
+    with Recorder(
+        _mlp(), store, every=1, resume=True, options=CaptureOptions(flush_every=4)
+    ) as rec:
         assert rec.current_step == 7
 
 
 SIGTERMED = """
 import sys, time, torch
-from dimlapse.capture import Recorder
+from dimlapse.capture import CaptureOptions, Recorder
 model = torch.nn.Linear(2, 2)
-with Recorder(model, sys.argv[1], every=1, flush_every=4) as rec:
+with Recorder(model, sys.argv[1], every=1, options=CaptureOptions(flush_every=4)) as rec:
     print("ready", flush=True)
     while True:
         rec.step(0.5)
@@ -239,7 +248,9 @@ def test_step_after_close_raises(tmp_path):
 def test_garbage_collected_recorder_keeps_everything(tmp_path):
     store = tmp_path / "r.zarr"
     model = _mlp()
-    rec = Recorder(model, store, every=2, probe=torch.randn(6, 8), flush_every=64)
+    rec = Recorder(
+        model, store, every=2, probe=torch.randn(6, 8), options=CaptureOptions(flush_every=64)
+    )
     _train(rec, model, 9)
     del rec
     gc.collect()
@@ -258,7 +269,7 @@ def test_recorder_collected_on_zarrs_io_loop_does_not_deadlock(tmp_path):
 
     store = tmp_path / "r.zarr"
     model = _mlp()
-    rec = Recorder(model, store, every=1, flush_every=64, writer="thread")
+    rec = Recorder(model, store, every=1, options=CaptureOptions(flush_every=64, writer="thread"))
     _train(rec, model, 5)
     gc.disable()  # keep the collection for the loop thread
     try:
@@ -307,7 +318,9 @@ def test_replaced_layer_is_recorded_by_name_and_added_layer_warned(tmp_path, cap
 def test_every_array_carries_a_checksum(tmp_path):
     store = tmp_path / "r.zarr"
     model = _mlp()
-    with Recorder(model, store, every=1, probe=torch.randn(6, 8), flush_every=2) as rec:
+    with Recorder(
+        model, store, every=1, probe=torch.randn(6, 8), options=CaptureOptions(flush_every=2)
+    ) as rec:
         _train(rec, model, 3)
     root = zarr.open_group(store, mode="r", use_consolidated=False)
     names = []
@@ -328,7 +341,7 @@ def test_store_deleted_mid_run_is_reported_degraded(tmp_path, caplog):
     store = tmp_path / "r.zarr"
     model = _mlp()
     with caplog.at_level(logging.ERROR, logger="dimlapse.capture"):
-        with Recorder(model, store, every=1, flush_every=4) as rec:
+        with Recorder(model, store, every=1, options=CaptureOptions(flush_every=4)) as rec:
             _train(rec, model, 9)
             time.sleep(0.5)
             store.rename(tmp_path / "moved.zarr")  # atomic: gone while the writer writes
@@ -359,7 +372,9 @@ class WithPos(nn.Module):
 def test_root_parameter_named_and_its_spectrum_of_a_squeezed_matrix(tmp_path):
     store = tmp_path / "r.zarr"
     model = WithPos()
-    with Recorder(model, store, every=1, probe=torch.randn(3, 6, 4), mode="spectra") as rec:
+    with Recorder(
+        model, store, every=1, probe=torch.randn(3, 6, 4), options=CaptureOptions(mode="spectra")
+    ) as rec:
         rec.step(0.1)
     root = zarr.open_group(store, mode="r", use_consolidated=False)
     assert root["weights/pos"].attrs["layer"] == "pos"

@@ -42,12 +42,12 @@ def _third_party_imports(folder: Path, *, skip: str | None = None) -> set[str]:
 def test_core_dependencies_are_the_capture_side_and_cover_its_imports():
     project = PYPROJECT["project"]
     assert _names(project["dependencies"]) == CAPTURE_DEPS
-    assert _third_party_imports(ROOT / "capture", skip="integrations") <= CAPTURE_DEPS
+    assert _third_party_imports(ROOT / "dimlapse" / "capture", skip="integrations") <= CAPTURE_DEPS
     extras = project["optional-dependencies"]
     assert {"analyze", "recipes", "integrations", "dev", "all"} <= set(extras)
     analyze_side = CAPTURE_DEPS | _names(extras["analyze"])
-    assert _third_party_imports(ROOT / "analyze") <= analyze_side
-    integrations = _third_party_imports(ROOT / "capture" / "integrations")
+    assert _third_party_imports(ROOT / "dimlapse" / "analyze") <= analyze_side
+    integrations = _third_party_imports(ROOT / "dimlapse" / "capture" / "integrations")
     assert integrations <= CAPTURE_DEPS | _names(extras["integrations"])
     assert "dimlapse[analyze,recipes,integrations]" in extras["all"]
     make_setup = (ROOT / "Makefile").read_text()
@@ -57,8 +57,8 @@ def test_core_dependencies_are_the_capture_side_and_cover_its_imports():
 RUN_IN_FRESH_ENV = """
 import importlib.util, sys
 import torch, zarr
-from dimlapse.capture import Recorder, every_n
-from dimlapse.capture.integrations import CaptureOptions  # importable without the frameworks
+from dimlapse.capture import CaptureOptions, Recorder, every_n
+import dimlapse.capture.integrations  # importable without the frameworks
 
 torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
@@ -95,11 +95,10 @@ def test_fresh_capture_only_environment_records_a_run(tmp_path):
 
     src = tmp_path / "src"  # a copy, so the build leaves nothing in the working tree
     src.mkdir()
-    for name in ("setup.py", "pyproject.toml", "README.md", "__init__.py"):
+    for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("capture", "analyze", "pipelines"):
-        shutil.copytree(ROOT / name, src / name, ignore=ignore)
+    shutil.copytree(ROOT / "dimlapse", src / "dimlapse", ignore=ignore)
     venv = tmp_path / "venv"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     t0 = time.perf_counter()

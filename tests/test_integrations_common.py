@@ -5,15 +5,15 @@ import pytest
 import torch
 
 from dimlapse.analyze import open_run
-from dimlapse.capture.integrations import CaptureOptions
-from dimlapse.capture.integrations._common import as_float, check_options, open_recorder
+from dimlapse.capture import CaptureOptions
+from dimlapse.capture._options import check_options
+from dimlapse.capture.integrations._common import as_float, open_recorder
 
 
-def test_options_pass_only_what_was_set():
-    assert CaptureOptions().recorder_kwargs() == {}
-    opts = CaptureOptions(modules=["fc*"], activations=False, total_steps=100)
-    assert opts.recorder_kwargs() == {"modules": ["fc*"], "activations": False, "total_steps": 100}
-    assert check_options(None).recorder_kwargs() == {}
+def test_callbacks_take_capture_options_or_none():
+    assert check_options(None) == CaptureOptions()
+    opts = CaptureOptions(modules=["fc*"], mode="weights", total_steps=100)
+    assert check_options(opts) is opts
     with pytest.raises(ValueError, match=r"Expected `options` to be a .*CaptureOptions or None"):
         check_options({"modules": "fc*"})
 
@@ -34,7 +34,8 @@ def _open(store, step, **kw):
         probe=torch.randn(5, 3),
         probe_targets=None,
         overwrite=False,
-        options=CaptureOptions(attrs={"who": "test"}),
+        options=CaptureOptions(),
+        attrs={"who": "test"},
         integration="test.Trainer",
         **kw,
     )

@@ -10,9 +10,9 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from dimlapse.analyze import open_run  # noqa: E402
-from dimlapse.capture.integrations import CaptureOptions  # noqa: E402
+from dimlapse.capture import CaptureOptions  # noqa: E402
 from dimlapse.capture.integrations.huggingface import DimlapseCallback  # noqa: E402
-from dimlapse.pipelines._data import stdlib  # noqa: E402
+from dimlapse.pipelines.zoo._data import stdlib  # noqa: E402
 
 CONTEXT = 16
 
@@ -121,7 +121,7 @@ def test_callback_records_the_trainers_logs_weights_and_activations(tmp_path):
 @pytest.mark.slow
 def test_callback_with_sparse_logging_records_nan_between_logs(tmp_path):
     model = _model()
-    cb = DimlapseCallback(tmp_path / "run.zarr", every=4, options=CaptureOptions(activations=False))
+    cb = DimlapseCallback(tmp_path / "run.zarr", every=4, options=CaptureOptions(mode="weights"))
     trainer = _trainer(model, tmp_path / "out", steps=8, callbacks=[cb], logging_steps=3)
     trainer.train()
     run = open_run(tmp_path / "run.zarr")

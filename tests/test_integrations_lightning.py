@@ -8,8 +8,8 @@ pl = pytest.importorskip("lightning.pytorch")
 
 from dimlapse.analyze import open_run  # noqa: E402
 from dimlapse.capture.integrations.lightning import DimlapseCallback  # noqa: E402
-from dimlapse.pipelines._data import mnist1d  # noqa: E402
-from dimlapse.pipelines._models import CNN  # noqa: E402
+from dimlapse.pipelines.zoo._data import mnist1d  # noqa: E402
+from dimlapse.pipelines.zoo._models import CNN  # noqa: E402
 
 
 class _LitCNN(pl.LightningModule):

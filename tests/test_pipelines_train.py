@@ -174,10 +174,15 @@ def test_replay_refuses_to_replace_inline_activations(inline_run, capsys):
 
 
 def test_replay_of_a_store_without_recipe_explains(tmp_path, capsys):
-    from dimlapse.capture import Recorder
+    from dimlapse.capture import CaptureOptions, Recorder
 
     store = tmp_path / "plain.zarr"
-    with Recorder(torch.nn.Linear(3, 2), str(store), probe=torch.randn(4, 3), activations=False):
+    with Recorder(
+        torch.nn.Linear(3, 2),
+        str(store),
+        probe=torch.randn(4, 3),
+        options=CaptureOptions(mode="weights"),
+    ):
         pass
     assert main(["replay", "--store", str(store)]) == 2
     assert "has no recipe" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import xarray as xr
 from torch import nn
 
 from dimlapse.analyze import open_run
-from dimlapse.capture import Recorder
+from dimlapse.capture import CaptureOptions, Recorder
 
 
 def _mlp() -> nn.Module:
@@ -33,7 +33,13 @@ def test_roundtrip_values_equal_model_at_capture_steps(tmp_path, where):
     store = str(tmp_path / "run.zarr") if where == "local" else f"memory://rt-{tmp_path.name}.zarr"
     expected_w, expected_a, losses = {}, {}, []
     with Recorder(
-        model, store, every=3, probe=probe, probe_targets=targets, flush_every=2, attrs={"seed": 0}
+        model,
+        store,
+        every=3,
+        probe=probe,
+        probe_targets=targets,
+        attrs={"seed": 0},
+        options=CaptureOptions(flush_every=2),
     ) as rec:
         expected_w[0] = {n: p.detach().clone().numpy() for n, p in model.named_parameters()}
         expected_a[0] = _manual_activations(model, probe)
@@ -83,7 +89,9 @@ def test_roundtrip_values_equal_model_at_capture_steps(tmp_path, where):
 def test_complete_run_opens_with_xr_open_zarr(tmp_path):
     store = tmp_path / "run.zarr"
     model = _mlp()
-    with Recorder(model, store, every=1, probe=torch.randn(5, 6), flush_every=2) as rec:
+    with Recorder(
+        model, store, every=1, probe=torch.randn(5, 6), options=CaptureOptions(flush_every=2)
+    ) as rec:
         for _ in range(3):
             rec.step(0.0)
     ds = xr.open_zarr(store, group="weights")  # consolidated at close: opens without warnings
@@ -104,7 +112,11 @@ def test_roundtrip_on_cuda(tmp_path, activations):
     expected_w, expected_a = {}, {}
     store = tmp_path / "cuda.zarr"
     with Recorder(
-        model, store, every=2, probe=probe, activations=activations, flush_every=2
+        model,
+        store,
+        every=2,
+        probe=probe,
+        options=CaptureOptions(mode="full" if activations else "weights", flush_every=2),
     ) as rec:
         for step in range(1, 21):
             loss = model(torch.randn(32, 6, device="cuda")).pow(2).mean()

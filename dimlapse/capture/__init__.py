@@ -1,23 +1,29 @@
-"""Training-side capture: the Recorder, capture schedules, activation replay.
+"""Training-side capture: the Recorder, its options, capture schedules, activation replay.
 
-Data flow: ``Recorder.step()`` copies a snapshot into a shared-memory ring (``writer/_ring``);
-a writer process (``writer/_handle``, ``writer/_serve``) runs the probe forward and spectra
-(``writer/_work``) and appends whole chunks to the run store (``writer/_sink``,
-``writer/_chunks``). The store layout is in docs/store-layout.md.
+Data flow: ``Recorder.step()`` (the hand-over, ``_handover.py``) copies a snapshot into a
+shared-memory ring (``writer/_ring.py``); a writer process (``writer/_handle.py``,
+``writer/_serve.py``) runs the probe forward and spectra (``writer/_work.py``) and appends
+whole chunks to the run store (``writer/_sink.py``, ``writer/_chunks.py``). The run session
+(``_session.py``) opens the store through :mod:`dimlapse.capture.store`, the only code that
+opens, creates, trims and checks run stores. The store layout is in docs/store-layout.md.
+
+Sub-packages with their own faces: ``store`` (run stores), ``writer`` (the writer side),
+``integrations`` (Hugging Face and Lightning callbacks, imported on demand).
 """
 
 from ._budget import StoreTooSmallError
-from ._lock import RunLockedError
-from ._recorder import MODES, CaptureError, Recorder
+from ._handover import CaptureError
+from ._options import MODES, CaptureOptions
+from ._recorder import Recorder
 from ._replay import replay
-from ._resume import last_complete
 from ._schedule import every_n, log_then_dense
-from ._store import RunExistsError, RunNotFoundError
 from ._validate import ProbeError
+from .store import RunExistsError, RunLockedError, RunNotFoundError, last_complete
 
 __all__ = [
     "MODES",
     "CaptureError",
+    "CaptureOptions",
     "ProbeError",
     "Recorder",
     "RunExistsError",

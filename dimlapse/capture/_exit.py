@@ -64,12 +64,13 @@ _hooks_installed = False
 def _registered(*args: Any) -> None:
     """A module, parameter or buffer was (re)assigned somewhere: recheck at the next capture."""
     for rec in list(_WATCHING):
-        rec._maybe_changed = True
+        rec.maybe_changed = True
 
 
 def watch_registrations(rec: Any) -> None:
-    """Flag ``rec`` whenever any module registers a module, parameter or buffer (torch's
-    global registration hooks), so the per-capture identity check runs only after one."""
+    """Flag ``rec`` (the Recorder's hand-over) whenever any module registers a module,
+    parameter or buffer (torch's global registration hooks), so the per-capture identity
+    check runs only after one."""
     global _hooks_installed
     _WATCHING.add(rec)
     if not _hooks_installed:

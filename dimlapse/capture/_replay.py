@@ -7,14 +7,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import zarr
 from torch import nn
 
-from . import _store
+from . import store as _store
 from ._select import ModuleSelector, make_taps, probe_forward, select_modules
-from .writer._chunks import quiet_numcodecs, valid_prefix
-from .writer._sink import SnapshotSink
-from .writer._work import host
+from .store import valid_prefix
+from .writer import SnapshotSink, host, quiet_numcodecs
 
 log = logging.getLogger("dimlapse.capture")
 
@@ -44,7 +42,7 @@ def replay(
     Parameters
     ----------
     store : str, os.PathLike or zarr store
-        The run store (typically captured with ``activations=False``).
+        The run store (typically captured with ``mode="weights"``).
     model : torch.nn.Module
         A model of the recorded architecture (its current values are not used).
     modules, positions, tokens
@@ -73,8 +71,8 @@ def _replay(
     overwrite: bool,
 ) -> int:
     try:
-        root: Any = zarr.open_group(store, mode="r+", use_consolidated=False)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+        root: Any = _store.open_root(store, mode="r+")
+    except _store.NOT_FOUND as exc:
         raise _store.RunNotFoundError(f"Expected a run store at {store!r}, found none") from exc
     attrs: dict[str, Any] = dict(root.attrs)
     _store.check_layout(attrs, store)

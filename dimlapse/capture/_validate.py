@@ -1,6 +1,6 @@
-"""Checks of the user's arguments, run in the Recorder's constructor and on the hot path's
-first sight of a scalar name: mistakes are refused at once, naming the argument and value,
-never reported later as store errors."""
+"""Checks of the user's arguments, run by ``CaptureOptions``, in the Recorder's constructor and
+on the hot path's first sight of a scalar name: mistakes are refused at once, naming the
+argument and value, never reported later as store errors."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._select import Tap, probe_forward
+from ._probe import probe_batch_size
+from ._select import ModuleSelector, Tap, make_taps, probe_forward, select_modules
 
 # root attrs the Recorder owns: a user value would break reading the run, or lie about it
 RESERVED_ATTRS = frozenset(
@@ -157,3 +158,41 @@ def check_probe(shadow: nn.Module, probe: Any, taps: dict[str, Tap], n: int) -> 
             f"{missing} returned none (not called in forward, or non-tensor output); "
             "leave them out of `modules`"
         )
+
+
+def probe_taps(
+    model: nn.Module,
+    probe: Any,
+    targets: Any,
+    *,
+    modules: ModuleSelector,
+    positions: int,
+    tokens: int,
+    mode: str,
+) -> tuple[int, dict[str, Tap]]:
+    """Validate the probe by running it once (on the model, eval + no_grad, modes and RNG
+    restored); select the recorded modules. Returns the number of probe examples and the taps
+    of the recorded modules (none without a probe or in ``weights`` mode)."""
+    if probe is None:
+        if targets is not None:
+            raise ValueError("Expected `probe_targets` only with a `probe`, got no probe")
+        return 0, {}
+    n = probe_batch_size(probe)
+    if targets is not None and (not isinstance(targets, torch.Tensor) or targets.shape[:1] != (n,)):
+        raise ValueError(
+            "Expected `probe_targets` to be a tensor with one entry per probe example "
+            f"({n}), got {targets!r:.80}"
+        )
+    chosen = select_modules(model, modules) if mode != "weights" else []
+    taps = make_taps(model, chosen, positions=positions, tokens=tokens)
+    modes = [(m, m.training) for m in model.modules()]
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    try:
+        model.eval()
+        check_probe(model, probe, taps, n)
+    finally:
+        for m, was in modes:
+            m.training = was
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+    return n, taps

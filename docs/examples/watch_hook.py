@@ -20,7 +20,7 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from dimlapse.capture import Recorder
+from dimlapse.capture import CaptureOptions, Recorder
 from dimlapse.pipelines.watch import Dashboard, Watcher
 
 
@@ -60,7 +60,14 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     with (
         Dashboard(port=args.port) as board,
-        Recorder(model, args.store, every=5, probe=x[:256], flush_every=4, overwrite=True) as rec,
+        Recorder(
+            model,
+            args.store,
+            every=5,
+            probe=x[:256],
+            overwrite=True,
+            options=CaptureOptions(flush_every=4),
+        ) as rec,
         Watcher(args.store, on_alert=on_alert, dashboard=board, interval=0.2) as watcher,
     ):
         print(f"dashboard: {board.url}")

@@ -5,10 +5,9 @@
 - :mod:`dimlapse.capture.integrations.lightning`: ``DimlapseCallback`` for
   ``lightning.Trainer`` (needs ``lightning``).
 
-Both take a store, ``every``, a probe and :class:`CaptureOptions`. Importing this package
-imports neither framework: ``pip install 'dimlapse[integrations]'`` brings them.
+Both take a store, ``every``, a probe, ``attrs`` and a :class:`dimlapse.capture.CaptureOptions`
+(``options=``), as the Recorder does. Importing this package imports neither framework:
+``pip install 'dimlapse[integrations]'`` brings them.
 """
 
-from ._common import CaptureOptions
-
-__all__ = ["CaptureOptions"]
+__all__: list[str] = []

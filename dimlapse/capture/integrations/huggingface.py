@@ -32,9 +32,10 @@ except ImportError as e:  # an optional dependency: say which extra brings it
         "pip install 'dimlapse[integrations]'"
     ) from e
 
+from .._options import CaptureOptions, check_options
 from .._recorder import Recorder
 from .._schedule import Schedule
-from ._common import CaptureOptions, as_float, check_options, open_recorder
+from ._common import as_float, open_recorder
 
 _LOGGED = (("loss", "loss"), ("grad_norm", "grad_norm"), ("lr", "learning_rate"))
 
@@ -55,8 +56,12 @@ class DimlapseCallback(TrainerCallback):
         Targets of the probe (stored with it).
     overwrite : bool
         Replace an existing run at ``store`` when training starts from step 0.
+    attrs : dict, optional
+        JSON values merged into the run's root attrs (beside ``integration``).
     options : CaptureOptions, optional
-        Modules, parameters, codec and the other Recorder options.
+        Modules, parameters, mode, codec and the other Recorder options
+        (:class:`dimlapse.capture.CaptureOptions`); ``total_steps`` defaults to the trainer's
+        planned number of optimizer steps.
 
     Attributes
     ----------
@@ -72,10 +77,11 @@ class DimlapseCallback(TrainerCallback):
         probe: Any = None,
         probe_targets: torch.Tensor | None = None,
         overwrite: bool = False,
+        attrs: dict[str, Any] | None = None,
         options: CaptureOptions | None = None,
     ) -> None:
         self.store, self.every, self.probe = store, every, probe
-        self.probe_targets, self.overwrite = probe_targets, overwrite
+        self.probe_targets, self.overwrite, self.attrs = probe_targets, overwrite, attrs
         self.options = check_options(options)
         self.recorder: Recorder | None = None
         self._pending: int | None = None  # a step whose scalars arrive with the next log
@@ -94,6 +100,7 @@ class DimlapseCallback(TrainerCallback):
             probe_targets=self.probe_targets,
             overwrite=self.overwrite,
             options=self.options,
+            attrs=self.attrs,
             integration="transformers.Trainer",
             total_steps=state.max_steps,
         )

@@ -33,9 +33,10 @@ except ImportError as e:  # an optional dependency: say which extra brings it
         "pip install 'dimlapse[integrations]'"
     ) from e
 
+from .._options import CaptureOptions, check_options
 from .._recorder import Recorder
 from .._schedule import Schedule
-from ._common import CaptureOptions, as_float, check_options, open_recorder
+from ._common import as_float, open_recorder
 
 
 class DimlapseCallback(pl.Callback):
@@ -53,8 +54,12 @@ class DimlapseCallback(pl.Callback):
         Targets of the probe (stored with it).
     overwrite : bool
         Replace an existing run at ``store`` when fitting starts from step 0.
+    attrs : dict, optional
+        JSON values merged into the run's root attrs (beside ``integration``).
     options : CaptureOptions, optional
-        Modules, parameters, codec and the other Recorder options.
+        Modules, parameters, mode, codec and the other Recorder options
+        (:class:`dimlapse.capture.CaptureOptions`); ``total_steps`` defaults to the trainer's
+        planned number of optimizer steps.
     """
 
     def __init__(
@@ -65,10 +70,11 @@ class DimlapseCallback(pl.Callback):
         probe: Any = None,
         probe_targets: torch.Tensor | None = None,
         overwrite: bool = False,
+        attrs: dict[str, Any] | None = None,
         options: CaptureOptions | None = None,
     ) -> None:
         self.store, self.every, self.probe = store, every, probe
-        self.probe_targets, self.overwrite = probe_targets, overwrite
+        self.probe_targets, self.overwrite, self.attrs = probe_targets, overwrite, attrs
         self.options = check_options(options)
         self.recorder: Recorder | None = None
         self._last_step = 0
@@ -88,6 +94,7 @@ class DimlapseCallback(pl.Callback):
             probe_targets=self.probe_targets,
             overwrite=self.overwrite,
             options=self.options,
+            attrs=self.attrs,
             integration="lightning.Trainer",
             total_steps=trainer.max_steps if trainer.max_steps > 0 else None,
         )

@@ -1,1 +1,36 @@
-"""The writer side of capture: ring -> writer (process or thread) -> chunked Zarr store."""
+"""The writer side of capture: ring -> writer (process or thread) -> chunked Zarr store.
+
+- ``_ring``: the shared-memory ring of snapshot slots (:class:`Ring`, :class:`SlotLayout`,
+  :func:`slot_count`), bounded in bytes;
+- ``_handle``: starting the writer (:func:`start_writer`) and the training thread's
+  :class:`WriterHandle` (free slots, messages, failure flag, close);
+- ``_serve``: the writer's loop, its message grammar and failure policy;
+- ``_work``: what the writer does with one slot (:class:`WorkSpec`, probe forward, spectra);
+- ``_sink``, ``_chunks``: rows into whole chunks of the store groups (:class:`SnapshotSink`),
+  the codecs (:func:`parse_codec`) and the crash rule (the ``step`` index written last).
+
+The writer opens the store through :mod:`dimlapse.capture.store` and is told how to run the
+probe (``WorkSpec.forward``): it imports nothing else from ``capture``.
+"""
+
+from ._chunks import DEFAULT_CODEC, parse_codec, quiet_numcodecs
+from ._handle import WriterHandle, start_writer
+from ._ring import DEFAULT_MAX_BUFFER_BYTES, Ring, SlotLayout, slot_count
+from ._sink import SnapshotSink
+from ._work import SlotValue, WorkSpec, host
+
+__all__ = [
+    "DEFAULT_CODEC",
+    "DEFAULT_MAX_BUFFER_BYTES",
+    "Ring",
+    "SlotLayout",
+    "SlotValue",
+    "SnapshotSink",
+    "WorkSpec",
+    "WriterHandle",
+    "host",
+    "parse_codec",
+    "quiet_numcodecs",
+    "slot_count",
+    "start_writer",
+]

@@ -90,12 +90,6 @@ def quiet_numcodecs(enabled: bool = True) -> Iterator[None]:
         yield
 
 
-def valid_prefix(steps: np.ndarray) -> int:
-    """Length of the longest prefix of a step index holding written (>= 0) entries."""
-    bad = np.flatnonzero(steps < 0)
-    return int(bad[0]) if bad.size else int(steps.size)
-
-
 class ChunkedGroup:
     """Buffered, whole-chunk writer for one group whose arrays share a ``step`` axis.
 

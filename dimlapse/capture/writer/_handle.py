@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import zarr
 
+from ..store import open_root
 from ._ring import Ring
 from ._serve import Serve, parent_watch
 from ._sink import SnapshotSink
@@ -150,7 +151,7 @@ def _writer_main(
             spec.probe = _to_device(spec.probe, spec.device)
 
     def make_worker() -> Worker:
-        root = zarr.open_group(store, path=path or None, mode="r+", use_consolidated=False)
+        root = open_root(store, path=path or None, mode="r+")
         return Worker(spec, ring, _open_sink(root, sink_kwargs))
 
     def recv(timeout: float) -> Any:

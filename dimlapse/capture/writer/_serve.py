@@ -22,9 +22,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-import zarr
-
-from .._store import consolidate, stored_bytes, utcnow
+from ..store import NOT_FOUND, consolidate, open_root, stored_bytes, utcnow
 from ._work import Worker
 
 log = logging.getLogger("dimlapse.capture")
@@ -159,10 +157,8 @@ class Serve:
         """A store that vanished or lost rows under us (deleted directory, ...) is an error."""
         store = sink.root.store
         try:
-            root: Any = zarr.open_group(
-                store, path=sink.root.path, mode="r", use_consolidated=False
-            )
-        except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+            root: Any = open_root(store, path=sink.root.path, mode="r")
+        except NOT_FOUND as exc:
             raise FileNotFoundError(
                 f"the run store vanished while being written (deleted or unmounted?): {exc}"
             ) from exc

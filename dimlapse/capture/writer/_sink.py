@@ -8,18 +8,25 @@ listed in the root ``nonfinite`` attr).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import numpy as np
 import zarr
 
-from .._select import Tap
 from ._chunks import ChunkedGroup
 
 log = logging.getLogger("dimlapse.capture")
 
 _FLOAT64_SCALARS = frozenset({"wall_time", "lr"})
 SNAPSHOT_GROUPS = ("weights", "state", "activations")
+
+
+class Tap(Protocol):
+    """A module's probe hook as the sink sees it (``capture._taps.Tap``): its reduction's
+    description (``module_type``, ``reduction``, ``rows_per_example``, sampled positions)."""
+
+    meta: dict[str, Any] | None
 
 
 def _nonfinite(name: str, values: np.ndarray) -> np.ndarray:
@@ -142,7 +149,7 @@ class SnapshotSink:
         weights: dict[str, np.ndarray] | None,
         state: dict[str, np.ndarray] | None,
         activations: dict[str, np.ndarray] | None,
-        taps: dict[str, Tap] | None = None,
+        taps: Mapping[str, Tap] | None = None,
     ) -> None:
         """Append one capture step to ``weights``, ``state`` and ``activations`` (those given)."""
         first = next((g for g in SNAPSHOT_GROUPS if g in self.groups), None)
@@ -177,7 +184,7 @@ class SnapshotSink:
                 )
         self.snapshots += 1
 
-    def _activation_attrs(self, name: str, taps: dict[str, Tap] | None) -> dict[str, Any]:
+    def _activation_attrs(self, name: str, taps: Mapping[str, Tap] | None) -> dict[str, Any]:
         meta = dict((taps[name].meta or {}) if taps and name in taps else {})
         return {"layer": name, "kind": "activation", "probe_examples": self.probe_examples, **meta}
 
@@ -188,7 +195,7 @@ class SnapshotSink:
         weights: dict[str, np.ndarray],
         activations: dict[str, np.ndarray],
         shapes: dict[str, tuple[int, int]],
-        taps: dict[str, Tap] | None = None,
+        taps: Mapping[str, Tap] | None = None,
     ) -> None:
         """Append one capture step's singular values (float64, descending) to ``spectra/*``.
 

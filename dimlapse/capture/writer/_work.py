@@ -1,6 +1,6 @@
 """What the writer does with one ring slot: probe forward, spectra, rows into the chunk buffers.
 
-Runs in the writer (a separate process by default, see ``_process.py``). The shadow model's
+Runs in the writer (a separate process by default, see ``_handle.py``). The shadow model's
 parameters and buffers are pointed at the slot's tensors (no copy), the probe goes through it
 in eval mode under ``no_grad``, and the weights, state, activations (and in spectra mode the
 singular values) are appended to the chunk buffers, which is the only copy of the snapshot the
@@ -10,15 +10,18 @@ writer makes. Zarr writes happen when a chunk is full.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from .._select import Tap, probe_forward
 from ._ring import Ring
-from ._sink import SnapshotSink
+from ._sink import SnapshotSink, Tap
+
+# (shadow model, probe, taps) -> {module name: (rows, feature)}: ``capture._taps.probe_forward``
+ProbeForward = Callable[[torch.nn.Module, Any, Any], dict[str, torch.Tensor]]
 
 
 @dataclass
@@ -30,9 +33,10 @@ class WorkSpec:
     mode: str  # "full" | "weights" | "spectra"
     full_every: int  # spectra mode: steps between full snapshots (0: never after step 0)
     shadow: torch.nn.Module | None = None
-    taps: dict[str, Tap] = field(default_factory=dict)
+    taps: Mapping[str, Tap] = field(default_factory=dict)
     probe: Any = None  # the probe batch on the writer's device (tensor, dict or tuple)
     device: str = "cpu"
+    forward: ProbeForward | None = None  # runs the probe through the shadow with the taps
 
 
 def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -132,14 +136,14 @@ class Worker:
 
     def _forward(self, snap: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         spec = self.spec
-        assert spec.shadow is not None  # taps imply a shadow model
+        assert spec.shadow is not None and spec.forward is not None  # taps imply both
         with torch.no_grad():
             for target, name in zip(self._targets, self.names, strict=True):
                 if self._on_device:
                     target.data.copy_(snap[name], non_blocking=True)
                 else:
                     target.data = snap[name]  # point at the slot: no copy
-            return probe_forward(spec.shadow, spec.probe, spec.taps)
+            return spec.forward(spec.shadow, spec.probe, spec.taps)
 
 
 @dataclass(frozen=True, slots=True)

@@ -114,10 +114,19 @@ class _Trainer:
         return loss.detach()
 
 
-def _recorder(trainer: _Trainer, store: str, probe: torch.Tensor, **kwargs: Any) -> Any:
-    from dimlapse.capture import Recorder
+def _recorder(
+    trainer: _Trainer,
+    store: str,
+    probe: torch.Tensor,
+    *,
+    every: int,
+    mode: str = "full",
+    codec: str | None = None,
+) -> Any:
+    from dimlapse.capture import CaptureOptions, Recorder
 
-    return Recorder(trainer.model, store, probe=probe, **kwargs)
+    options = CaptureOptions(mode=mode, codec=codec)
+    return Recorder(trainer.model, store, every=every, probe=probe, options=options)
 
 
 MODES = ("full", "weights", "spectra")

@@ -121,9 +121,10 @@ opt = torch.optim.SGD(model.parameters(), lr=1e-3)
 x, probe = torch.randn(8, widths[0]), torch.randn(64, widths[0])
 rec = None
 if mode != "plain":
-    from dimlapse.capture import Recorder
-    rec = Recorder(model, root + "/large-" + mode + ".zarr", every=every, probe=probe, mode=mode,
-                   full_every=10**9, total_steps=steps)
+    from dimlapse.capture import CaptureOptions, Recorder
+    options = CaptureOptions(mode=mode, full_every=10**9, total_steps=steps)
+    rec = Recorder(model, root + "/large-" + mode + ".zarr", every=every, probe=probe,
+                   options=options)
 t0 = time.perf_counter()
 for _ in range(steps):
     loss = model(x).pow(2).mean()

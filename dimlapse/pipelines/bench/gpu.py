@@ -91,7 +91,7 @@ def bench_model(
     root: Path,
 ) -> dict[str, float]:
     """Block-paired step-time ratios to plain training for one model."""
-    from dimlapse.capture import Recorder
+    from dimlapse.capture import CaptureOptions, Recorder
 
     g = torch.Generator(device="cpu").manual_seed(1)
     probe = torch.randn(probe_size, 3, 32, 32, generator=g).to(device)
@@ -105,7 +105,7 @@ def bench_model(
             str(root / f"{model_name}-{name}.zarr"),
             every=every,
             probe=probe,
-            mode=mode,
+            options=CaptureOptions(mode=mode),
         )
         arms[name].hook = lambda _n, loss, rec=rec: rec.step(loss)
         recorders.append(rec)

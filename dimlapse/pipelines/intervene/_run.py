@@ -68,7 +68,7 @@ def run_interventions(
 
     Returns the results folder ``<results_dir>/intervene-<model>-<kind>/``.
     """
-    import zarr
+    from dimlapse.capture.store import update_attrs
 
     from ..training import train
     from ..zoo import load_dataset
@@ -111,7 +111,7 @@ def run_interventions(
         per_class = per_class_accuracy(hook.model, dataset.x_test, dataset.y_test, n_classes)
         info = {"kind": kind, "window": list(window) if window else None, "strength": strength}
         info["layer"] = layer if kind == "freeze" else None
-        zarr.open_group(store, mode="r+").attrs["intervention"] = info
+        update_attrs(store, {"intervention": info})
         runs.append(
             {
                 "label": label,

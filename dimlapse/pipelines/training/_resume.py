@@ -7,14 +7,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import zarr
 from torch import nn
 
 
 def store_attrs(store: str | Path) -> dict[str, Any]:
     """The root attrs of a run store (raises ``FileNotFoundError`` naming the path if absent)."""
+    from dimlapse.capture.store import open_root
+
     try:
-        group = zarr.open_group(str(store), mode="r")
+        group = open_root(str(store))
     except FileNotFoundError as e:
         raise FileNotFoundError(f"No run store at {str(store)!r}") from e
     return dict(group.attrs)
@@ -27,12 +28,12 @@ def last_snapshot(store: str | Path, model: nn.Module) -> int:
     (everything else: biases, norms, BatchNorm statistics). The last complete snapshot is the
     shortest valid ``step`` prefix across both groups. A tensor the store lacks raises
     ``ValueError``, because the resumed run would silently differ from the original.
-    The last complete snapshot is :func:`dimlapse.capture.last_complete`'s, the one the
+    The last complete snapshot is :func:`dimlapse.capture.store.last_complete`'s, the one the
     Recorder resumes from. In spectra mode it must also be a full snapshot.
     """
-    from dimlapse.capture import last_complete
+    from dimlapse.capture.store import last_complete, open_root
 
-    group = zarr.open_group(str(store), mode="r", use_consolidated=False)
+    group = open_root(str(store))
     groups: list[Any] = [group[g] for g in ("weights", "state") if g in group]
     if not groups:
         raise ValueError(f"Cannot resume {str(store)!r}: it has no weights or state group")

@@ -10,7 +10,10 @@ import dataclasses
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dimlapse.capture import CaptureOptions
 
 MODELS = ("mlp", "cnn", "resnet", "transformer", "vit", "gpt2-tiny")
 DATASETS = ("mnist1d", "digits", "modadd", "mnist", "cifar10", "stdlib")
@@ -82,12 +85,15 @@ class Recipe:
     positions, tokens
         Spatial positions / token positions sampled per example for conv / token outputs.
     activations
-        Capture probe activations inline; ``False`` records weights only (replay later).
+        Capture probe activations inline; ``False`` records weights only (replay later), as
+        ``mode="weights"`` does.
     codec
         Store codec: 'lz4' (lossless, default), 'zstd', 'blosc-zstd', 'none', 'float16' or
         'bitround-<bits>'.
     mode
-        Capture mode: 'full' (default), 'weights' or 'spectra' (see ``Recorder``).
+        Capture mode: 'full' (default), 'weights' or 'spectra' (see ``CaptureOptions``).
+        The capture fields become a :class:`~dimlapse.capture.CaptureOptions` through
+        :meth:`capture_options`.
 
     Examples
     --------
@@ -177,6 +183,25 @@ class Recipe:
     def from_json(cls, text: str) -> Recipe:
         """Inverse of :meth:`to_json`."""
         return cls.from_dict(json.loads(text))
+
+    def capture_options(self) -> CaptureOptions:
+        """The Recorder options this recipe fixes: ``mode`` (``"weights"`` when ``activations``
+        is False), ``positions``, ``tokens``, ``codec``, and ``total_steps`` = ``steps``.
+
+        Examples
+        --------
+        >>> Recipe.default("mlp", steps=100, activations=False).capture_options().mode
+        'weights'
+        """
+        from dimlapse.capture import CaptureOptions  # torch: only when a run is captured
+
+        return CaptureOptions(
+            mode=self.mode if self.activations else "weights",
+            positions=self.positions,
+            tokens=self.tokens,
+            codec=self.codec,
+            total_steps=self.steps,
+        )
 
     @property
     def run_name(self) -> str:

@@ -1,21 +1,19 @@
-"""Opening, creating and describing a run store (docs/store-layout.md, layout_version 2)."""
+"""Opening a run store: for writing (new, replaced or resumed), for reading, and its checks.
+
+The only code that opens a run's root group (docs/store-layout.md, layout_version 2). Readers
+and writers of a live run never trust consolidated metadata (it is written once, at close, and
+can disagree with the real metadata after a resize); only :func:`update_attrs` keeps it, for
+attrs added to a finished run.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
 import os
-import platform
-import subprocess
 import warnings
-from typing import Any
+from typing import Any, Literal
 
-import numcodecs
-import numpy as np
-import torch
 import zarr
-from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.errors import GroupNotFoundError
 
 from ._lock import check_unlocked
@@ -24,6 +22,7 @@ log = logging.getLogger("dimlapse.capture")
 LAYOUT_VERSION = 2
 READABLE_LAYOUTS = (1, 2)  # 2 adds spectra/ and the checksum on every chunk
 GROUPS = ("scalars", "weights", "activations", "state")
+NOT_FOUND = (FileNotFoundError, GroupNotFoundError)  # what opening a missing group raises
 
 
 class RunExistsError(FileExistsError):
@@ -32,11 +31,6 @@ class RunExistsError(FileExistsError):
 
 class RunNotFoundError(FileNotFoundError):
     """``resume=True`` was asked for but there is no run store to resume."""
-
-
-def utcnow() -> str:
-    """Current UTC time, ISO-8601."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _local_path(store: Any) -> str | None:
@@ -49,10 +43,17 @@ def _local_path(store: Any) -> str | None:
     return None
 
 
-def _existing_group(store: Any) -> zarr.Group | None:
+def open_root(store: Any, *, path: str | None = None, mode: Literal["r", "r+"] = "r") -> zarr.Group:
+    """A run's root group as stored (``mode`` ``"r"`` or ``"r+"``), consolidated metadata
+    ignored; raises one of :data:`NOT_FOUND` when there is none."""
+    return zarr.open_group(store, path=path, mode=mode, use_consolidated=False)
+
+
+def existing_root(store: Any) -> zarr.Group | None:
+    """A run's root group, read-only, or None when ``store`` holds none."""
     try:
-        return zarr.open_group(store, mode="r", use_consolidated=False)
-    except (FileNotFoundError, GroupNotFoundError):
+        return open_root(store)
+    except NOT_FOUND:
         return None
 
 
@@ -62,7 +63,7 @@ def open_store(store: Any, *, overwrite: bool, resume: bool) -> zarr.Group:
     Raises :class:`RunExistsError` / :class:`RunNotFoundError` / ``ValueError`` for refusals;
     any other exception is a store error (unwritable path, full disk, ...).
     """
-    existing = _existing_group(store)
+    existing = existing_root(store)
     if resume:
         if existing is None:
             raise RunNotFoundError(
@@ -70,7 +71,7 @@ def open_store(store: Any, *, overwrite: bool, resume: bool) -> zarr.Group:
                 "drop resume=True to start a new run"
             )
         check_layout(dict(existing.attrs), store)
-        root = zarr.open_group(store, mode="r+", use_consolidated=False)
+        root = open_root(store, mode="r+")
         check_unlocked(store)
         return root
     local = _local_path(store)
@@ -123,101 +124,16 @@ def check_layout(attrs: dict[str, Any], store: Any) -> None:
         )
 
 
-def git_commit() -> str | None:
-    """HEAD of the git repository around the working directory, or None (best effort)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() or None
+def stored_attr(store: Any, key: str, default: Any) -> Any:
+    """One root attr of the run at ``store``, or ``default`` (no run, or no such attr)."""
+    root = existing_root(store)
+    return default if root is None else root.attrs.get(key, default)
 
 
-def versions() -> dict[str, str]:
-    """Library versions recorded with every run."""
-    from dimlapse import __version__
-
-    return {
-        "dimlapse": __version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "zarr": zarr.__version__,
-        "numcodecs": numcodecs.__version__,
-        "python": platform.python_version(),
-    }
-
-
-def model_summary(model: torch.nn.Module) -> dict[str, Any]:
-    """Class, parameter count and printed structure (truncated) of a model."""
-    return {
-        "class": type(model).__name__,
-        "n_parameters": int(sum(p.numel() for p in model.parameters())),
-        "summary": str(model)[:20_000],
-    }
-
-
-def check_json(attrs: Any) -> dict[str, Any]:
-    """Validate user ``attrs``: a dict of JSON-serialisable values."""
-    if attrs is None:
-        return {}
-    if not isinstance(attrs, dict):
-        raise ValueError(f"Expected `attrs` to be a dict of JSON values, got {attrs!r}")
-    for key, value in attrs.items():
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(
-                f"Expected `attrs[{key!r}]` to be JSON-serialisable (str, number, list, dict), "
-                f"got {value!r}"
-            ) from exc
-    return dict(attrs)
-
-
-def _host(t: torch.Tensor) -> np.ndarray:
-    t = t.detach().cpu()
-    if t.is_floating_point():
-        t = t.float()  # bfloat16 has no NumPy dtype
-    return t.numpy()
-
-
-def write_probe(root: zarr.Group, inputs: Any, targets: torch.Tensor | None) -> None:
-    """Store the probe batch itself, lossless: ``probe/inputs`` for a tensor, ``inputs.<key>``
-    / ``inputs.<i>`` for a dict / tuple probe (see ``_probe``), and ``probe/targets``."""
-    from ._probe import probe_arrays
-
-    group = root.require_group("probe")
-    arrays = probe_arrays(inputs)
-    if targets is not None:
-        arrays["targets"] = _host(targets)
-    for name, value in arrays.items():
-        dims = ("probe", *(f"{name}.d{i}" for i in range(1, value.ndim)))
-        if name in ("inputs", "targets"):
-            dims = ("probe", *(f"probe.d{i}" for i in range(1, value.ndim)))
-        floating = np.issubdtype(value.dtype, np.floating)
-        arr = group.create_array(
-            name,
-            shape=value.shape,
-            chunks=value.shape if value.size else "auto",
-            dtype=value.dtype,
-            fill_value=np.nan if floating else 0,
-            compressors=[ZstdCodec(level=1), Crc32cCodec()],
-            dimension_names=dims,
-            overwrite=True,
-        )
-        arr[...] = value
-
-
-def read_probe(root: zarr.Group) -> tuple[Any, torch.Tensor | None]:
-    """The stored probe batch (a tensor, dict or tuple of CPU tensors) and targets or None."""
-    from ._probe import probe_from_arrays
-
-    group: Any = root["probe"]
-    arrays = {name: np.asarray(arr[...]) for name, arr in group.arrays()}
-    targets = torch.from_numpy(arrays["targets"]) if "targets" in arrays else None
-    return probe_from_arrays(arrays), targets
+def update_attrs(store: Any, attrs: dict[str, Any]) -> None:
+    """Merge ``attrs`` into the root attrs of a finished run, keeping its consolidated
+    metadata (so ``xr.open_zarr`` still opens it quietly)."""
+    zarr.open_group(store, mode="r+").update_attributes(attrs)
 
 
 def consolidate(root: Any) -> None:

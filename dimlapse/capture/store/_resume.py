@@ -9,14 +9,37 @@ chunk apart after a kill (flushes of different groups are not simultaneous); the
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import numpy as np
 
-from .writer._chunks import valid_prefix
-from .writer._sink import SnapshotSink
-
 log = logging.getLogger("dimlapse.capture")
+
+
+class _Trimmable(Protocol):
+    """A group the writer appends to (``writer.ChunkedGroup``): its step index and a trim."""
+
+    step_array: Any
+
+    def trim(self, n: int) -> None: ...
+
+    def steps(self) -> np.ndarray: ...
+
+
+class _Groups(Protocol):
+    """What a resume trims: the writer's sink (``writer.SnapshotSink``), by its groups."""
+
+    root: Any
+
+    @property
+    def groups(self) -> Mapping[str, _Trimmable]: ...
+
+
+def valid_prefix(steps: np.ndarray) -> int:
+    """Length of the longest prefix of a step index holding written (>= 0) entries."""
+    bad = np.flatnonzero(steps < 0)
+    return int(bad[0]) if bad.size else int(steps.size)
 
 
 def _dense_groups(root: Any) -> list[str]:
@@ -49,7 +72,7 @@ def last_complete(root: Any) -> tuple[int, int | None]:
     return n, (int(steps[0][n - 1]) if n else None)
 
 
-def trim_for_resume(sink: SnapshotSink, start_step: int | None) -> tuple[int, bool]:
+def trim_for_resume(sink: _Groups, start_step: int | None) -> tuple[int, bool]:
     """Cut every group back to the last complete snapshot (or to ``start_step``).
 
     Returns the step training continues from, and whether its state must be captured
