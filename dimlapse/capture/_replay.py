@@ -46,7 +46,7 @@ def replay(
     model : torch.nn.Module
         A model of the recorded architecture (its current values are not used).
     modules, positions, tokens
-        As for :class:`Recorder`.
+        As for :class:`CaptureOptions` (the Recorder's options).
     overwrite : bool
         Replace activations that are already stored.
 
