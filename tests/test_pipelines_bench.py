@@ -60,7 +60,7 @@ def test_quick_bench_capture_runs_and_reports(tmp_path):
 @pytest.mark.slow
 def test_bench_capture_through_the_cli(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "dimlapse.pipelines", "bench-capture", "--blocks", "1",
+        [sys.executable, "-m", "dimlapse", "bench", "capture", "--blocks", "1",
          "--steps", "10", "--warmup", "0", "--codec-steps", "10", "--no-ndtracker",
          "--json", str(tmp_path / "b.json")],
         capture_output=True, text=True, cwd=tmp_path, check=True,
@@ -83,9 +83,9 @@ def test_bench_gpu_dry_run_on_cpu():
 def test_bench_gpu_refuses_cuda_when_absent(capsys):
     import torch
 
-    from dimlapse.pipelines.bench.gpu import main
+    from dimlapse.pipelines.cli import main
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    assert main([]) == 2
+    assert main(["bench", "gpu"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
