@@ -217,10 +217,10 @@ class Watcher:
     Examples
     --------
     >>> stop_training = threading.Event()  # doctest: +SKIP
-    >>> def on_alert(alert):
+    >>> def on_alert(alert):  # doctest: +SKIP
     ...     if alert.severity == "critical":
     ...         stop_training.set()  # the loop checks it after each step
-    >>> with Recorder(model, store, probe=probe) as rec, Watcher(store, on_alert=on_alert):
+    >>> with Recorder(model, store, probe=probe), Watcher(store, on_alert=on_alert):  # doctest: +SKIP
     ...     for batch in data:
     ...         ...
     ...         if stop_training.is_set():
