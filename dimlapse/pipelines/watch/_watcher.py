@@ -220,7 +220,7 @@ class Watcher:
     >>> def on_alert(alert):  # doctest: +SKIP
     ...     if alert.severity == "critical":
     ...         stop_training.set()  # the loop checks it after each step
-    >>> with Recorder(model, store, probe=probe), Watcher(store, on_alert=on_alert):  # doctest: +SKIP
+    >>> with Recorder(model, store, probe=x), Watcher(store, on_alert=on_alert):  # doctest: +SKIP
     ...     for batch in data:
     ...         ...
     ...         if stop_training.is_set():
