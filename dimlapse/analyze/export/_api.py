@@ -72,14 +72,16 @@ def _summary(source: ExportSource, tables: dict[str, pd.DataFrame]) -> str:
         f"**events** shown: the {rule} ones ({int(events['reported'].sum())} of "
         f"{len(events)} candidates); all candidates are in analysis.zarr and the events table",
     ]
-    lines += [f"- {note}" for note in source.notes]
+    if source.notes:
+        lines.append("**left out**\n\n" + "\n".join(f"- {note}" for note in source.notes))
     return "\n\n".join(lines)
 
 
 def _targets(folder: Path, to: str, names: list[str]) -> list[Path]:
     if to == "tensorboard":
         return sorted((folder / "tensorboard").glob("events.out.tfevents.*"))
-    return [p for p in (folder / f"{n}{FORMATS[to]}" for n in names) if p.exists()]
+    paths = (folder / f"{n}{FORMATS[to]}" for n in dict.fromkeys(names))
+    return [p for p in paths if p.exists()]
 
 
 def export(

@@ -17,6 +17,8 @@ from typing import Any
 
 import xarray as xr
 
+from dimlapse import RESULTS_DIR
+
 from .._pipeline import run_name
 from .._run import Run, open_run
 
@@ -98,10 +100,12 @@ def load_source(
         store = text
     path = results / "analysis.zarr"
     if not path.exists():
+        default = Path(RESULTS_DIR) / results.name
+        where = "" if results == default else f" --out-dir {results}"
         raise NotAnalysedError(
             f"Run {text!r} has not been analysed: no {path}. Analyse it first with "
-            f"`dimlapse analyze --run {text}` (or `make analyze RUN={run_name(text)}`), "
-            "or pass a results folder that holds analysis.zarr"
+            f"`dimlapse analyze --run {text}{where}`, or pass a results folder that holds "
+            "analysis.zarr"
         )
     tree = xr.open_datatree(path, engine="zarr").load()
     name = str(tree.attrs.get("run") or results.name)
