@@ -6,8 +6,9 @@ either one TensorBoard event file (tags in :mod:`._tensorboard`) or tidy tables,
 observation (columns in ``COLUMNS``). The run store and ``analysis.zarr`` stay the source:
 an export is a view of them, refused over an earlier one unless ``overwrite=True``.
 
-The TensorBoard writer needs the ``export`` extra (``pip install dimlapse[export]``:
-tensorboard, pyarrow); it is imported only when that format is asked for.
+``TensorBoardLog`` appends the same tags while a run is being written (for live logging
+from watch). TensorBoard and Parquet need the ``export`` extra (``pip install
+'dimlapse[export]'``: tensorboard, pyarrow); tensorboard is imported only when asked for.
 """
 
 from ._api import FORMATS, Exported, ExportExistsError, export
@@ -27,6 +28,7 @@ __all__ = [
     "ExportExistsError",
     "Exported",
     "NotAnalysedError",
+    "TensorBoardLog",
     "alerts_table",
     "claims_table",
     "dimensionality_table",
@@ -34,3 +36,12 @@ __all__ = [
     "export",
     "scalars_table",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``TensorBoardLog`` imports tensorboard only when first asked for."""
+    if name == "TensorBoardLog":
+        from ._live import TensorBoardLog
+
+        return TensorBoardLog
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,20 +1,18 @@
 """Tidy tables of one analysed run: one row per observation, columns documented in ``COLUMNS``.
 
-| table            | one row per                          | columns                                    |
-| ---------------- | ------------------------------------ | ------------------------------------------ |
-| ``dimensionality`` | (kind, layer, metric, step)        | kind, layer, metric, step, value           |
-| ``scalars``      | (scalar, optimizer step)             | name, step, value                          |
-| ``events``       | transition candidate of a series     | kind, layer, metric, detector, transition, |
-|                  |                                      | every per-event variable of the            |
-|                  |                                      | transitions group (step, onset, duration,  |
-|                  |                                      | scale, score, sign, p_value, significant,  |
-|                  |                                      | notable/effect/episode when present),      |
-|                  |                                      | reported                                   |
-| ``claims``       | (claim, space) of the claims group   | its dims, then every variable              |
-| ``alerts``       | line of ``alerts.jsonl``             | step, kind, layer, metric, severity,       |
-|                  |                                      | message, statistic, threshold,             |
-|                  |                                      | window_start, window_end, time,            |
-|                  |                                      | calibration (JSON text)                    |
+==================  ==============================  ==========================================
+table               one row per                     columns
+==================  ==============================  ==========================================
+``dimensionality``  (kind, layer, metric, step)     kind, layer, metric, step, value
+``scalars``         (scalar, optimizer step)        name, step, value
+``events``          transition candidate            kind, layer, metric, detector, transition,
+                                                    step, significant, notable (when present),
+                                                    every other per-event variable, reported
+``claims``          (claim, space)                  its dims, then every variable of the group
+``alerts``          line of ``alerts.jsonl``        step, kind, layer, metric, severity,
+                                                    message, statistic, threshold,
+                                                    window_start, window_end, time, calibration
+==================  ==============================  ==========================================
 
 Strings are pandas ``string`` columns, steps ``int64`` (event steps, fitted centres of a ramp,
 ``float64``), values ``float64`` (NaN kept: a NaN in the source is a NaN in the table).
@@ -226,9 +224,11 @@ def claims_table(claims: xr.Dataset) -> pd.DataFrame:
     dims = claims[ref].dims
     keep = [str(v) for v in claims.data_vars if set(claims[v].dims) <= set(dims)]
     left = sorted(str(v) for v in claims.data_vars if str(v) not in keep)
-    df = claims[keep].to_dataframe().reset_index() if dims else pd.DataFrame([
-        {v: claims[v].item() for v in keep}
-    ])
+    df = (
+        claims[keep].to_dataframe().reset_index()
+        if dims
+        else pd.DataFrame([{v: claims[v].item() for v in keep}])
+    )
     for name in df.columns:
         if df[name].dtype == object or str(df[name].dtype).startswith(("<U", "str")):
             df[name] = df[name].map(_text).astype("string")

@@ -157,4 +157,3 @@ def write_tensorboard(
         writer.close()
     (path,) = set(folder.glob(f"{EVENT_FILE_PREFIX}*")) - before
     return path
-
