@@ -72,11 +72,14 @@ COLUMNS: dict[str, dict[str, str]] = {
     "alerts": {
         "step": "step the alert was raised at (Int64, pandas' nullable int64)",
         "kind": "diagnosis (non_finite, rank_collapse, bottleneck, instability, ...)",
-        "layer, metric": "the series the diagnosis read",
+        "layer": "the layer the diagnosis read",
+        "metric": "the dimensionality series the diagnosis read",
         "severity": "'warning' or 'critical'",
         "message": "the alert's sentence",
-        "statistic, threshold": "the evidence and the threshold it was compared with",
-        "window_start, window_end": "first and last step of the evidence window",
+        "statistic": "the evidence (float64)",
+        "threshold": "what the statistic was compared with (float64)",
+        "window_start": "first step of the evidence window (Int64)",
+        "window_end": "last step of the evidence window (Int64)",
         "time": "when the alert was raised (ISO 8601, UTC)",
         "calibration": "what the threshold was calibrated on (JSON text)",
     },
@@ -252,8 +255,7 @@ def alerts_table(alerts: list[dict[str, Any]]) -> pd.DataFrame:
         Columns of ``COLUMNS["alerts"]`` in that order, then any other field the log holds
         (as JSON text); empty with those columns when there are no alerts.
     """
-    fixed = ["step", "kind", "layer", "metric", "severity", "message", "statistic",
-             "threshold", "window_start", "window_end", "time", "calibration"]  # fmt: skip
+    fixed = list(COLUMNS["alerts"])
     rows = []
     for a in alerts:
         window = a.get("window") or [None, None]
