@@ -133,8 +133,8 @@ def _rows(markdown):
 def test_tensorboard_scalars_equal_the_source(analysed, tmp_path):
     store, results = analysed
     done = export(store, to="tensorboard", out=tmp_path, results_dir=results)
-    assert [p.parent for p in done.files] == [tmp_path / "tensorboard"]
-    ea = _accumulator(tmp_path / "tensorboard")
+    assert [p.parent for p in done.files] == [tmp_path / "tensorboard" / "small-run"]
+    ea = _accumulator(tmp_path / "tensorboard" / "small-run")
     dims = _tree(results)["dimensionality"].to_dataset()
     scalars = open_run(store).scalars.load()
     expected = {f"scalars/{n}" for n in scalars.data_vars if n != "wall_time"}
@@ -177,7 +177,7 @@ def test_tensorboard_scalars_equal_the_source(analysed, tmp_path):
 
 def test_tensorboard_events_alerts_and_nan(planted, tmp_path):
     export(planted, to="tensorboard", out=tmp_path)
-    ea = _accumulator(tmp_path / "tensorboard")
+    ea = _accumulator(tmp_path / "tensorboard" / "small-run")
     trans = xr.open_datatree(planted / "analysis.zarr", engine="zarr")["transitions"].load()
     chosen = trans["significant"] & trans["notable"]  # notable where present
     assert int(chosen.sum()) < int(trans["significant"].sum())  # the rule matters here
@@ -300,7 +300,7 @@ def test_no_events_and_no_run_store(analysed, tmp_path):
     ev = pd.read_parquet(tmp_path / "tables" / "events.parquet")
     assert len(ev) == 0 and "reported" in ev.columns and ev["step"].dtype == np.float64
     export(folder, to="tensorboard", out=tmp_path / "tb")
-    ea = _accumulator(tmp_path / "tb" / "tensorboard")
+    ea = _accumulator(tmp_path / "tb" / "tensorboard" / "small-run")
     assert not [t for t in ea.Tags()["scalars"] if t.startswith("scalars/")]
     assert ea.Tags()["tensors"] == ["run/summary"]
     assert "training scalars left out" in _text(ea.Tensors("run/summary")[0])
@@ -328,7 +328,7 @@ def test_earlier_export_is_kept_unless_overwrite(planted, tmp_path, capsys):
     assert main([*argv, "--overwrite"]) == 0
     out = capsys.readouterr().out
     assert "wrote " in out and "tensorboard --logdir" in out
-    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    assert len(list((tmp_path / "tensorboard" / "small-run").glob("events.out.tfevents.*"))) == 1
 
 
 def test_bad_arguments_are_named(planted, tmp_path, capsys):

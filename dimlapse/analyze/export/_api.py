@@ -77,9 +77,9 @@ def _summary(source: ExportSource, tables: dict[str, pd.DataFrame]) -> str:
     return "\n\n".join(lines)
 
 
-def _targets(folder: Path, to: str, names: list[str]) -> list[Path]:
+def _targets(folder: Path, to: str, run: str, names: list[str]) -> list[Path]:
     if to == "tensorboard":
-        return sorted((folder / "tensorboard").glob("events.out.tfevents.*"))
+        return sorted((folder / "tensorboard" / run).glob("events.out.tfevents.*"))
     paths = (folder / f"{n}{FORMATS[to]}" for n in dict.fromkeys(names))
     return [p for p in paths if p.exists()]
 
@@ -100,8 +100,9 @@ def export(
         A run store (path or fsspec URL; its results are ``<results_dir>/<run>/``) or a
         results folder holding ``analysis.zarr``.
     to : {"tensorboard", "parquet", "csv"}
-        ``tensorboard``: one event file in ``<out>/tensorboard/`` (tags in
-        :mod:`._tensorboard`'s table). ``parquet`` / ``csv``: ``<out>/<table>.<ext>`` for the
+        ``tensorboard``: one event file in ``<out>/tensorboard/<run>/`` (tags in
+        :mod:`._tensorboard`'s table), so TensorBoard names the run, and runs exported to
+        one `out` are compared with ``tensorboard --logdir <out>/tensorboard``. ``parquet`` / ``csv``: ``<out>/<table>.<ext>`` for the
         tables dimensionality, scalars (when the run store is reachable), events, claims
         (when analysed) and alerts (columns in ``COLUMNS``).
     out : str or path, optional
@@ -138,7 +139,7 @@ def export(
     source = load_source(run_or_results, results_dir=results_dir)
     folder = Path(out) if out is not None else source.results / "export"
     tables = _tables(source)
-    existing = _targets(folder, to, [*tables, "scalars", "claims"])
+    existing = _targets(folder, to, source.name, [*tables, "scalars", "claims"])
     if existing and not overwrite:
         raise ExportExistsError(
             f"An earlier {to} export is in {folder}: {', '.join(p.name for p in existing)}; "
@@ -151,7 +152,7 @@ def export(
 
         path = write_tensorboard(
             source,
-            folder / "tensorboard",
+            folder / "tensorboard" / source.name,
             dims=tables["dimensionality"],
             scalars=tables.get("scalars"),
             events=tables["events"],

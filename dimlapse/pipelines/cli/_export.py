@@ -10,6 +10,7 @@ from dimlapse import RESULTS_DIR, RUNS_DIR
 from ._analyze import resolve_store
 from ._errors import CLIError
 
+
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``dimlapse export``."""
     from dimlapse.analyze.export import FORMATS
@@ -26,7 +27,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out", help="output folder (default: <results-dir>/<run>/export/; TensorBoard files "
-        "go to its tensorboard/ subfolder)"
+        "go to its tensorboard/<run>/ subfolder)"
     )  # fmt: skip
     parser.add_argument("--runs-dir", default=RUNS_DIR, help="where runs are")
     parser.add_argument("--results-dir", default=RESULTS_DIR, help="where results are")
@@ -61,9 +62,11 @@ def run_export(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
         )
     except ExportExistsError as e:
-        raise CLIError(str(e).replace("overwrite=True (`--overwrite`)", "--overwrite").replace(
-            "another `out`", "another --out"
-        )) from e
+        raise CLIError(
+            str(e)
+            .replace("overwrite=True (`--overwrite`)", "--overwrite")
+            .replace("another `out`", "another --out")
+        ) from e
     except NotAnalysedError as e:
         raise CLIError(str(e)) from e
     except ValueError as e:
@@ -73,5 +76,5 @@ def run_export(args: argparse.Namespace) -> int:
     for note in done.notes:
         print(f"note: {note}")
     if args.to == "tensorboard":
-        print(f"view: tensorboard --logdir {done.files[0].parent}")
+        print(f"view: tensorboard --logdir {done.files[0].parent.parent}")
     return 0
