@@ -102,9 +102,10 @@ def export(
     to : {"tensorboard", "parquet", "csv"}
         ``tensorboard``: one event file in ``<out>/tensorboard/<run>/`` (tags in
         :mod:`._tensorboard`'s table), so TensorBoard names the run, and runs exported to
-        one `out` are compared with ``tensorboard --logdir <out>/tensorboard``. ``parquet`` / ``csv``: ``<out>/<table>.<ext>`` for the
-        tables dimensionality, scalars (when the run store is reachable), events, claims
-        (when analysed) and alerts (columns in ``COLUMNS``).
+        one `out` are compared with ``tensorboard --logdir <out>/tensorboard``.
+        ``parquet`` / ``csv``: ``<out>/<table>.<ext>`` for the tables dimensionality,
+        scalars (when the run store is reachable), events, claims (when analysed) and alerts
+        (columns in ``COLUMNS``).
     out : str or path, optional
         Default ``<results>/export/``.
     results_dir : str or path
