@@ -7,6 +7,7 @@ an alerts log, no events at all, no run store.
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,8 @@ from dimlapse.analyze.export import (
     COLUMNS,
     ExportExistsError,
     NotAnalysedError,
+    alerts_table,
+    dimensionality_table,
     export,
 )
 from dimlapse.analyze.watch import Alert
@@ -327,7 +330,9 @@ def test_earlier_export_is_kept_unless_overwrite(planted, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main([*argv, "--overwrite"]) == 0
     out = capsys.readouterr().out
-    assert "wrote " in out and "tensorboard --logdir" in out
+    assert "wrote " in out
+    # 300 loss points and 2 alert steps: within what TensorBoard keeps by default
+    assert f"view: tensorboard --logdir {tmp_path / 'tensorboard'}\n" in out
     assert len(list((tmp_path / "tensorboard" / "small-run").glob("events.out.tfevents.*"))) == 1
 
 
@@ -374,3 +379,24 @@ def test_live_log_reads_back_as_it_grows(tmp_path):
     assert _rows(_text(ea.Tensors("alerts")[0])) == [["warning", "bottleneck"]]
     with pytest.raises(ValueError, match="Expected `flush_secs` > 0 seconds, got 0"):
         TensorBoardLog(tmp_path, flush_secs=0)
+
+
+def test_view_asks_for_every_point_beyond_tensorboards_default_sampling():
+    from dimlapse.analyze.export._api import _view
+
+    steps = np.arange(0, 7505, 5)  # 1501 snapshots: TensorBoard keeps 1000 by default
+    dims = xr.Dataset(
+        {"dimensionality": (("kind", "layer", "step", "metric"), np.ones((1, 1, steps.size, 1)))},
+        coords={"kind": ["activation"], "layer": ["fc1"], "step": steps, "metric": ["pr"]},
+    )
+    events = pd.DataFrame({"detector": ["pelt"] * 12, "step": np.arange(12.0) * 10})
+    tables = {
+        "dimensionality": dimensionality_table(dims),
+        "events": events.assign(reported=True),
+        "alerts": alerts_table([]),
+    }
+    assert _view(Path("tb"), tables) == (
+        "tensorboard --logdir tb --samples_per_plugin scalars=1501,text=12"
+    )
+    tables["events"] = events.assign(reported=np.arange(12) < 3)  # 3 reported: default is 10
+    assert _view(Path("tb"), tables) == "tensorboard --logdir tb --samples_per_plugin scalars=1501"

@@ -35,6 +35,29 @@ class Exported:
 
     files: tuple[Path, ...]
     notes: tuple[str, ...]
+    view: str = ""  # the command that shows a TensorBoard export with every point
+
+
+#: TensorBoard keeps this many points per tag by default (reservoir sampling): more need
+#: ``--samples_per_plugin`` (its ``--help``: 1000 for scalars; 10 for text, as for images).
+_TB_SAMPLES = {"scalars": 1000, "text": 10}
+
+
+def _view(logdir: Path, tables: dict[str, pd.DataFrame]) -> str:
+    """``tensorboard --logdir ...``, with ``--samples_per_plugin`` when a tag has more points
+    than TensorBoard keeps by default."""
+    counts = [tables["dimensionality"].groupby(["kind", "layer", "metric"]).size().max()]
+    if "scalars" in tables:
+        counts.append(tables["scalars"].groupby("name").size().max())
+    events = tables["events"][tables["events"]["reported"]]
+    texts = [events.groupby("detector")["step"].apply(lambda s: s.round().nunique()).max()]
+    texts.append(tables["alerts"]["step"].nunique())
+    need = {
+        "scalars": int(max((c for c in counts if c == c), default=0)),
+        "text": int(max((t for t in texts if t == t), default=0)),
+    }
+    extra = ",".join(f"{k}={n}" for k, n in need.items() if n > _TB_SAMPLES[k])
+    return f"tensorboard --logdir {logdir}" + (f" --samples_per_plugin {extra}" if extra else "")
 
 
 def _tables(source: ExportSource) -> dict[str, pd.DataFrame]:
@@ -117,7 +140,8 @@ def export(
     -------
     Exported
         ``files``: the files written; ``notes``: what was left out and why (no run store,
-        no claims group, no alerts log).
+        no claims group, no alerts log); ``view``: for TensorBoard, the command that shows
+        every point (TensorBoard samples 1000 per scalar tag and 10 per text tag by default).
 
     Raises
     ------
@@ -160,7 +184,8 @@ def export(
             alerts=tables["alerts"],
             summary=_summary(source, tables),
         )
-        return Exported(files=(path,), notes=tuple(source.notes))
+        view = _view(folder / "tensorboard", tables)
+        return Exported(files=(path,), notes=tuple(source.notes), view=view)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, df in tables.items():

@@ -75,6 +75,6 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
     for note in done.notes:
         print(f"note: {note}")
-    if args.to == "tensorboard":
-        print(f"view: tensorboard --logdir {done.files[0].parent.parent}")
+    if done.view:
+        print(f"view: {done.view}")
     return 0
