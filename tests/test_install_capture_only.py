@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "dimlapse"  # the import package (capture/, analyze/, pipelines/ inside it)
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 CAPTURE_DEPS = {"torch", "numpy", "zarr", "numcodecs", "fsspec"}
 IMPORT_NAME = {"scikit-learn": "sklearn"}  # distribution name -> import name where they differ
@@ -42,14 +43,18 @@ def _third_party_imports(folder: Path, *, skip: str | None = None) -> set[str]:
 def test_core_dependencies_are_the_capture_side_and_cover_its_imports():
     project = PYPROJECT["project"]
     assert _names(project["dependencies"]) == CAPTURE_DEPS
-    assert _third_party_imports(ROOT / "dimlapse" / "capture", skip="integrations") <= CAPTURE_DEPS
+    assert _third_party_imports(PKG / "capture", skip="integrations") <= CAPTURE_DEPS
     extras = project["optional-dependencies"]
-    assert {"analyze", "recipes", "integrations", "dev", "all"} <= set(extras)
+    assert {"analyze", "recipes", "integrations", "export", "dev", "all"} <= set(extras)
     analyze_side = CAPTURE_DEPS | _names(extras["analyze"])
-    assert _third_party_imports(ROOT / "dimlapse" / "analyze") <= analyze_side
-    integrations = _third_party_imports(ROOT / "dimlapse" / "capture" / "integrations")
+    assert _third_party_imports(PKG / "analyze", skip="export") <= analyze_side
+    export_side = analyze_side | _names(extras["export"])
+    assert _third_party_imports(PKG / "analyze" / "export") <= export_side
+    assert {"tensorboard", "pyarrow"} <= export_side - analyze_side  # extras, not the core
+    integrations = _third_party_imports(PKG / "capture" / "integrations")
     assert integrations <= CAPTURE_DEPS | _names(extras["integrations"])
     assert "dimlapse[analyze,recipes,integrations]" in extras["all"]
+    assert "dimlapse[export]" in extras["all"]
     make_setup = (ROOT / "Makefile").read_text()
     assert ".[all,dev,ndtracker]" in make_setup  # make setup still installs everything
 
@@ -57,8 +62,8 @@ def test_core_dependencies_are_the_capture_side_and_cover_its_imports():
 RUN_IN_FRESH_ENV = """
 import importlib.util, sys
 import torch, zarr
-from dimlapse.capture import CaptureOptions, Recorder, every_n
-import dimlapse.capture.integrations  # importable without the frameworks
+from dimlapse.capture import Recorder, every_n
+from dimlapse.capture.integrations import CaptureOptions  # importable without the frameworks
 
 torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
@@ -98,7 +103,7 @@ def test_fresh_capture_only_environment_records_a_run(tmp_path):
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(ROOT / "dimlapse", src / "dimlapse", ignore=ignore)
+    shutil.copytree(PKG, src / "dimlapse", ignore=ignore)
     venv = tmp_path / "venv"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     t0 = time.perf_counter()

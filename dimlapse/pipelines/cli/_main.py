@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                 "analyse a captured run: analysis.zarr, figures, report"),
     "report": ("dimlapse.pipelines.cli._analyze", "add_report_arguments", "run_report",
                "re-render a run's report and figures from its analysis.zarr"),
+    "export": ("dimlapse.pipelines.cli._export", "add_export_arguments", "run_export",
+               "export an analysed run to TensorBoard event files or Parquet / CSV tables"),
     "watch": ("dimlapse.pipelines.watch", "add_arguments", "main",
               "follow a run live: diagnoses, alerts, dashboard"),
     "study": ("dimlapse.pipelines.study", "add_arguments", "main",
