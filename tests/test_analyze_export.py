@@ -23,7 +23,7 @@ from tensorboard.util.tensor_util import make_ndarray
 
 from dimlapse.analyze import analyze_run, open_run
 from dimlapse.analyze._pipeline import save_tree
-from dimlapse.analyze.export import (
+from dimlapse.analyze.exports import (
     COLUMNS,
     ExportExistsError,
     NotAnalysedError,
@@ -363,7 +363,7 @@ def test_cli_resolves_a_run_name_and_defaults_out(analysed, tmp_path, capsys):
 
 
 def test_live_log_reads_back_as_it_grows(tmp_path):
-    from dimlapse.analyze.export import TensorBoardLog
+    from dimlapse.analyze.exports import TensorBoardLog
 
     with TensorBoardLog(tmp_path, flush_secs=60) as log:
         log.dimensionality(0, {("activation", "fc1", "stable_rank"): 3.25})
@@ -382,7 +382,7 @@ def test_live_log_reads_back_as_it_grows(tmp_path):
 
 
 def test_view_asks_for_every_point_beyond_tensorboards_default_sampling():
-    from dimlapse.analyze.export._api import _view
+    from dimlapse.analyze.exports._api import _view
 
     steps = np.arange(0, 7505, 5)  # 1501 snapshots: TensorBoard keeps 1000 by default
     dims = xr.Dataset(

@@ -5,7 +5,8 @@ Data flow: ``open_run`` -> ``dimensionality`` (spectra -> SPECTRAL_METRICS, TwoN
 (:mod:`dimlapse.analyze.jobs`: ``phases``, ``timing``, ``coupling``, ``sampling``,
 ``comparison``, ``training_dynamics``, ``formation``) -> ``analyze_run`` writes
 ``analysis.zarr``, figures and ``report.md`` (:mod:`dimlapse.analyze.report`) under
-``RESULTS_DIR/<run>/``. Live monitoring of a run being written: :mod:`dimlapse.analyze.watch`.
+``RESULTS_DIR/<run>/``. Live monitoring of a run being written: :mod:`dimlapse.analyze.watch`;
+exports to TensorBoard, Parquet and CSV: :mod:`dimlapse.analyze.exports`.
 
 Jobs take a DataArray or Dataset plus keyword-only options and return a Dataset, lazy when
 their input is dask-backed; ``transitions`` and ``sampling`` (surrogate calibration) and
@@ -30,6 +31,7 @@ from ._transitions import (
     transitions,
 )
 from ._twonn import twonn
+from .exports import export
 from .jobs import comparison, coupling, formation, phases, sampling, timing, training_dynamics
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "comparison",
     "coupling",
     "dimensionality",
+    "export",
     "formation",
     "numerical_rank_rtol",
     "open_run",

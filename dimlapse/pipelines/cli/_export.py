@@ -13,7 +13,7 @@ from ._errors import CLIError
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``dimlapse export``."""
-    from dimlapse.analyze.export import FORMATS
+    from dimlapse.analyze.exports import FORMATS
 
     parser.add_argument(
         "run",
@@ -50,7 +50,7 @@ def _source(run: str | None, runs_dir: str, results_dir: str) -> str:
 
 def run_export(args: argparse.Namespace) -> int:
     """``export``: write the files, print them and what was left out."""
-    from dimlapse.analyze.export import ExportExistsError, NotAnalysedError, export
+    from dimlapse.analyze.exports import ExportExistsError, NotAnalysedError, export
 
     try:
         source = _source(args.run, args.runs_dir, args.results_dir)
