@@ -95,7 +95,7 @@ def write_report(
             f"- {s['window']}: the final accuracy change is {verdict} than twice the baseline's "
             f"spread ({s['final_accuracy_change']:+.3f} at the end against "
             f"{s['immediate_accuracy_change']:+.3f} right after the window; threshold 2 x "
-            f"{noise:.4f}); one seed, so a candidate effect, not a finding."
+            f"{noise:.4f})" + ("; one seed: a candidate effect, not a finding." if lasting else ".")
         )
     lines += ["", "![intervention windows](intervene.png)", ""]
     path = out / "report.md"

@@ -36,6 +36,8 @@ def _figure(runs: list[dict], summary: dict, path: Path) -> None:
     axes[0].set(xlabel="step (first 10 % of training)", ylabel="stable rank / step 0")
     axes[0].set_title("early expansion: activation stable rank, layer mean, each seed", fontsize=9)
     axes[0].legend(fontsize=7)
+    axes[1].set_ylabel("relative change or share")
+    axes[2].set_ylabel("share of training (step / total)")
     for ax, claims in (
         (axes[1], ("early_change", "phase_order_share", "early_sig")),
         (axes[2], ("formation_50", "formation_90", "early_min_at")),
