@@ -133,7 +133,8 @@ def write_critical(
         w.writerow(["depth", "deficit_steps", "seed", "test_mse"])
         for r in runs:
             w.writerow([r["depth"], r["deficit_steps"], r["seed"], repr(r["test_mse"])])
-    doc = {"setup": {k: v for k, v in setup.to_dict().items() if k != "seed"}, "summary": summary}
+    doc: dict[str, Any] = {"setup": {k: v for k, v in setup.to_dict().items() if k != "seed"}}
+    doc["summary"] = summary
     doc["runs"] = [{k: r[k] for k in ("depth", "deficit_steps", "seed", "test_mse")} for r in runs]
     (out / "deeplinear.json").write_text(json.dumps(doc, indent=1))
     deeplinear_figure(runs, summary, out / "deeplinear.png")

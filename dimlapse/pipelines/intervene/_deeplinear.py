@@ -84,8 +84,8 @@ class Completion:
         seen = self.n_observed if self.n_deficit is None else self.n_deficit
         if not seen <= self.n_observed <= self.n * self.n:
             raise ValueError(
-                f"Expected n_deficit <= n_observed <= n*n, got {seen}, "
-                f"{self.n_observed}, {self.n * self.n}"
+                f"Expected n_deficit <= n_observed <= n*n (options --deficit-observed, "
+                f"--observed, --n), got {seen}, {self.n_observed}, {self.n * self.n}"
             )
         for name in ("rank", "deficit_rank"):
             value = getattr(self, name)
@@ -183,9 +183,9 @@ def train_completion(
             rights.append(w if rights[-1] is None else w @ rights[-1])
         rights = rights[::-1]
         grads = []
-        for i in range(depth):  # dL/dW_i = (W_1..W_{i-1})^T g (W_{i+1}..W_D)^T
-            gw = g if lefts[i] is None else lefts[i].T @ g
-            grads.append(gw if rights[i] is None else gw @ rights[i].T)
+        for left, right in zip(lefts, rights, strict=True):  # (W_1..W_{i-1})^T g (W_{i+1}..)^T
+            gw = g if left is None else left.T @ g
+            grads.append(gw if right is None else gw @ right.T)
         for w, gw in zip(ws, grads, strict=True):  # after all grads: lefts/rights alias ws
             w -= setup.lr * gw
         if progress is not None and (t + 1) % tick == 0:
