@@ -122,7 +122,10 @@ def _reusable(store: str, analysis: Path, recipe: Recipe) -> bool:
 
     if not (Path(store).exists() and (analysis / "analysis.zarr").exists()):
         return False
-    run = open_run(store)
+    try:
+        run = open_run(store)
+    except (ValueError, FileNotFoundError):  # damaged or not a run: not reusable, never deleted
+        return False
     return run.status == "complete" and run.attrs.get("config") == recipe.to_dict()
 
 
