@@ -124,7 +124,7 @@ def _reusable(store: str, analysis: Path, recipe: Recipe) -> bool:
         return False
     try:
         run = open_run(store)
-    except (ValueError, FileNotFoundError):  # damaged or not a run: not reusable, never deleted
+    except (ValueError, FileNotFoundError):  # damaged, or not a run: not reusable
         return False
     return run.status == "complete" and run.attrs.get("config") == recipe.to_dict()
 
