@@ -185,3 +185,33 @@ def test_analyze_detectors_default_and_help_follow_the_registry(capsys, monkeypa
     assert "any of pelt, binseg" in help_text and "lead with binseg" in help_text
     status, err = _err(capsys, ["analyze", "--runs-dir", str(tmp_path), "--detectors", "zscore"])
     assert status == 2 and "expected any of: pelt, binseg" in err
+
+
+def test_analyze_keeps_earlier_results_unless_overwrite(capsys, tmp_path):
+    store = tmp_path / "r.zarr"
+    store.mkdir()  # not a run: the analysis would fail at once, after the check
+    out = tmp_path / "res"
+    (out / "analysis.zarr").mkdir(parents=True)
+    (out / "report.md").write_text("earlier")
+    argv = ["analyze", "--run", str(store), "--out-dir", str(out), "--no-progress"]
+    status, err = _err(capsys, argv)
+    assert status == 2
+    assert f"{out} already holds results of an earlier analysis (analysis.zarr, report.md)" in err
+    assert "--overwrite" in err and "--out-dir" in err
+    assert (out / "report.md").read_text() == "earlier"
+    status, err = _err(capsys, [*argv, "--overwrite"])  # passes the check, fails on the store
+    assert status == 2 and "already holds" not in err
+
+
+@pytest.mark.slow
+def test_analyze_twice_needs_overwrite(capsys, small_run_store, tmp_path):
+    out = tmp_path / "res"
+    argv = ["analyze", "--run", str(small_run_store), "--out-dir", str(out), "--no-progress"]
+    argv += ["--metrics", "stable_rank", "--detectors", "pelt", "--n-boot", "50"]
+    assert main(argv) == 0
+    stamp = (out / "report.md").stat().st_mtime_ns
+    status, err = _err(capsys, argv)
+    assert status == 2 and "already holds results" in err
+    assert (out / "report.md").stat().st_mtime_ns == stamp
+    assert main([*argv, "--overwrite"]) == 0
+    assert (out / "report.md").stat().st_mtime_ns != stamp

@@ -1,47 +1,68 @@
 """Intervention windows: the deep-linear critical period and the disrupted training runs."""
 
+import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from dimlapse.analyze import open_run
-from dimlapse.pipelines.intervene._deeplinear import (
-    Completion,
-    critical_period_curve,
-    train_completion,
-)
+from dimlapse.pipelines.cli import main
+from dimlapse.pipelines.intervene._critical import run_critical_periods, summarise_critical
+from dimlapse.pipelines.intervene._deeplinear import Completion, train_completion
 from dimlapse.pipelines.intervene._run import run_interventions
 from dimlapse.pipelines.intervene._windows import Disruption, blur, check_kind, parse_windows
 
 
 @pytest.mark.slow
-def test_long_early_deficit_hurts_depth_three_not_depth_one():
-    # Kleinman, Achille and Soatto (ICLR 2024): matrix completion with an early deficit
-    setup = Completion()
-    curve = critical_period_curve(setup, depths=(1, 3), deficits=(0, 2_000, 10_000))
-    base1, short1, long1 = curve[1]
-    base3, short3, long3 = curve[3]
-    # depth 1: a convex problem, each entry alone; the deficit changes nothing that lasts
-    np.testing.assert_allclose([short1, long1], base1, rtol=1e-3)
-    # depth 3 recovers the target without a deficit or after a short one ...
-    assert base3 < 0.05 and short3 < 0.05
-    # ... and a long deficit leaves a lasting error many times the baseline
-    assert long3 > 10 * base3
+def test_published_task_switch_hurts_depth_three_not_depth_one():
+    # Kleinman, Achille and Soatto (ICLR 2024): rank 10 then rank 5, 100x100, 2,000 entries,
+    # lr 0.2, init 1e-3, 30k steps after a 20k-step deficit; 3 seeds (about 5 min here)
+    runs = run_critical_periods(Completion(), progress=False)
+    gap = summarise_critical(runs)["gap"]
+    assert gap[3][20_000]["mean"] > 0.1 and gap[3][20_000]["n"] == 3
+    assert max(abs(gap[1][20_000]["min"]), abs(gap[1][20_000]["max"])) < 0.01
 
 
-def test_small_completion_shows_the_critical_period():
-    # 100 deficit entries are fewer than the 2 * (60 - 2) = 116 degrees of freedom of the target
-    setup = Completion(n=30, rank=2, n_observed=260, n_deficit=100, continue_steps=8_000)
-    base, short, late = (
-        train_completion(setup, depth=3, deficit_steps=t)["test_loss"] for t in (0, 1_000, 6_000)
+def test_small_task_switch_shows_the_critical_period():
+    # the published task switch, scaled down (30x30, rank 6 then rank 2, 250 entries) to run in
+    # seconds; measured gaps at depth 3 over seeds 0-2: 0.79, 0.28, 0.59; at depth 1: 0.002
+    setup = Completion(n=30, rank=2, deficit_rank=6, n_observed=250, continue_steps=3_000)
+    runs = run_critical_periods(setup, deficits=(0, 6_000), seeds=(0, 1), progress=False)
+    summary = summarise_critical(runs)
+    assert summary["gap"][3][6_000]["min"] > 0.1  # every seed
+    assert max(abs(summary["gap"][1][6_000]["min"]), abs(summary["gap"][1][6_000]["max"])) < 0.01
+    # the gap is paired by seed: recompute seed 1 by hand
+    mse = {(r["depth"], r["deficit_steps"], r["seed"]): r["test_mse"] for r in runs}
+    np.testing.assert_allclose(
+        summary["gap"][3][6_000]["max"],
+        max(mse[(3, 6_000, s)] - mse[(3, 0, s)] for s in (0, 1)),
     )
-    assert base < 0.01 and short < 0.01
-    assert late > 10 * base
-    d1 = [train_completion(setup, depth=1, deficit_steps=t)["test_loss"] for t in (0, 6_000)]
-    np.testing.assert_allclose(d1[1], d1[0], rtol=1e-3)
-    assert d1[0] > 0.3  # depth 1 never completes the matrix: unobserved entries stay at init
+
+
+def test_depth_one_task_switch_matches_its_closed_form():
+    # depth 1 is a convex per-entry problem: each observed entry moves towards its current
+    # target by a factor q = 1 - lr / k per step (k observed entries), first the deficit
+    # target's value for t0 steps, then the final target's for c steps; unobserved entries
+    # keep their initial value (Gaussian, sd init_scale / sqrt(n), from seed + 1)
+    setup = Completion(n=8, rank=1, deficit_rank=3, n_observed=20, continue_steps=150, seed=4)
+    m, us, vs = setup.problem()
+    m0 = setup.deficit_target()
+    assert np.linalg.matrix_rank(m0) == 3 and np.linalg.matrix_rank(m) == 1
+    np.testing.assert_allclose(np.sqrt([np.mean(m0**2), np.mean(m**2)]), 1.0)
+    t0, c, q = 400, setup.continue_steps, 1 - setup.lr / setup.n_observed
+    e = np.random.default_rng(setup.seed + 1).normal(0, setup.init_scale / np.sqrt(8), (8, 8))
+    after_deficit = m0[us, vs] + (e[us, vs] - m0[us, vs]) * q**t0
+    e[us, vs] = m[us, vs] + (after_deficit - m[us, vs]) * q**c
+    r = train_completion(setup, depth=1, deficit_steps=t0)
+    np.testing.assert_allclose(r["test_loss"], np.mean((e - m) ** 2), rtol=1e-9)
+    np.testing.assert_allclose(r["train_loss"], 0.5 * np.mean((e - m)[us, vs] ** 2), rtol=1e-9)
+    # the deficit target is its own draw: the final target and entries do not depend on it
+    other = replace(setup, deficit_rank=5).problem()
+    np.testing.assert_array_equal(other[0], m)
+    np.testing.assert_array_equal(other[1], us)
 
 
 def test_completion_validation():
@@ -49,6 +70,70 @@ def test_completion_validation():
         Completion(n_observed=10, n_deficit=20)
     with pytest.raises(ValueError, match="`depth` to be a positive int"):
         train_completion(Completion(), depth=0, deficit_steps=0)
+    with pytest.raises(ValueError, match="`deficit_rank` <= n = 10, got 11"):
+        Completion(n=10, n_observed=50, deficit_rank=11)
+    with pytest.raises(ValueError, match="`lr` to be a positive number, got 0"):
+        Completion(lr=0)
+
+
+CLI_DL = {
+    "--n": "12", "--rank": "1", "--deficit-rank": "3", "--observed": "40", "--depths": "1,2",
+    "--init-scale": "0.01", "--lr": "0.3", "--deficits": "0,150", "--continue-steps": "200",
+    "--seeds": "2",
+}  # fmt: skip
+
+
+def _cli_deeplinear(tmp_path, *extra):
+    argv = ["intervene", "--kind", "deeplinear", "--results-dir", str(tmp_path), "--no-progress"]
+    return main([*argv, *(x for kv in CLI_DL.items() for x in kv), *extra])
+
+
+def test_deeplinear_command_runs_the_protocol_it_is_given(tmp_path, capsys):
+    assert _cli_deeplinear(tmp_path) == 0
+    out = tmp_path / "intervene-deeplinear"
+    doc = json.loads((out / "deeplinear.json").read_text())
+    expected = Completion(
+        n=12, rank=1, deficit_rank=3, n_observed=40, init_scale=0.01, lr=0.3, continue_steps=200
+    )
+    assert doc["setup"] == {k: v for k, v in expected.to_dict().items() if k != "seed"}
+    with (out / "deeplinear.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["depth", "deficit_steps", "seed", "test_mse"]
+    keys = [(int(r["depth"]), int(r["deficit_steps"]), int(r["seed"])) for r in rows]
+    assert keys == [(d, t, s) for d in (1, 2) for t in (0, 150) for s in (0, 1)]
+    for (depth, deficit, seed), row in zip(keys, rows, strict=True):  # recomputed independently
+        ref = train_completion(replace(expected, seed=seed), depth=depth, deficit_steps=deficit)
+        np.testing.assert_allclose(float(row["test_mse"]), ref["test_loss"], rtol=1e-10)
+    text = (out / "report.md").read_text()
+    assert "rank-1 12x12 target" in text and "rank-3 target" in text
+    assert "over 2 seed(s): not enough seeds to conclude" in text  # 2 seeds < 3
+    assert "not enough seeds to conclude" in capsys.readouterr().out
+    assert (out / "deeplinear.png").stat().st_size > 10_000
+
+
+def test_deeplinear_keeps_earlier_results_unless_overwrite(tmp_path, capsys):
+    out = tmp_path / "intervene-deeplinear"
+    out.mkdir()
+    (out / "deeplinear.csv").write_text("earlier")
+    assert _cli_deeplinear(tmp_path) == 2
+    err = capsys.readouterr().err
+    assert str(out) in err and "--overwrite" in err and "--results-dir" in err
+    assert (out / "deeplinear.csv").read_text() == "earlier"
+    assert _cli_deeplinear(tmp_path, "--overwrite") == 0
+    assert (out / "deeplinear.csv").read_text().startswith("depth,deficit_steps,seed,test_mse")
+
+
+def test_intervene_help_states_every_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["intervene", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in (
+        "(default: blur)", "(default: cnn)", "(default: 0-1000,1000-2000,2000-3000)",
+        "(default 0)", "(default: 100)", "(default: 5)", "(default: 10)", "(default: 2000)",
+        "(default: 1,3)", "(default: 0.001)", "(default: 0.2)", "(default: 0,20000)",
+        "(default: 30000)", "(default: 3)",
+    ):  # fmt: skip
+        assert default in text, default
 
 
 # --- the disrupted runs ------------------------------------------------------------------------
@@ -132,9 +217,24 @@ def test_run_interventions_writes_the_report(tmp_path):
         )
         assert len(s["per_class_change"]) == 10
     assert (out / "intervene.png").stat().st_size > 10_000
-    assert "| w15-25 |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "| w15-25 |" in report
+    assert "not enough to conclude" in report and "a short run" in report  # 1 seed, 7 captures
     run = open_run(tmp_path / "runs" / "intervene-mlp-input_noise-w0-10.zarr")
     assert run.attrs["intervention"]["window"] == [0, 10]
+    before = (out / "summary.json").read_text()
+    with pytest.raises(FileExistsError, match="--overwrite to replace them"):
+        run_interventions(
+            "mlp",
+            [(0, 10)],
+            "input_noise",
+            runs_dir=str(tmp_path / "runs"),
+            results_dir=str(tmp_path / "res"),
+            progress=False,
+            cache_dir=str(tmp_path / "c"),
+            **{k: v for k, v in TINY.items() if k != "batch_size"},
+        )
+    assert (out / "summary.json").read_text() == before
 
 
 def test_window_and_kind_validation():

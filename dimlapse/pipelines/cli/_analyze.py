@@ -51,7 +51,25 @@ def add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--n-boot", type=int, default=1000, help="block-bootstrap resamples (default 1000)"
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace earlier results of the same run in the results folder",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def check_earlier_results(out: Path, *, overwrite: bool) -> None:
+    """CLIError when ``out`` holds earlier results (analysis.zarr, report.md, figures/).
+
+    Checked before the analysis starts, so minutes of work are not spent to be refused.
+    """
+    earlier = [p for p in ("analysis.zarr", "report.md", "figures") if (out / p).exists()]
+    if earlier and not overwrite:
+        raise CLIError(
+            f"{out} already holds results of an earlier analysis ({', '.join(earlier)}); pass "
+            "--overwrite to replace them, or --out-dir DIR to write elsewhere"
+        )
 
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
@@ -121,6 +139,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         raise CLIError(str(e)) from e
     if not 0 < args.alpha < 1:
         raise CLIError(f"Expected `--alpha` in (0, 1), got {args.alpha!r}")
+    check_earlier_results(out, overwrite=args.overwrite)
     if not args.scheduler_timeout > 0:
         raise CLIError(f"Expected `--scheduler-timeout` > 0 seconds, got {args.scheduler_timeout}")
     try:

@@ -16,3 +16,13 @@ CLAIMS: dict[str, str] = {
     "formation_90": "formation step, 90 % of final decodability (share of training)",
     "final_accuracy": "final held-out accuracy",
 }
+
+#: claim key -> short axis label of the study figure (two lines at most)
+CLAIM_AXIS: dict[str, str] = {
+    "early_change": "stable-rank change\nfirst 10 % (rel.)",
+    "phase_order_share": "layers in phase\norder (share)",
+    "early_sig": "transitions in\nfirst 25 % (share)",
+    "formation_50": "50 % formation\n(share of training)",
+    "formation_90": "90 % formation\n(share of training)",
+    "early_min_at": "early minimum\n(share of training)",
+}

@@ -1,4 +1,4 @@
-"""``study.md`` and ``study.png``: each claim per architecture, mean over seeds with 95 % CI."""
+"""``study.md`` and ``study.png``: each claim per architecture, mean over seeds, 95 % interval."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ._claims import CLAIMS
+from ._claims import CLAIM_AXIS, CLAIMS
 
 
 def _cell(v: list[float]) -> str:
@@ -36,6 +36,8 @@ def _figure(runs: list[dict], summary: dict, path: Path) -> None:
     axes[0].set(xlabel="step (first 10 % of training)", ylabel="stable rank / step 0")
     axes[0].set_title("early expansion: activation stable rank, layer mean, each seed", fontsize=9)
     axes[0].legend(fontsize=7)
+    axes[1].set_ylabel("relative change or share")
+    axes[2].set_ylabel("share of training (step / total)")
     for ax, claims in (
         (axes[1], ("early_change", "phase_order_share", "early_sig")),
         (axes[2], ("formation_50", "formation_90", "early_min_at")),
@@ -49,9 +51,9 @@ def _figure(runs: list[dict], summary: dict, path: Path) -> None:
                 ax.errorbar(x, mean, yerr=err, fmt="o", color=colors(i), ms=4, capsize=2)
                 per_seed = [r["values"].get(c, np.nan) for r in runs if r["model"] == m]
                 ax.plot([x] * len(per_seed), per_seed, ".", color=colors(i), ms=3, alpha=0.5)
-        ax.set_xticks(range(len(claims)), claims, fontsize=7)
+        ax.set_xticks(range(len(claims)), [CLAIM_AXIS[c] for c in claims], fontsize=7)
         ax.axhline(0, color="0.5", lw=0.7)
-        ax.set_title("mean over seeds, 95 % t interval (dots: seeds)", fontsize=9)
+        ax.set_title("mean over seeds, 95 % bootstrap interval (dots: seeds)", fontsize=9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -62,13 +64,16 @@ def write_study(runs: list[dict], summary: dict, meta: dict[str, Any], out: Path
     models = list(dict.fromkeys(r["model"] for r in runs))
     data = {m: next(r["data"] for r in runs if r["model"] == m) for m in models}
     head = " | ".join(f"{m} ({data[m]})" for m in models)
-    lines = [
-        "# Study: architectures over seeds",
+    lines = ["# Study: architectures over seeds", ""]
+    lines += [f"**Warning: {w}**" for w in meta.get("warnings", [])]
+    lines += [
         "",
         f"{meta['seeds']} seed(s) per architecture, {meta['steps']} steps each "
         f"(capture every {meta['every'] or 5}); each cell: mean over seeds "
-        "[95 % Student-t interval] (n = seeds where the number is defined). Per-run "
-        "analyses: stable rank, the default detectors; formation from the probe targets.",
+        "[95 % bootstrap percentile interval, seeds resampled; it stays within the seeds' "
+        "range, so within what the quantity allows] (n = seeds where the number is defined). "
+        "Per-run analyses: stable rank, the default detectors; formation from the probe "
+        "targets.",
         "",
         f"| claim | {head} |",
         "| --- | " + " | ".join("---" for _ in models) + " |",
