@@ -7,7 +7,7 @@ DIMLAPSE ?= .venv/bin/dimlapse
 opt = $(if $($(1)),$(2) "$$$(1)")
 switch = $(if $($(1)),$(2))
 
-.PHONY: help setup test test-slow lint typecheck capture replay analyze report watch study \
+.PHONY: help setup test test-slow lint typecheck capture replay analyze report export watch study \
         intervene bench-capture bench-analyze bench-transitions
 
 help:  ## this list
@@ -41,22 +41,29 @@ capture:  ## train and capture: MODEL DATA STEPS EVERY SEED RUN CODEC MODE WEIGH
 replay:  ## activations of a weights-only run from its stored weights: RUN
 	$(DIMLAPSE) replay $(call opt,RUN,--run)
 
-analyze:  ## analyse a run (default: the newest): RUN SCHEDULER
-	$(DIMLAPSE) analyze $(call opt,RUN,--run) $(call opt,SCHEDULER,--scheduler)
+analyze:  ## analyse a run (default: the newest): RUN SCHEDULER OVERWRITE
+	$(DIMLAPSE) analyze $(call opt,RUN,--run) $(call opt,SCHEDULER,--scheduler) \
+	  $(call switch,OVERWRITE,--overwrite)
 
 report:  ## re-render a run's report and figures: RUN
 	$(DIMLAPSE) report $(call opt,RUN,--run)
 
+export:  ## an analysed run to TensorBoard / Parquet / CSV: RUN TO (default tensorboard) OUT OVERWRITE
+	$(DIMLAPSE) export $(call opt,RUN,) --to "$${TO:-tensorboard}" $(call opt,OUT,--out) \
+	  $(call switch,OVERWRITE,--overwrite)
+
 watch:  ## follow a run while it trains (default: the newest): RUN PORT TIMEOUT
 	$(DIMLAPSE) watch $(call opt,RUN,--run) $(call opt,PORT,--port) $(call opt,TIMEOUT,--timeout)
 
-study:  ## recipes over seeds, one comparison report: MODELS SEEDS STEPS REUSE SCHEDULER
+study:  ## recipes over seeds, one comparison report: MODELS SEEDS STEPS REUSE OVERWRITE SCHEDULER
 	$(DIMLAPSE) study $(call opt,MODELS,--models) $(call opt,SEEDS,--seeds) \
-	  $(call opt,STEPS,--steps) $(call switch,REUSE,--reuse) $(call opt,SCHEDULER,--scheduler)
+	  $(call opt,STEPS,--steps) $(call switch,REUSE,--reuse) $(call switch,OVERWRITE,--overwrite) \
+	  $(call opt,SCHEDULER,--scheduler)
 
-intervene:  ## baseline + runs disrupted in step windows: MODEL WINDOWS KIND STEPS SEED
+intervene:  ## baseline + runs disrupted in step windows: MODEL WINDOWS KIND STEPS SEED OVERWRITE
 	$(DIMLAPSE) intervene $(call opt,MODEL,--model) $(call opt,WINDOWS,--windows) \
-	  $(call opt,KIND,--kind) $(call opt,STEPS,--steps) $(call opt,SEED,--seed)
+	  $(call opt,KIND,--kind) $(call opt,STEPS,--steps) $(call opt,SEED,--seed) \
+	  $(call switch,OVERWRITE,--overwrite)
 
 bench-capture:  ## capture overhead per mode, with control arms
 	$(DIMLAPSE) bench capture

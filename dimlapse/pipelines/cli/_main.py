@@ -45,7 +45,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS):
+        if "default" in text.lower() or action.default is None or action.default is False:
+            return text
+        if action.default == argparse.SUPPRESS:
             return text
         if not action.option_strings:
             return text
