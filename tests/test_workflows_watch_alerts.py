@@ -36,19 +36,19 @@ def test_a_collapse_hovering_at_its_threshold_is_one_episode():
 
 
 def test_a_recovered_collapse_re_arms_and_alerts_again():
-    # below half, back above collapse / rearm (62.5 %) for more than a window, below again
-    tail = np.r_[np.full(20, 6.0), np.full(W + 3, 16.0), np.full(20, 6.0)]
+    # below half, back above collapse / rearm (62.5 %) for more than `persist` windows, below
+    tail = np.r_[np.full(20, 6.0), np.full(OPT.persist * W + 3, 16.0), np.full(20, 6.0)]
     alerts = collapse_alerts(tail)
     assert [a.severity for a in alerts] == ["warning", "warning"]
     first_low = STEPS[expanded().size]
-    second_low = STEPS[expanded().size + 20 + W + 3]
+    second_low = STEPS[expanded().size + 20 + OPT.persist * W + 3]
     # the running median (5 snapshots) puts each onset 2 snapshots after the drop
     assert [a.step for a in alerts] == [first_low + 10, second_low + 10]
 
 
 def test_a_short_recovery_does_not_re_arm():
-    # back above the re-arm level for less than a window: still the same episode
-    tail = np.r_[np.full(20, 6.0), np.full(W - 4, 16.0), np.full(20, 6.0)]
+    # back above the re-arm level for less than `persist` windows: still the same episode
+    tail = np.r_[np.full(20, 6.0), np.full(OPT.persist * W - 4, 16.0), np.full(20, 6.0)]
     assert len(collapse_alerts(tail)) == 1
 
 

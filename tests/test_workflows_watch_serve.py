@@ -70,8 +70,8 @@ def test_the_dashboard_keeps_serving_an_ended_run_until_the_timeout(done_run, tm
             state = json.loads(body)
             assert code == 200 and state["ended"] is True and state["stopped"] == "finished"
             assert state["status"] == "complete" and state["last_step"] == 100
-            assert proc.wait(timeout=60) == 0  # it ends by itself at the timeout
-            assert left - 1 <= time.monotonic() - ended < left + 15
+            assert proc.wait(timeout=left + 60) == 0  # it ends by itself at the timeout
+            assert time.monotonic() - ended >= left - 1  # not before (exit takes seconds here)
         finally:
             proc.kill()
     assert "finished (complete), 21 snapshots to step 100" in "".join(lines)

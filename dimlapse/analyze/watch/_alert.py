@@ -49,12 +49,13 @@ class DiagnosisOptions:
         1.0 keeps 40 % of its peak, and nothing of what it represented).
     persist : int
         Windows a severe collapse must last to be critical; one that recovers sooner (a loss
-        spike that flattens a layer for a few snapshots) stays a warning.
+        spike that flattens a layer for a few snapshots) stays a warning. A recovery must
+        last as long to re-arm a rule.
     rearm : float
         Hysteresis margin in (0, 1): after an alert, a rule is re-armed only once its
         statistic has been past ``rearm`` x its threshold (``threshold / rearm`` for the
-        collapse ratio) for a whole window, so a statistic hovering at its threshold is one
-        episode.
+        collapse ratio) for ``persist`` windows, so a statistic hovering at its threshold,
+        or a run calm for a moment between the spikes of a spiky period, is one episode.
     """
 
     metric: str = "participation_ratio"

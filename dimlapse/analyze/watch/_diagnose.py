@@ -11,8 +11,10 @@ Alerts are for acting on, so they follow *episodes*, not crossings:
 - an episode of a kind opens when a layer's condition becomes true while no episode of that
   kind is open, and raises one alert naming every layer that opened it; layers whose
   condition becomes true while it is open join it silently (a loss spike moves every layer);
-- a layer recovers after a whole window of snapshots past its threshold by the ``rearm``
-  margin (hysteresis); the episode closes, and the kind re-arms, when every layer recovered;
+- a layer recovers after ``persist`` windows of snapshots past its threshold by the
+  ``rearm`` margin (hysteresis: a layer calm for a window between two loss spikes of a
+  spiky period has not recovered); the episode closes, and the kind re-arms, when every
+  layer recovered;
 - ``critical`` is kept for what a run does not recover from by itself: non-finite values, and
   a severe collapse (below ``severe`` x the peak) held for ``persist`` windows in one
   episode, raised once per episode as a second alert; every other alert is a warning;
@@ -211,7 +213,7 @@ class Diagnoser:
                         context=ep.alert.context,
                     )
                 )
-            if ep.clear[ly] >= o.window:
+            if ep.clear[ly] >= o.persist * o.window:  # a recovery that lasts, like a collapse
                 ep.active.discard(ly)
         if not ep.active:
             del self._episodes[kind]  # every layer recovered: the kind is re-armed

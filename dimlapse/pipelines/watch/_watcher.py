@@ -270,11 +270,13 @@ class Watcher:
 
     Examples
     --------
-    >>> stop_training = threading.Event()  # doctest: +SKIP
+    >>> stop_training = threading.Event()
     >>> def on_alert(alert):
     ...     if alert.severity == "critical":
     ...         stop_training.set()  # the loop checks it after each step
-    >>> with Recorder(model, store, probe=probe) as rec, Watcher(store, on_alert=on_alert):
+    >>> with Recorder(model, store, probe=probe) as rec, Watcher(  # doctest: +SKIP
+    ...     store, on_alert=on_alert
+    ... ):
     ...     for batch in data:
     ...         ...
     ...         if stop_training.is_set():
