@@ -143,5 +143,5 @@ def test_an_ended_run_says_so_on_the_page():
         board.publish(_state(ended=True, stopped="finished", note=""))
         ended = dump_dom(board.url)
     assert field(live, "ended") == ""
-    assert field(ended, "ended").startswith("The run has ended (complete); the watch stopped")
+    assert field(ended, "ended") == "The run has ended (complete); this is its final state."
     assert field(ended, "status") == "complete"
