@@ -200,14 +200,14 @@ class Diagnoser:
             held = ep.severe[ly]
             if f is not None and f.alert and not ep.critical and held >= o.persist * o.window:
                 ep.critical = True
-                first = int(steps[t - held + 1])
+                since = int(steps[t - held + 1])
                 out.append(
                     dataclasses.replace(
                         f.alert,
                         severity="critical",
                         message=f"{f.alert.message}; severe (below {100 * o.severe:.0f} % of "
                         f"its peak or {o.floor:g} dimensions) for {held} snapshots (steps "
-                        f"{first}-{int(steps[t])}) without recovering; the episode opened at "
+                        f"{since}-{int(steps[t])}) without recovering; the episode opened at "
                         f"step {ep.alert.step}"
                         + ("" if scalars is None else f" ({_says(ep.alert.context)})"),
                         context=ep.alert.context,
