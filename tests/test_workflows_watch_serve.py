@@ -46,6 +46,7 @@ def _get(port: int, path: str, host: str | None) -> tuple[int, bytes]:
     return resp.status, body
 
 
+@pytest.mark.slow  # a real `dimlapse watch` process that lingers its 30 s timeout
 def test_the_dashboard_keeps_serving_an_ended_run_until_the_timeout(done_run, tmp_path):
     cmd = [sys.executable, "-m", "dimlapse", "watch", "--run", done_run, "--port", "0"]
     cmd += ["--plain", "--timeout", "30", "--results-dir", str(tmp_path)]
