@@ -1,8 +1,9 @@
 """Tiny captured runs made to show each diagnosis of ``watch`` (shared by the watch tests).
 
 A 64-32-32-32-10 ReLU MLP on scikit-learn's digits (offline), Adam at 1e-3, batch 64,
-captured every 5 steps with a 128-example probe and 4 snapshots per flush. Each planted
-fault is switched on by one argument; everything else is identical and seeded.
+captured every 5 steps with a 128-example probe and 4 snapshots per flush; the learning
+rate is recorded as a scalar (``lr``), as the recipes do, so alerts can name its changes.
+Each planted fault is switched on by one argument; everything else is identical and seeded.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Plant:
     spike: tuple[int, float] | None = None  # (step, lr) from that step on
     nan_at: int | None = None  # a NaN written into the first layer's weights
     collapse_at: int | None = None  # the second layer projected to rank 1 at every step
+    collapse_until: int | None = None  # ... until this step (then it trains freely again)
     dead_third: int | None = None  # all but this many units of the third layer start dead
 
 
@@ -87,11 +89,12 @@ def record(
             with torch.no_grad():
                 if plant.nan_at is not None and step == plant.nan_at:
                     model[0].weight[0, 0] = float("nan")
-                if plant.collapse_at is not None and step >= plant.collapse_at:
+                until = plant.collapse_until or steps + 1
+                if plant.collapse_at is not None and plant.collapse_at <= step < until:
                     w = model[2].weight
                     u, s, vh = torch.linalg.svd(w, full_matrices=False)
                     w.copy_(s[0] * torch.outer(u[:, 0], vh[0]))  # rank 1
-            rec.step(loss.detach())
+            rec.step(loss.detach(), lr=opt.param_groups[0]["lr"])
             if delay:
                 time.sleep(delay)
             if stop is not None and stop.is_set():

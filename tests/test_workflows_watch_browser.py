@@ -86,3 +86,62 @@ def test_dashboard_shows_new_steps_while_the_run_trains(tmp_path):
     assert n_alerts > 0 and field(final, "alert-count") == str(n_alerts)
     assert len(re.findall(r'<tr class="alert-row"><td>\d', final)) == n_alerts
     assert final.count('class="alert-mark"') >= n_alerts
+
+
+def _state(**over) -> dict:
+    """A small dashboard state with one layer and one alert, as Monitor.state() makes it."""
+    state = {
+        "run": "data/runs/x.zarr",
+        "status": "complete",
+        "kind": "activation",
+        "metrics": ["participation_ratio"],
+        "diagnosed_metric": "participation_ratio",
+        "steps": [0, 5, 10],
+        "last_step": 10,
+        "snapshots": 3,
+        "layers": [{"name": "fc1", "width": 8, "participation_ratio": [1.0, 2.0, 3.0]}],
+        "loss": {"steps": [1, 2, 3], "values": [2.0, 1.5, 1.0]},
+        "alerts": [],
+    }
+    return {**state, **over}
+
+
+def test_store_text_is_shown_as_text_never_run_as_markup():
+    evil = '<img src=x id="injected" onerror="document.title=\'pwned\'">'
+    alert = {
+        "kind": "instability",
+        "layer": evil,
+        "metric": "participation_ratio",
+        "step": 5,
+        "window": [0, 5],
+        "statistic": 0.1,
+        "threshold": 0.05,
+        "message": f"<b id='bold'>{evil}</b>",
+        "severity": "warning",
+        "calibration": {},
+        "context": [],
+        "time": "",
+    }
+    state = _state(
+        run=f"runs/{evil}.zarr",
+        layers=[{"name": evil, "width": 8, "participation_ratio": [1.0, 2.0, 3.0]}],
+        alerts=[alert],
+    )
+    with Dashboard(port=0) as board:
+        board.publish(state)
+        dom = dump_dom(board.url)
+    assert "<img" not in dom and '<b id="bold"' not in dom  # no element was made of the text
+    assert "<title>dimlapse watch</title>" in dom  # the onerror never ran
+    assert dom.count("&lt;img src=x") >= 4  # run, legend, alert layer, alert message
+    assert len(re.findall(r'<tr class="alert-row"><td>5</td>', dom)) == 1
+
+
+def test_an_ended_run_says_so_on_the_page():
+    with Dashboard(port=0) as board:
+        board.publish(_state())
+        live = dump_dom(board.url)
+        board.publish(_state(ended=True, stopped="finished", note=""))
+        ended = dump_dom(board.url)
+    assert field(live, "ended") == ""
+    assert field(ended, "ended") == "The run has ended (complete); this is its final state."
+    assert field(ended, "status") == "complete"

@@ -8,13 +8,14 @@ view, alert log, hooks and dashboard are in :mod:`dimlapse.pipelines`.
 
 from ._alert import KINDS, Alert, DiagnosisOptions
 from ._diagnose import Diagnoser
-from ._monitor import FINISHED, Monitor
+from ._monitor import FINISHED, STATUSES, Monitor
 from ._tracker import DEFAULT_METRICS, NewSnapshots, Trajectories
 
 __all__ = [
     "DEFAULT_METRICS",
     "FINISHED",
     "KINDS",
+    "STATUSES",
     "Alert",
     "Diagnoser",
     "DiagnosisOptions",

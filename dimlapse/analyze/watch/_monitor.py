@@ -8,11 +8,12 @@ from typing import Any
 import numpy as np
 
 from ._diagnose import Alert, Diagnoser, DiagnosisOptions
-from ._tracker import DEFAULT_METRICS, Trajectories
+from ._tracker import DEFAULT_METRICS, NewSnapshots, Trajectories
 
-__all__ = ["Monitor"]
+__all__ = ["FINISHED", "STATUSES", "Monitor"]
 
 FINISHED = ("complete", "crashed", "degraded")  # statuses after which nothing more is written
+STATUSES = ("running", *FINISHED)  # every status a Recorder writes
 
 
 def _json_list(v: np.ndarray) -> list[float | None]:
@@ -61,6 +62,7 @@ class Monitor:
         self.trajectories = Trajectories(path, metrics=metrics, kind=kind, max_batch=max_batch)
         self.diagnoser = Diagnoser(self.options)
         self.alerts: list[Alert] = []
+        self.last = NewSnapshots(np.zeros(0, np.int64), {})  # what the latest poll read
 
     @property
     def status(self) -> str:
@@ -77,14 +79,19 @@ class Monitor:
         """Whether the writer is done (its status is final)."""
         return self.status in FINISHED
 
+    @property
+    def status_known(self) -> bool:
+        """Whether the status is one a Recorder writes (else no writer will ever finish it)."""
+        return self.status in STATUSES
+
     def poll(self) -> list[Alert]:
         """Read the snapshots completed since the last poll; return the alerts they raise."""
         tr = self.trajectories
-        new = tr.poll()
+        new = self.last = tr.poll()
         alerts = self.diagnoser.non_finite(new.nonfinite)
         metric = self.options.metric
         series = {layer: tr.values[layer][metric] for layer in tr.layers}
-        alerts += self.diagnoser.update(tr.steps, series, tr.widths)
+        alerts += self.diagnoser.update(tr.steps, series, tr.widths, (tr.scalar_steps, tr.scalars))
         self.alerts += alerts
         return alerts
 

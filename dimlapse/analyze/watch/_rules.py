@@ -2,7 +2,11 @@
 
 Each rule sees a layer's series ``y`` up to the snapshot being judged (``(n,)``, oldest
 first), its running median ``smooth`` and a :class:`LayerEvidence` computed once per layer
-and snapshot; thresholds come from the layer's own earlier snapshots.
+and snapshot; thresholds come from the layer's own earlier snapshots. A rule returns a
+:class:`Finding`: the alert its condition raises now (or None), and whether the condition is
+*clearly* off, past the threshold by the ``rearm`` margin: the diagnoser re-arms a rule only
+after a window of clear snapshots (hysteresis), so a statistic hovering at its threshold is
+one episode, not one alert per crossing.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from ._alert import Alert, DiagnosisOptions
 from ._stats import change, level, noise
 
 __all__ = [
+    "Finding",
     "LayerEvidence",
     "bottleneck",
     "evidence",
@@ -23,6 +28,22 @@ __all__ = [
     "instability",
     "rank_collapse",
 ]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A rule at one snapshot: the alert it raises (None: condition off) and whether it is clear.
+
+    ``severe`` marks a condition that, held for ``persist`` windows, is one a run does not
+    recover from without help (only ``rank_collapse`` sets it).
+    """
+
+    alert: Alert | None
+    clear: bool
+    severe: bool = False
+
+
+_OFF = Finding(None, True)
 
 
 @dataclass(frozen=True)
@@ -63,7 +84,7 @@ def evidence(
     )
 
 
-def instability(y: np.ndarray, ev: LayerEvidence, o: DiagnosisOptions) -> Alert | None:
+def instability(y: np.ndarray, ev: LayerEvidence, o: DiagnosisOptions) -> Finding:
     """Erratic expansion: the window's noise exceeds ``noise_factor`` x the earlier noise.
 
     The threshold is clipped to ``[unstable_floor, unstable_ceiling]``: a very calm past does
@@ -75,9 +96,9 @@ def instability(y: np.ndarray, ev: LayerEvidence, o: DiagnosisOptions) -> Alert 
     if np.isfinite(ev.sigma):
         thr = float(np.clip(o.noise_factor * ev.sigma, o.unstable_floor, o.unstable_ceiling))
     if not rough > thr:
-        return None
+        return Finding(None, not rough > o.rearm * thr)
     w0, w1 = ev.window
-    return Alert(
+    alert = Alert(
         "instability",
         ev.layer,
         o.metric,
@@ -91,15 +112,16 @@ def instability(y: np.ndarray, ev: LayerEvidence, o: DiagnosisOptions) -> Alert 
         f"{100 * o.unstable_ceiling:g}] %)",
         calibration=ev.calibration,
     )
+    return Finding(alert, False)
 
 
-def bottleneck(y: np.ndarray, ev: LayerEvidence, width: int, o: DiagnosisOptions) -> Alert | None:
+def bottleneck(y: np.ndarray, ev: LayerEvidence, width: int, o: DiagnosisOptions) -> Finding:
     """Expansion stalled in a hidden layer at its capacity (``capacity`` x its width)."""
     use = level(y[y.size - o.window :]) / width
     if not (ev.stalled and use >= o.capacity):
-        return None
+        return Finding(None, not ev.stalled or use < o.rearm * o.capacity)
     w0, w1 = ev.window
-    return Alert(
+    alert = Alert(
         "bottleneck",
         ev.layer,
         o.metric,
@@ -112,28 +134,32 @@ def bottleneck(y: np.ndarray, ev: LayerEvidence, width: int, o: DiagnosisOptions
         "the layers after it cannot use more dimensions than it passes on",
         calibration={**ev.calibration, "change": ev.moved, "tolerance": ev.tolerance},
     )
+    return Finding(alert, False)
 
 
 def rank_collapse(
     smooth: np.ndarray, steps: np.ndarray, ev: LayerEvidence, o: DiagnosisOptions
-) -> Alert | None:
+) -> Finding:
     """A layer that had expanded fell below ``collapse`` x its peak since.
 
     Armed only once the layer has risen ``expanded`` above its running minimum after the
     first ``warmup + window`` snapshots, so the usual initial collapse of a freshly
-    initialised network (and any early bump within it) is not an alarm.
+    initialised network (and any early bump within it) is not an alarm. Clear once back
+    above ``collapse / rearm`` of the peak; ``severe`` below ``severe`` x the peak or at
+    ``floor`` dimensions or fewer (the diagnoser makes a severe collapse held for ``persist``
+    windows critical).
     """
     lo = np.minimum.accumulate(smooth)  # (n,)
     first = o.warmup + o.window - 1  # peaks of the initial transient do not count
     armed = first + np.flatnonzero(smooth[first:] >= (1 + o.expanded) * lo[first:])
     if armed.size == 0:
-        return None
+        return _OFF
     peak_i = int(armed[0] + np.argmax(smooth[armed[0] :]))
     ratio = float(smooth[-1] / smooth[peak_i])
     if ratio >= o.collapse:
-        return None
+        return Finding(None, ratio >= o.collapse / o.rearm)
     peak_step, w1 = int(steps[peak_i]), ev.window[1]
-    return Alert(
+    alert = Alert(
         "rank_collapse",
         ev.layer,
         o.metric,
@@ -143,9 +169,9 @@ def rank_collapse(
         o.collapse,
         f"{ev.layer}: {o.metric} fell to {100 * ratio:.0f} % of its peak "
         f"{smooth[peak_i]:.2f} (step {peak_step}) by step {w1}",
-        severity="critical",
         calibration={**ev.calibration, "peak": float(smooth[peak_i]), "peak_step": peak_step},
     )
+    return Finding(alert, False, severe=ratio < o.severe or smooth[-1] <= o.floor)
 
 
 def information_flow(

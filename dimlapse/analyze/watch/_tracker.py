@@ -24,6 +24,7 @@ __all__ = ["NewSnapshots", "Trajectories", "follow_metrics"]
 
 DEFAULT_METRICS = ("stable_rank", "participation_ratio")
 _SCALARS = ("loss", "grad_norm")  # checked for non-finite values
+_CONTEXT = ("lr", "test_accuracy")  # read too, to name the training event of an alert
 SPECTRA_BATCH = 8  # snapshots per spectra call: a whole 64-snapshot flush in float64 is big
 
 
@@ -179,12 +180,12 @@ class Trajectories:
         ds = self.run.scalars.isel(step=slice(self._seen_scalars, None))
         steps = np.asarray(ds["step"].values, dtype=np.int64)  # (m,)
         got = {}
-        for name in _SCALARS:
+        for name in _SCALARS + _CONTEXT:
             if name in ds.data_vars:
                 v = np.asarray(ds[name].values, dtype=np.float64)  # (m,)
                 got[name] = v
                 bad = ~np.isfinite(v)
-                if bad.any():
+                if name in _SCALARS and bad.any():  # test_accuracy is NaN between evaluations
                     nonfinite[name] = [int(s) for s in steps[bad]]
                 self.scalars[name] = np.concatenate([self.scalars.get(name, np.zeros(0)), v])
         self._seen_scalars += steps.size

@@ -2,8 +2,14 @@
 
 The monitor itself (incremental reading and diagnoses) is :mod:`dimlapse.analyze.watch`;
 this module adds what a person or a training script sees: a terminal view, the alert log
-``<results>/<run>/alerts.jsonl`` (one JSON object per line), an ``on_alert`` hook and the
-local web dashboard.
+``<results>/<run>/alerts.jsonl`` (one JSON object per line), an ``on_alert`` hook, an
+``on_snapshot`` hook (the new metric values after each poll: where live logging to other
+tools plugs in) and the local web dashboard.
+
+Every wait is bounded: for a store that does not exist yet, by ``wait`` and ``timeout``
+(saying what it waits for); for a run, by its final status, ``timeout`` or ``stop``. A
+status no Recorder writes (a damaged or foreign store) is final too: nothing would ever
+change it, so the watch reads what is complete and stops, saying why.
 """
 
 from __future__ import annotations
@@ -19,11 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dimlapse import RESULTS_DIR, RUNS_DIR
+from dimlapse.analyze.watch import FINISHED, STATUSES
 
 if TYPE_CHECKING:
-    from dimlapse.analyze.watch import Alert, DiagnosisOptions, Monitor
+    from dimlapse.analyze.watch import Alert, DiagnosisOptions, Monitor, NewSnapshots
 
 log = logging.getLogger("dimlapse.watch")
+
+WAITING = {"status": "waiting", "layers": [], "alerts": [], "steps": [], "snapshots": 0}
 
 
 @dataclass
@@ -35,8 +44,9 @@ class WatchResult:
     snapshots: int
     last_step: int | None
     alerts: list[Alert] = field(default_factory=list)
-    stopped: str = "finished"  # finished | timeout | stopped | interrupted
+    stopped: str = "finished"  # finished | unknown-status | timeout | stopped | interrupted
     alert_log: str | None = None
+    note: str = ""  # why it stopped, when that needs saying
 
 
 def alert_log_path(store: Any, results_dir: str | Path = RESULTS_DIR) -> Path:
@@ -50,6 +60,7 @@ def watch(
     store: Any,
     *,
     on_alert: Callable[[Alert], Any] | None = None,
+    on_snapshot: Callable[[NewSnapshots], Any] | None = None,
     interval: float = 1.0,
     timeout: float | None = None,
     results_dir: str | Path | None = RESULTS_DIR,
@@ -74,10 +85,17 @@ def watch(
     on_alert : callable, optional
         ``on_alert(alert)`` for every new alert, called on the watching thread. An exception
         it raises stops the watch and propagates.
+    on_snapshot : callable, optional
+        ``on_snapshot(new)`` after every poll that read snapshots, with a
+        :class:`dimlapse.analyze.watch.NewSnapshots` (``steps (k,)`` and
+        ``metrics[layer][metric] (k,)``, plus the new scalar rows): the place to log
+        dimensionality live to another tool. Called on the watching thread, after
+        ``on_alert``; an exception it raises stops the watch and propagates.
     interval : float
         Seconds between polls.
     timeout : float, optional
-        Stop after this many seconds even if the run is still being written.
+        Stop after this many seconds even if the run is still being written; it also bounds
+        the wait for a store that does not exist yet.
     results_dir : str or Path, optional
         Where ``<run>/alerts.jsonl`` goes; ``None`` writes no log.
     options : DiagnosisOptions, optional
@@ -85,14 +103,17 @@ def watch(
     kind : {"auto", "activation", "weight"}
         Which matrices are tracked.
     view : TerminalView, optional
-        Drawn after every poll.
+        Drawn after every poll; its ``waiting(store, seconds)`` is called once while the
+        store does not exist yet.
     dashboard : Dashboard, optional
-        Receives the state after every poll.
+        Receives the state after every poll, and the final state (with ``ended``) when the
+        watch ends; it keeps serving it until its owner closes it.
     stop : threading.Event, optional
         Set it (from another thread) to end the watch after the current poll.
     wait : float
         Seconds to wait for the store to become a readable run (a Recorder being
-        constructed writes its root attrs last); its last error is raised after that.
+        constructed writes its root attrs last), at most ``timeout``; its last error, with
+        the time waited, is raised after that.
 
     Returns
     -------
@@ -114,19 +135,37 @@ def watch(
         raise ValueError(f"Expected `timeout` to be a positive number or None, got {timeout!r}")
     if on_alert is not None and not callable(on_alert):
         raise ValueError(f"Expected `on_alert` to be callable(alert) or None, got {on_alert!r}")
+    if on_snapshot is not None and not callable(on_snapshot):
+        raise ValueError(
+            f"Expected `on_snapshot` to be callable(new_snapshots) or None, got {on_snapshot!r}"
+        )
+    if not (isinstance(wait, int | float) and wait >= 0):
+        raise ValueError(f"Expected `wait` to be a number of seconds >= 0, got {wait!r}")
     start = time.monotonic()
-    monitor = _wait_for_run(store, options, kind, wait, interval, stop)
+    bound = wait if timeout is None else min(wait, timeout)
+    monitor = _wait_for_run(store, options, kind, bound, interval, stop, view, dashboard)
     path = None if results_dir is None else alert_log_path(store, results_dir)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("")  # one log per watch
-    stopped = "finished"
+    stopped, note = "finished", ""
     try:
         while True:
-            finished = monitor.finished  # read before the poll: a final status is written last
+            status = monitor.status  # read before the poll: a final status is written last
             alerts = monitor.poll()
             _publish(monitor, alerts, path, on_alert, view, dashboard)
-            if finished and not monitor.backlog:
+            if on_snapshot is not None and monitor.last.steps.size:
+                on_snapshot(monitor.last)
+            if status not in STATUSES and not monitor.backlog:
+                stopped = "unknown-status"
+                note = (
+                    f"the run's status {status!r} is not one a Recorder writes "
+                    f"({', '.join(STATUSES)}), so nothing will finish it: stopped after "
+                    "reading every complete snapshot"
+                )
+                log.warning("dimlapse watch: %s: %s", store, note)
+                break
+            if status in FINISHED and not monitor.backlog:
                 break
             if timeout is not None and time.monotonic() - start >= timeout:
                 stopped = "timeout"
@@ -142,6 +181,8 @@ def watch(
                 time.sleep(interval)
     except KeyboardInterrupt:
         stopped = "interrupted"
+    if dashboard is not None:  # the page says the watch has ended, and why
+        dashboard.publish({**monitor.state(), "ended": True, "stopped": stopped, "note": note})
     tr = monitor.trajectories
     return WatchResult(
         store=str(store),
@@ -151,6 +192,7 @@ def watch(
         alerts=list(monitor.alerts),
         stopped=stopped,
         alert_log=None if path is None else str(path),
+        note=note,
     )
 
 
@@ -161,18 +203,30 @@ def _wait_for_run(
     wait: float,
     interval: float,
     stop: threading.Event | None,
+    view: Any,
+    dashboard: Any,
 ) -> Monitor:
-    """A Monitor on ``store``, retrying while the store is missing or not yet a run."""
+    """A Monitor on ``store``, retrying for ``wait`` s while it is missing or not yet a run."""
     from dimlapse.analyze.watch import Monitor
 
-    deadline = time.monotonic() + wait
+    start = time.monotonic()
+    told = False
     while True:
         try:
             return Monitor(store, options=options, kind=kind)
-        except (FileNotFoundError, ValueError):
-            if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
-                raise
-        time.sleep(min(interval, 0.2))
+        except (FileNotFoundError, ValueError) as e:
+            waited = time.monotonic() - start
+            if waited >= wait or (stop is not None and stop.is_set()):
+                if not waited:
+                    raise
+                raise type(e)(f"{e} (waited {waited:.0f} s)") from e
+            if not told:  # say what is awaited, once: the store is not a run (yet)
+                told = True
+                if view is not None and hasattr(view, "waiting"):
+                    view.waiting(str(store), wait)
+                if dashboard is not None:
+                    dashboard.publish({**WAITING, "run": str(store), "note": str(e)})
+        time.sleep(min(interval, 0.2, max(0.0, wait - (time.monotonic() - start))))
 
 
 def _publish(
@@ -216,11 +270,13 @@ class Watcher:
 
     Examples
     --------
-    >>> stop_training = threading.Event()  # doctest: +SKIP
-    >>> def on_alert(alert):  # doctest: +SKIP
+    >>> stop_training = threading.Event()
+    >>> def on_alert(alert):
     ...     if alert.severity == "critical":
     ...         stop_training.set()  # the loop checks it after each step
-    >>> with Recorder(model, store, probe=x), Watcher(store, on_alert=on_alert):  # doctest: +SKIP
+    >>> with Recorder(model, store, probe=probe) as rec, Watcher(  # doctest: +SKIP
+    ...     store, on_alert=on_alert
+    ... ):
     ...     for batch in data:
     ...         ...
     ...         if stop_training.is_set():
@@ -270,13 +326,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs-dir", default=RUNS_DIR, help=f"where runs are (default {RUNS_DIR})")
     p.add_argument("--results-dir", default=RESULTS_DIR, help="alert log goes to <dir>/<run>/")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between polls (1)")
-    p.add_argument("--timeout", type=float, help="stop after this many seconds")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        help="stop after this many seconds, waiting for the run included (default: none; a "
+        "run that ended keeps its dashboard until Ctrl-C)",
+    )
     p.add_argument("--port", type=int, default=8765, help="dashboard port (8765; 0: any free)")
     p.add_argument("--no-dashboard", action="store_true", help="no web dashboard")
     p.add_argument("--plain", action="store_true", help="plain log lines, no redrawn panel")
     p.add_argument("--kind", default="auto", help="auto (default), activation or weight")
     p.add_argument(
-        "--wait", type=float, default=120.0, help="seconds to wait for --run to appear (120)"
+        "--wait",
+        type=float,
+        default=120.0,
+        help="seconds to wait for --run to appear (120; at most --timeout)",
     )
 
 
@@ -293,13 +357,22 @@ def _store_arg(run: str | None, runs_dir: str) -> str | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """``watch``: follow a run until it ends (or Ctrl-C / --timeout), print a summary."""
+    """``watch``: follow a run until it ends (or Ctrl-C / --timeout), print a summary.
+
+    With the dashboard on, a run that ended keeps being served (its final state, marked as
+    ended) until Ctrl-C or the rest of ``--timeout``.
+    """
     from ..cli import CLIError, resolve_store
     from ._view import TerminalView
     from .dashboard import Dashboard
 
     if args.wait < 0:
         raise CLIError(f"Expected `--wait` to be >= 0 seconds, got {args.wait!r}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise CLIError(
+            f"Expected `--timeout` to be a positive number of seconds, got {args.timeout!r}"
+        )
+    start = time.monotonic()
     store = _store_arg(args.run, args.runs_dir) or resolve_store(None, args.runs_dir)
     view = TerminalView(live=False if args.plain else None)
     board = None
@@ -317,13 +390,33 @@ def main(args: argparse.Namespace) -> int:
             view=view,
             dashboard=board,
         )
+        print(
+            f"{store}: {result.stopped} ({result.status}), {result.snapshots} snapshots to step "
+            f"{result.last_step}, {len(result.alerts)} alert(s) in {result.alert_log}"
+            + (f"; {result.note}" if result.note else ""),
+            flush=True,
+        )
+        if board is not None and result.stopped in ("finished", "unknown-status"):
+            _linger(board, None if args.timeout is None else start + args.timeout)
     except (ValueError, FileNotFoundError, OSError) as e:
         raise CLIError(str(e)) from e
     finally:
         if board is not None:
             board.close()
-    print(
-        f"{store}: {result.stopped} ({result.status}), {result.snapshots} snapshots to step "
-        f"{result.last_step}, {len(result.alerts)} alert(s) in {result.alert_log}"
-    )
     return 0
+
+
+def _linger(board: Any, deadline: float | None) -> None:
+    """Keep serving the ended run's final state until Ctrl-C or ``deadline``."""
+    until = "Ctrl-C" if deadline is None else "Ctrl-C or the end of --timeout"
+    left = "" if deadline is None else f" ({max(0.0, deadline - time.monotonic()):.0f} s left)"
+    print(
+        f"run ended: the dashboard keeps serving its final state at {board.url} until "
+        f"{until}{left}",
+        flush=True,
+    )
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2 if deadline is None else min(0.2, max(0.0, deadline - time.monotonic())))
+    except KeyboardInterrupt:
+        pass

@@ -4,6 +4,13 @@ The server binds 127.0.0.1 only and serves two things: ``/`` (``index.html``, wh
 its charts as inline SVG with no external scripts, so it works offline) and
 ``/state.json`` (the monitor's latest state). It runs on a daemon thread; the watcher calls
 :meth:`Dashboard.publish` after every poll.
+
+Binding to loopback is not enough on its own: a web page on another site can point a DNS
+name of its own at 127.0.0.1 (DNS rebinding) and read ``/state.json`` from the user's
+browser. So a request is answered only when its ``Host`` header names this server as the
+browser reached it (``127.0.0.1``, ``localhost`` or ``[::1]``, with the port); anything
+else gets 421 and no data. The page writes every store-provided string (run path, layer
+names, alert messages) as text, never as markup.
 """
 
 from __future__ import annotations
@@ -23,6 +30,14 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def do_GET(self) -> None:
+        host = self.headers.get("Host", "")
+        if host.lower() not in self.server.hosts:
+            self._send(
+                421,
+                "text/plain; charset=utf-8",
+                f"Host {host!r} is not this dashboard; open http://{self.server.hosts[0]}/".encode(),
+            )
+            return
         path = self.path.split("?", 1)[0]
         if path in ("/", "/index.html"):
             self._send(200, "text/html; charset=utf-8", self.server.page)
@@ -36,6 +51,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
         self.end_headers()
         self.wfile.write(body)
 
@@ -51,6 +67,10 @@ class _Server(ThreadingHTTPServer):
         self.page = resources.files(__package__).joinpath("index.html").read_bytes()
         self._lock = threading.Lock()
         self._state = json.dumps(_EMPTY).encode()
+        port = self.server_address[1]
+        # what a browser sends as Host for this server (port 80 may be left out)
+        names = ("127.0.0.1", "localhost", "[::1]")
+        self.hosts = [f"{n}:{port}" for n in names] + (list(names) if port == 80 else [])
 
     def state_bytes(self) -> bytes:
         with self._lock:
