@@ -127,7 +127,6 @@ def ridge_cv_accuracies(
     onehot = np.eye(classes.size)[codes]  # (n, C)
     fold_y = [(onehot[t], onehot[t].sum(0), codes[t]) for t in test_folds]  # (t, C), (C,), (t,)
     ysum = onehot.sum(0)  # (C,)
-    eye = np.eye(d)
     out = np.full(steps, np.nan)
     for i in range(steps):
         xi = np.asarray(x[i], dtype=np.float64)  # (n, d)
@@ -147,17 +146,21 @@ def ridge_cv_accuracies(
         for (xk, gk, sk, bk), (_, yk_sum, ck) in zip(parts, fold_y, strict=True):
             m = n - xk.shape[0]
             mu, ybar = (total - sk) / m, (ysum - yk_sum) / m  # (d,), (C,)
-            gc = gram - gk - m * np.outer(mu, mu)  # (d, d) centred training Gram
+            gc = gram - gk  # (d, d) centred training Gram, built in place (d x d passes count)
+            gc -= m * np.outer(mu, mu)
             scale = float(np.trace(gc))
             lam = alpha * scale / d if relative else alpha
             if scale <= 0.0:  # constant features: the intercept alone predicts
                 pred = np.broadcast_to(ybar, (xk.shape[0], classes.size))
             else:
                 rhs = cross - bk - m * np.outer(mu, ybar)  # (d, C)
+                diag = np.einsum("ii->i", gc)  # a writable view of the diagonal
+                diag += lam
                 try:
-                    w = cho_solve(cho_factor(gc + lam * eye, check_finite=False), rhs)
+                    w = cho_solve(cho_factor(gc, check_finite=False, overwrite_a=True), rhs)
                 except np.linalg.LinAlgError:  # a penalty below rounding: not numerically PD
-                    w = np.linalg.solve(gc + lam * eye, rhs)
+                    gc = gram - gk - m * np.outer(mu, mu) + lam * np.eye(d)
+                    w = np.linalg.solve(gc, rhs)
                 pred = (xk - mu) @ w + ybar
             score += float(np.mean(np.argmax(pred, axis=1) == ck))
         out[i] = score / len(test_folds)
