@@ -187,6 +187,7 @@ def test_each_group_equals_its_job_run_alone(analysed):
     """One pass for dimensionality (and formation), shared reads, threads: the same numbers as
     each job's public function computed on its own, in the order the jobs documented."""
     from dimlapse.analyze import (
+        ALL_DETECTORS,
         comparison,
         coupling,
         dimensionality,
@@ -203,7 +204,7 @@ def test_each_group_equals_its_job_run_alone(analysed):
     xr.testing.assert_allclose(tree["dimensionality"].to_dataset(), dims, rtol=1e-12)
     dim = dims["dimensionality"]
     dim.attrs["every"] = 5
-    alone = transitions(dim, alpha=0.05)
+    alone = transitions(dim, detectors=ALL_DETECTORS, alpha=0.05)
     xr.testing.assert_allclose(tree["transitions"].to_dataset(), alone.compute())
     total = float(run.scalars["step"].max())
     expected = {
