@@ -52,14 +52,14 @@ def _analyze(store: Path, out: Path, *, pythonpath: str | None) -> dict[str, Any
         tail = log.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"analyze failed on {store} ({' '.join(cmd)}):\n{tail}")
     attrs = xr.open_datatree(out / "analysis.zarr", engine="zarr").attrs
-    jobs = attrs.get("job_seconds", {})
-    if isinstance(jobs, str):
-        jobs = json.loads(jobs)
+    jobs, cpu = (attrs.get(k, {}) for k in ("job_seconds", "job_cpu_seconds"))
+    jobs, cpu = (json.loads(v) if isinstance(v, str) else v for v in (jobs, cpu))
     return {
         "wall": wall,
         "cpu": usage.ru_utime + usage.ru_stime,
         "load": load,
         "jobs": {k: float(v) for k, v in jobs.items()},
+        "jobs_cpu": {k: float(v) for k, v in cpu.items()},  # absent before this version
     }
 
 
@@ -122,6 +122,9 @@ def format_comparison(results: dict[str, dict[str, list]], stores: dict[str, Pat
         bj = _grouped(base[0]["jobs"]) if base else {}
         for job, n in nj.items():
             lines.append(row(f"  {job}", bj.get(job), n))
+        if new[0].get("jobs_cpu"):  # the control per job: CPU seconds of this process
+            cpu = ", ".join(f"{k} {v:.1f}" for k, v in new[0]["jobs_cpu"].items())
+            lines.append(f"    this version's CPU s per job (pool workers not counted): {cpu}")
         rest_n = nw - sum(nj.values())
         rest_b = (bw - sum(bj.values())) if bw is not None else None
         lines.append(row("  imports, save, figures", rest_b, rest_n))
