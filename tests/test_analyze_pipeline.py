@@ -41,7 +41,7 @@ def analysed(small_run_store, tmp_path_factory):
 def test_tree_opens_with_every_job_and_named_dims(analysed):
     store, out, tree = analysed
     disk = xr.open_datatree(out / "analysis.zarr", engine="zarr")
-    assert set(disk.children) == set(JOBS)
+    assert set(disk.children) == set(disk.attrs["jobs"]) == set(JOBS) - {"formation"}  # no labels
     dim = disk["dimensionality"]["dimensionality"]
     assert dim.dims == ("kind", "layer", "step", "metric")
     assert set(dim["kind"].values) == {"weight", "activation"}
@@ -181,6 +181,47 @@ def test_cli_analyze_and_report(analysed, tmp_path, capsys):
         run_report(rparser.parse_args(["--out-dir", str(tmp_path / "none")]))
     with pytest.raises(CLIError, match="make analyze"):
         run_report(rparser.parse_args(["--results-dir", str(tmp_path / "empty")]))
+
+
+def test_each_group_equals_its_job_run_alone(analysed):
+    """One pass for dimensionality (and formation), shared reads, threads: the same numbers as
+    each job's public function computed on its own, in the order the jobs documented."""
+    from dimlapse.analyze import (
+        ALL_DETECTORS,
+        comparison,
+        coupling,
+        dimensionality,
+        open_run,
+        phases,
+        training_dynamics,
+        transitions,
+    )
+
+    store, _, tree = analysed
+    run = open_run(store)
+    metrics = ["stable_rank", "effective_rank"]
+    dims = dimensionality(run, metrics=metrics).compute()
+    xr.testing.assert_allclose(tree["dimensionality"].to_dataset(), dims, rtol=1e-12)
+    dim = dims["dimensionality"]
+    dim.attrs["every"] = 5
+    alone = transitions(dim, detectors=ALL_DETECTORS, alpha=0.05)
+    xr.testing.assert_allclose(tree["transitions"].to_dataset(), alone.compute())
+    total = float(run.scalars["step"].max())
+    expected = {
+        "phases": phases(dim),
+        "coupling": coupling(dim, run.scalars, n_boot=100),
+        "compare": comparison(dim, transitions=alone, total_steps=total),
+        "training": training_dynamics(run.scalars),
+    }
+    for job, ds in expected.items():
+        xr.testing.assert_allclose(tree[job].to_dataset(), ds.compute())
+
+
+def test_job_seconds_count_every_job_run(analysed):
+    _, _, tree = analysed
+    wall, cpu = tree.attrs["job_seconds"], tree.attrs["job_cpu_seconds"]
+    assert list(wall) == list(cpu) == ["dimensionality", *tree.attrs["jobs"][1:]]
+    assert all(v >= 0 for v in [*wall.values(), *cpu.values()])
 
 
 def test_validation_messages(tmp_path):

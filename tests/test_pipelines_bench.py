@@ -89,3 +89,37 @@ def test_bench_gpu_refuses_cuda_when_absent(capsys):
         pytest.skip("a CUDA device is present")
     assert main(["bench", "gpu"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def _arm(wall, cpu, jobs):
+    return {"wall": wall, "cpu": cpu, "load": 0.5, "jobs": jobs}
+
+
+def test_analyze_comparison_sums_the_first_pass_and_names_the_gap():
+    from dimlapse.pipelines.bench._analyze_e2e import format_comparison
+
+    base_jobs = {"dimensionality": 3.0, "transitions": 20.0, "formation": 5.0}
+    new_jobs = {"dimensionality+formation": 4.0, "transitions": 20.0}
+    results = {
+        "default": {"new": [_arm(40.0, 70.0, new_jobs)], "base": [_arm(50.0, 90.0, base_jobs)]},
+        "small": {"new": [_arm(4.0, 6.0, {"transitions": 1.0})], "base": []},
+    }
+    text = format_comparison(results, {"default": Path("d.zarr"), "small": Path("s.zarr")})
+    # the previous version's two jobs are one row beside this version's one pass: 8 s vs 4 s
+    assert re.search(r"dimensionality\+formation\s+8\.00\s+4\.00\s+2\.00x", text)
+    # 40 s - 24 s of jobs: the rest is imports, saving and figures
+    assert re.search(r"imports, save, figures\s+22\.00\s+16\.00", text)
+    assert "target <= 30 s: NOT met, gap 10.0 s; largest: transitions 20.0 s" in text
+    assert "CPU time / " in text and "target <= 5 s: met (4.0 s)" in text
+
+
+@pytest.mark.slow
+def test_analyze_end_to_end_times_every_job_of_a_real_run(tiny_run_store):
+    from dimlapse.pipelines.bench._analyze_e2e import compare
+
+    res = compare({"small": tiny_run_store}, base=None)["small"]
+    (new,) = res["new"]
+    assert res["base"] == [] and new["wall"] > 0 and new["cpu"] > 0
+    # no probe labels in this run: no formation job, so dimensionality has its own entry
+    assert {"dimensionality", "transitions", "sampling"} <= set(new["jobs"])
+    assert new["jobs_cpu"].keys() == new["jobs"].keys()

@@ -154,3 +154,68 @@ def test_validation_messages():
         formation(ds)
     with pytest.raises(TypeError, match="run_or_activations"):
         formation(np.zeros(3))
+
+
+def _reference_ridge_cv_accuracy(x, y, test_folds, *, alpha, relative):
+    """The formation job's ridge before the fold-Gram kernel (one matrix, one fold at a time):
+    the independent answer the batched kernel must reproduce."""
+    if not np.all(np.isfinite(x)):
+        return float("nan")
+    x = np.asarray(x, dtype=np.float64)
+    n, d = x.shape
+    classes, codes = np.unique(y, return_inverse=True)
+    onehot = np.eye(classes.size)[codes]
+    gram = x.T @ x
+    scores = []
+    for test in test_folds:
+        train = np.setdiff1d(np.arange(n), test, assume_unique=True)
+        m = train.size
+        mu, ybar = x[train].mean(0), onehot[train].mean(0)
+        yc = onehot[train] - ybar
+        xt = x[test]
+        gc = gram - xt.T @ xt - m * np.outer(mu, mu)
+        rhs = x[train].T @ yc
+        scale = float(np.trace(gc))
+        lam = alpha * scale / d if relative else alpha
+        if scale <= 0.0:
+            pred = np.broadcast_to(ybar, (test.size, classes.size))
+        else:
+            pred = (xt - mu) @ np.linalg.solve(gc + lam * np.eye(d), rhs) + ybar
+        scores.append(np.mean(np.argmax(pred, axis=1) == codes[test]))
+    return float(np.mean(scores))
+
+
+@pytest.mark.parametrize("relative", [True, False])
+def test_fold_gram_kernel_equals_the_per_fold_reference(relative):
+    from dimlapse.analyze.jobs._formation import ridge_cv_accuracies
+
+    rng = np.random.default_rng(7)
+    n, d, steps = 150, 12, 9
+    y = rng.integers(0, 4, n)
+    scale = np.logspace(-3, 3, steps)[:, None, None]  # the relative penalty must follow it
+    x = scale * (
+        rng.normal(size=(steps, n, d))
+        + np.linspace(0, 1.5, steps)[:, None, None] * np.eye(4, d)[y]
+        + 4.0
+    )  # signal grows with the step; an offset to centre
+    x[3] = 2.5  # constant features: the intercept alone predicts
+    x[5, 7, 1] = np.nan  # a non-finite step
+    folds = fold_indices(n, 5, seed=1)
+    gram = np.empty((steps, d, d))
+    got = ridge_cv_accuracies(x, y, folds, alpha=0.3, relative=relative, gram_out=gram)
+    ref = [_reference_ridge_cv_accuracy(b, y, folds, alpha=0.3, relative=relative) for b in x]
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+    assert np.isnan(got[5]) and len(set(np.round(got[~np.isnan(got)], 6))) > 3  # not constant
+    # the shared Gram is the sample-centred one of the dimensionality job
+    xc = x[0] - x[0].mean(0)
+    np.testing.assert_allclose(gram[0], xc.T @ xc, rtol=1e-12)
+
+
+def test_formation_equals_the_reference_on_planted_layers_with_positions():
+    ds, y = _planted([40, 90], rows=3, seed=4)  # 3 rows per example: (n, 18) per step
+    out = formation(ds, targets=y).compute()
+    folds = fold_indices(y.size, 5)
+    for layer in ("l0", "l1"):
+        x = ds[layer].values.reshape(ds.sizes["step"], y.size, -1)
+        ref = [_reference_ridge_cv_accuracy(b, y, folds, alpha=0.1, relative=True) for b in x]
+        np.testing.assert_allclose(out.decodability.sel(layer=layer), ref, rtol=0, atol=1e-12)

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import inspect
 import os
 import re
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
 from dimlapse import RESULTS_DIR
 
 from ._provenance import jsonable, vlen_strings
-from ._scheduler import SCHEDULER_TIMEOUT, check_scheduler, compute_job, scheduler_context
+from ._scheduler import (
+    SCHEDULER_TIMEOUT,
+    check_scheduler,
+    compute_job,
+    compute_jobs,
+    scheduler_context,
+)
 from ._transitions import ALL_DETECTORS
 from .jobs import (
     DEFAULT_INTERVALS,
@@ -42,7 +51,11 @@ JOBS = (
     "sampling",
     "compare",
     "training",
+    "formation",
 )
+#: Jobs computed in one pass over the store: they read the same activation chunks (dask
+#: shares the read tasks of one compute), so the store is read and verified once.
+FIRST_PASS = ("dimensionality", "formation")
 
 
 def run_name(path: str | os.PathLike[str]) -> str:
@@ -96,7 +109,9 @@ def _total_steps(run: Any, dim: xr.DataArray) -> float:
     return last
 
 
-def _root_attrs(run: Any, run_path: str, params: dict[str, Any]) -> dict[str, Any]:
+def _root_attrs(
+    run: Any, run_path: str, params: dict[str, Any], jobs: Sequence[str]
+) -> dict[str, Any]:
     run_attrs = dict(getattr(run, "attrs", {}) or {})
     keep = (
         "layout_version",
@@ -118,7 +133,7 @@ def _root_attrs(run: Any, run_path: str, params: dict[str, Any]) -> dict[str, An
         run=run_name(run_path),
         store=str(run_path),
         analysed=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        jobs=list(JOBS),
+        jobs=list(jobs),
         **{k: jsonable(v) for k, v in params.items()},
     )
     return {k: ("null" if v is None else v) for k, v in attrs.items()}
@@ -182,6 +197,53 @@ def _intervals(intervals: Sequence[int] | None, every: object) -> Sequence[int]:
     return tuple(sorted({*own, *DEFAULT_INTERVALS}))
 
 
+class _JobClock:
+    """Wall and process CPU seconds per job, and the job bar's ticks.
+
+    Jobs computed in one pass (:data:`FIRST_PASS`) share one interval: each gets the pass's
+    seconds under the key ``"dimensionality+formation"``, so no split is invented.
+    """
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self._t, self._c = time.perf_counter(), time.process_time()
+
+    def done(self, *jobs: str) -> None:
+        t, c = time.perf_counter(), time.process_time()
+        key = "+".join(jobs)
+        self.wall[key], self.cpu[key] = round(t - self._t, 3), round(c - self._c, 3)
+        self._t, self._c = t, c
+        self.bar.set_postfix_str(key)
+        self.bar.update(len(jobs))
+
+
+@contextlib.contextmanager
+def _series_bar(
+    transitions: Callable[..., Any], series: xr.DataArray, *, progress: bool
+) -> Iterator[dict[str, Any]]:
+    """``{"progress": callback}`` for a ``transitions`` that reports series done, else ``{}``.
+
+    The callback receives the number of series calibrated so far; the bar counts the series of
+    `series` (every dim but ``step``). Older ``transitions`` without the argument get no inner
+    bar (checked by signature, so both versions run).
+    """
+    if "progress" not in inspect.signature(transitions).parameters:
+        yield {}
+        return
+    total = int(np.prod([n for d, n in series.sizes.items() if d != "step"]))
+    bar = tqdm(total=total, desc="transitions", unit="series", leave=False, disable=not progress)
+
+    def advance(done: int) -> None:
+        bar.update(max(0, int(done) - bar.n))
+
+    try:
+        yield {"progress": advance}
+    finally:
+        bar.close()
+
+
 def analyze_run(
     run_path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
@@ -232,6 +294,10 @@ def analyze_run(
         Saved to ``<out_dir>/analysis.zarr`` (``xr.open_datatree(path, engine="zarr")``).
         Root attrs ``nonfinite`` (arrays -> steps holding NaN/Inf) and ``excluded`` (series ->
         steps left out because their spectra are NaN) say what was not analysed.
+        ``job_seconds`` and ``job_cpu_seconds``: wall and this process's CPU seconds per job
+        (one ``dimensionality+formation`` entry for their shared pass; the transitions pool's
+        worker processes are not in the CPU figure); the returned tree's
+        ``figures_seconds`` (not saved) times the figures and report.
 
     Raises
     ------
@@ -265,32 +331,29 @@ def analyze_run(
         "scheduler": "local threads" if scheduler is None else str(scheduler),
     }
     local = scheduler is None
-    bar = tqdm(JOBS, desc="analyze", unit="job", disable=not progress)
+    labelled = "targets" in run.probe  # formation needs labelled probes
+    names = [j for j in JOBS if labelled or j != "formation"]
+    bar = tqdm(total=len(names), desc="analyze", unit="job", disable=not progress)
     results: dict[str, xr.Dataset] = {}
-    seconds: dict[str, float] = {}
-    clock = [time.perf_counter()]
-
-    def step(job: str) -> None:
-        now = time.perf_counter()
-        seconds[job] = round(now - clock[0], 3)
-        clock[0] = now
-        bar.set_postfix_str(job)
-        bar.update(1)
+    clock = _JobClock(bar)
 
     with scheduler_context(scheduler, timeout=scheduler_timeout):
-        dims = dimensionality(run, metrics=metrics, twonn_stride=twonn_stride)
-        results["dimensionality"] = compute_job(
-            dims, "dimensionality", local=local, progress=progress
-        )
-        step("dimensionality")
+        first = {"dimensionality": dimensionality(run, metrics=metrics, twonn_stride=twonn_stride)}
+        if labelled:
+            from .jobs import formation
+
+            first["formation"] = formation(run)
+        results.update(compute_jobs(first, local=local, progress=progress))
+        clock.done(*first)
         dim = results["dimensionality"]["dimensionality"]
         every = results["dimensionality"].attrs.get("every")
         dim.attrs["every"] = every if isinstance(every, int) else None
         chunked = _layers_chunked(dim)
         total = _total_steps(run, dim)
-        tr = transitions(chunked, detectors=tuple(detectors), alpha=alpha)
-        results["transitions"] = compute_job(tr, "transitions", local=local, progress=progress)
-        step("transitions")
+        with _series_bar(transitions, chunked, progress=progress) as extra:
+            tr = transitions(chunked, detectors=tuple(detectors), alpha=alpha, **extra)
+            results["transitions"] = compute_job(tr, "transitions", local=local, progress=progress)
+        clock.done("transitions")
         trans = results["transitions"]
         jobs = {
             "phases": lambda: phases(chunked),
@@ -307,27 +370,27 @@ def analyze_run(
             "compare": lambda: comparison(chunked, transitions=trans, total_steps=total),
             "training": lambda: training_dynamics(run.scalars),
         }
-        if "targets" in run.probe:  # formation needs labelled probes
-            from .jobs import formation
-
-            jobs["formation"] = lambda: formation(run)
         for job, build in jobs.items():
             results[job] = compute_job(build(), job, local=local, progress=progress)
-            step(job)
+            clock.done(job)
     bar.close()
+    results = {j: results[j] for j in names}  # the documented group order
     health = {
         "default_detector": _default_detector(detectors),
         "nonfinite": nonfinite_record(run),
         "excluded": excluded_steps(results["dimensionality"]["dimensionality"]),
     }
-    attrs = _root_attrs(run, str(run_path), params)
-    root = xr.Dataset(attrs={**attrs, **health, "job_seconds": seconds})
+    attrs = _root_attrs(run, str(run_path), params, names)
+    timings = {"job_seconds": clock.wall, "job_cpu_seconds": clock.cpu}
+    root = xr.Dataset(attrs={**attrs, **health, **timings})
     tree = xr.DataTree.from_dict({"/": root, **results})
     out.mkdir(parents=True, exist_ok=True)
     save_tree(tree, out / "analysis.zarr")
     if figures:
         from .report import render_figures, write_report
 
+        t0 = time.perf_counter()
         render_figures(tree, out / "figures")
         write_report(tree, out / "report.md")
+        tree.attrs["figures_seconds"] = round(time.perf_counter() - t0, 3)
     return tree

@@ -12,7 +12,13 @@ from tqdm.auto import tqdm
 
 from ._spectra import blas_single_thread
 
-__all__ = ["SCHEDULER_TIMEOUT", "check_scheduler", "compute_job", "scheduler_context"]
+__all__ = [
+    "SCHEDULER_TIMEOUT",
+    "check_scheduler",
+    "compute_job",
+    "compute_jobs",
+    "scheduler_context",
+]
 
 #: Default seconds to reach a dask.distributed scheduler before giving up.
 SCHEDULER_TIMEOUT = 10.0
@@ -119,3 +125,18 @@ def compute_job(obj: Any, desc: str, *, local: bool, progress: bool) -> Any:
         with _TaskBar(desc, enabled=progress):
             return obj.compute()
     return obj.compute()
+
+
+def compute_jobs(objs: dict[str, Any], *, local: bool, progress: bool) -> dict[str, Any]:
+    """One ``dask.compute`` for several jobs' lazy results, with one task bar (local).
+
+    Jobs built on the same store arrays share their read tasks (dask keys are content
+    tokens), so a chunk is read, decompressed and checksummed once for all of them.
+    """
+    names = list(objs)
+    if local:
+        with _TaskBar("+".join(names), enabled=progress):
+            values = dask.compute(*objs.values())
+    else:
+        values = dask.compute(*objs.values())
+    return dict(zip(names, values, strict=True))

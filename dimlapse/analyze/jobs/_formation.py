@@ -28,7 +28,13 @@ from .._provenance import params_attrs
 from .._spectra import blas_single_thread
 from .._validate import check_fraction, check_positive_int
 
-__all__ = ["fold_indices", "formation", "formation_times", "ridge_cv_accuracy"]
+__all__ = [
+    "fold_indices",
+    "formation",
+    "formation_times",
+    "ridge_cv_accuracies",
+    "ridge_cv_accuracy",
+]
 
 DEFAULT_FRACTIONS = (0.5, 0.9)
 
@@ -50,48 +56,117 @@ def ridge_cv_accuracy(
     """Mean held-out accuracy over folds of a ridge classifier on ``x`` (n, d), labels ``y`` (n,).
 
     Each fold centres its training rows and one-hot targets, solves the ridge normal equations
-    and predicts ``argmax`` on the held-out rows. The Gram matrix is formed once: in primal
-    form (``d <= n``) each fold's ``Xc^T Xc`` is the full ``X^T X`` minus the held-out rows'
-    part and a rank-one centring term; in dual form each fold centres a block of ``X X^T``.
-    ``lambda = alpha`` when not ``relative``, else ``alpha * trace(Xc^T Xc) / d`` (alpha in units
-    of the training Gram's mean eigenvalue, so the fit does not depend on the activation scale).
-    Non-finite input gives NaN. Contract: labels are non-negative ints, every fold non-empty.
+    and predicts ``argmax`` on the held-out rows. ``lambda = alpha`` when not ``relative``,
+    else ``alpha * trace(Xc^T Xc) / d`` (alpha in units of the training Gram's mean eigenvalue,
+    so the fit does not depend on the activation scale). In primal form (``d <= n``) this is
+    :func:`ridge_cv_accuracies` of one matrix; in dual form each fold centres a block of the
+    kernel ``X X^T``, formed once. Non-finite input gives NaN. Contract: labels are
+    non-negative ints, every fold non-empty.
     """
-    if not np.all(np.isfinite(x)):
-        return float("nan")
     x = np.asarray(x, dtype=np.float64)
     n, d = x.shape
+    if d <= n:
+        return float(ridge_cv_accuracies(x[None], y, test_folds, alpha=alpha, relative=relative)[0])
+    if not np.all(np.isfinite(x)):
+        return float("nan")
     classes, codes = np.unique(y, return_inverse=True)
     onehot = np.eye(classes.size)[codes]  # (n, C)
-    primal = d <= n
-    gram = x.T @ x if primal else x @ x.T  # (d, d) or (n, n)
+    gram = x @ x.T  # (n, n)
     scores = []
     for test in test_folds:
         train = np.setdiff1d(np.arange(n), test, assume_unique=True)
-        m = train.size
-        mu, ybar = x[train].mean(0), onehot[train].mean(0)  # (d,), (C,)
-        yc = onehot[train] - ybar  # (m, C)
-        if primal:
-            xt = x[test]
-            gc = gram - xt.T @ xt - m * np.outer(mu, mu)  # (d, d) centred training Gram
-            cross = xt - mu  # (t, d)
-            rhs = x[train].T @ yc  # (d, C); centring x is absorbed by sum(yc) = 0
-        else:
-            k = gram[np.ix_(train, train)]  # (m, m)
-            kr = k.mean(0)
-            gc = k - kr[:, None] - kr[None, :] + kr.mean()  # centred training kernel
-            kt = gram[np.ix_(test, train)]  # (t, m)
-            cross = kt - kt.mean(1, keepdims=True) - kr[None, :] + kr.mean()  # (t, m)
-            rhs = yc
+        ybar = onehot[train].mean(0)  # (C,)
+        k = gram[np.ix_(train, train)]  # (m, m)
+        kr = k.mean(0)
+        gc = k - kr[:, None] - kr[None, :] + kr.mean()  # centred training kernel
+        kt = gram[np.ix_(test, train)]  # (t, m)
+        cross = kt - kt.mean(1, keepdims=True) - kr[None, :] + kr.mean()  # (t, m)
         scale = float(np.trace(gc))
         lam = alpha * scale / d if relative else alpha
         if scale <= 0.0:  # constant features: the intercept alone predicts
             pred = np.broadcast_to(ybar, (test.size, classes.size))
         else:
-            w = np.linalg.solve(gc + lam * np.eye(gc.shape[0]), rhs)  # (d, C) or (m, C)
+            w = np.linalg.solve(gc + lam * np.eye(gc.shape[0]), onehot[train] - ybar)  # (m, C)
             pred = cross @ w + ybar
         scores.append(np.mean(np.argmax(pred, axis=1) == codes[test]))
     return float(np.mean(scores))
+
+
+def ridge_cv_accuracies(
+    x: np.ndarray,
+    y: np.ndarray,
+    test_folds: Sequence[np.ndarray],
+    *,
+    alpha: float,
+    relative: bool,
+    gram_out: np.ndarray | None = None,
+) -> np.ndarray:
+    """:func:`ridge_cv_accuracy` of a stack of matrices ``x`` (step, n, d), ``d <= n``: (step,).
+
+    Every fold and every target from one pass over the rows of a step: the step is centred by
+    its mean over all rows (ridge with an intercept does not depend on a constant shift of
+    ``x``), and each fold's block ``G_k = Xc_k^T Xc_k`` (d, d), column sums ``s_k`` and cross
+    products ``B_k = Xc_k^T Y_k`` are formed once; fold ``k``'s centred training Gram is then
+    ``G - G_k - m mu mu^T`` with ``G = sum_k G_k``, ``m`` the training rows and ``mu`` their
+    mean, and its right-hand side ``(B - B_k) - m mu ybar^T``; a Cholesky solve gives the
+    weights of every target. The Grams cost one pass over the rows instead of two, and no
+    fold copies its training rows. With a single ``alpha`` there is no grid to share a
+    decomposition across, and each fold's Gram differs from the full one by a rank-``t``
+    downdate, so one eigendecomposition per step (about 3x the five Cholesky solves at
+    d = 256, measured) would not pay. Steps are looped, not batched: a step's (d, d) blocks
+    stay in cache, where (step, d, d) stacks were 2-3x slower on a busy machine.
+
+    ``G`` is the sample-centred Gram whose eigenvalues are the squared singular values of the
+    dimensionality job (:func:`dimlapse.analyze.singular_values` with ``center=True``); pass
+    ``gram_out`` (step, d, d) to receive it (zeros at steps holding NaN/Inf, which give NaN).
+    """
+    from scipy.linalg import cho_factor, cho_solve
+
+    steps, n, d = np.shape(x)
+    classes, codes = np.unique(y, return_inverse=True)
+    onehot = np.eye(classes.size)[codes]  # (n, C)
+    fold_y = [(onehot[t], onehot[t].sum(0), codes[t]) for t in test_folds]  # (t, C), (C,), (t,)
+    ysum = onehot.sum(0)  # (C,)
+    out = np.full(steps, np.nan)
+    for i in range(steps):
+        xi = np.asarray(x[i], dtype=np.float64)  # (n, d)
+        if not np.isfinite(xi).all():
+            if gram_out is not None:
+                gram_out[i] = 0.0
+            continue
+        xc = xi - xi.mean(0)
+        parts = []
+        for test, (yk, _, _) in zip(test_folds, fold_y, strict=True):
+            xk = xc[test]  # (t, d)
+            parts.append((xk, xk.T @ xk, xk.sum(0), xk.T @ yk))  # (d, d), (d,), (d, C)
+        gram = np.sum([p[1] for p in parts], axis=0)  # (d, d) centred Gram of the step
+        total = np.sum([p[2] for p in parts], axis=0)  # (d,), ~0 after centring
+        cross = np.sum([p[3] for p in parts], axis=0)  # (d, C)
+        score = 0.0
+        for (xk, gk, sk, bk), (_, yk_sum, ck) in zip(parts, fold_y, strict=True):
+            m = n - xk.shape[0]
+            mu, ybar = (total - sk) / m, (ysum - yk_sum) / m  # (d,), (C,)
+            gc = gram - gk  # (d, d) centred training Gram, built in place (d x d passes count)
+            gc -= m * np.outer(mu, mu)
+            scale = float(np.trace(gc))
+            lam = alpha * scale / d if relative else alpha
+            if scale <= 0.0:  # constant features: the intercept alone predicts
+                pred = np.broadcast_to(ybar, (xk.shape[0], classes.size))
+            else:
+                rhs = cross - bk - m * np.outer(mu, ybar)  # (d, C)
+                diag = np.einsum("ii->i", gc)  # a writable view of the diagonal
+                diag += lam
+                try:
+                    w = cho_solve(cho_factor(gc, check_finite=False, overwrite_a=True), rhs)
+                except np.linalg.LinAlgError:  # a penalty below rounding: not numerically PD
+                    gc = gram - gk - m * np.outer(mu, mu) + lam * np.eye(d)
+                    w = np.linalg.solve(gc, rhs)
+                pred = (xk - mu) @ w + ybar
+            score += float(np.mean(np.argmax(pred, axis=1) == ck))
+        out[i] = score / len(test_folds)
+        if gram_out is not None:
+            gram_out[i] = gram
+    return out
 
 
 def _block(
@@ -99,14 +174,12 @@ def _block(
 ) -> np.ndarray:
     """(step, rows, feature) -> (step,) cross-validated accuracy, rows regrouped per example."""
     n = y.size
+    x = block.reshape(block.shape[0], n, -1)  # (step, n, rows_per_example * feature)
     with blas_single_thread():
+        if x.shape[2] <= n:
+            return ridge_cv_accuracies(x, y, folds, alpha=alpha, relative=relative)
         return np.array(
-            [
-                ridge_cv_accuracy(
-                    b.reshape(n, -1), y, folds, alpha=alpha, relative=relative
-                )  # (n, rows_per_example * feature)
-                for b in block
-            ],
+            [ridge_cv_accuracy(b, y, folds, alpha=alpha, relative=relative) for b in x],
             dtype=np.float64,
         )
 

@@ -13,7 +13,10 @@ Stages timed:
 - spectra: :func:`dimlapse.analyze.spectra` on Dask's threaded scheduler with 1 worker and
   with all cores, BLAS pinned to one thread per worker (parallel efficiency from these two);
 - dimensionality: the whole job (spectra plus every metric), and TwoNN at its default stride;
-- end to end: :func:`dimlapse.analyze.analyze_run` when it exists.
+- end to end: :func:`dimlapse.analyze.analyze_run` on the cached store;
+- ``dimlapse analyze`` end to end and per job on the default run (``--default-run``) and a
+  20-snapshot run, beside a previous version (``--base``), with the targets
+  (:mod:`._analyze_e2e`).
 
 Metrics from the naive SVD and from the Dask job must agree to 1e-6 relative.
 """
@@ -46,7 +49,9 @@ RTOL = 1e-6
 SPECTRA_TARGET = 4.0
 
 
-def build_store(path: Path, *, snapshots: int, every: int, seed: int) -> float:
+def build_store(
+    path: Path, *, snapshots: int, every: int, seed: int, data: str = "digits"
+) -> float:
     """Train and capture the study's MLP into ``path`` unless a complete copy exists.
 
     Returns the seconds spent (0 when the cached store was reused).
@@ -58,7 +63,7 @@ def build_store(path: Path, *, snapshots: int, every: int, seed: int) -> float:
     from ..training import train
     from ..zoo import Recipe
 
-    recipe = Recipe.default("mlp", data="digits", steps=snapshots * every, every=every, seed=seed)
+    recipe = Recipe.default("mlp", data=data, steps=snapshots * every, every=every, seed=seed)
     t0 = time.perf_counter()
     result = train(recipe, path, overwrite=True, progress=True, cache_dir="data/cache")
     print(result.summary())
@@ -262,7 +267,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", default=DEFAULT_DIR, help=f"cache directory ({DEFAULT_DIR})")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="dask threads")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-end-to-end", action="store_true", help="skip analyze_run")
+    p.add_argument("--no-end-to-end", action="store_true", help="skip the end-to-end runs")
+    p.add_argument(
+        "--default-run",
+        default="data/runs/mlp-mnist1d-s0.zarr",
+        help="the default run (`dimlapse capture --model mlp`) timed end to end",
+    )
+    p.add_argument(
+        "--base",
+        default="/tmp/basepath" if Path("/tmp/basepath/dimlapse").is_dir() else None,
+        help="PYTHONPATH holding a previous version's `dimlapse` package, timed beside this one",
+    )
+    p.add_argument("--reps", type=int, default=1, help="end-to-end repetitions per version")
+    p.add_argument(
+        "--only-end-to-end", action="store_true", help="skip the spectra stages (naive, dask)"
+    )
     p.add_argument(
         "--naive-snapshots",
         type=int,
@@ -272,20 +291,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark; exit status 1 when results disagree beyond 1e-6 relative."""
-    for name in ("snapshots", "every", "workers", "naive_snapshots"):
+    for name in ("snapshots", "every", "workers", "naive_snapshots", "reps"):
         value = getattr(args, name)
         if value is None and name == "naive_snapshots":
             continue
         if not isinstance(value, int) or value < 1:
             flag = name.replace("_", "-")
             raise SystemExit(f"Expected `--{flag}` to be a positive int, got {value!r}")
+    if not args.no_end_to_end:
+        from ._analyze_e2e import compare, format_comparison
+
+        # the default run's recipe (MNIST-1D), 100 steps: what a first `capture` gives
+        small = Path(args.out_dir) / f"mlp-mnist1d-20x{args.every}-s{args.seed}.zarr"
+        build_store(small, snapshots=20, every=args.every, seed=args.seed, data="mnist1d")
+        stores = {"small": small}
+        if Path(args.default_run).exists():
+            stores = {"default": Path(args.default_run), **stores}
+        else:
+            print(f"(no default run at {args.default_run}: `dimlapse capture --model mlp`)")
+        results = compare(stores, base=args.base, reps=args.reps)
+        print(format_comparison(results, stores))
+    if args.only_end_to_end:
+        return 0
     res = run_benchmark(
         snapshots=args.snapshots,
         every=args.every,
         out_dir=Path(args.out_dir),
         workers=args.workers,
         seed=args.seed,
-        end_to_end=not args.no_end_to_end,
+        end_to_end=False,
         naive_snapshots=args.naive_snapshots,
     )
     print(format_report(res))
