@@ -20,7 +20,8 @@ from dimlapse.analyze.report import (
     report_markdown,
     write_report,
 )
-from dimlapse.analyze.report._claims import STUDY, phase_cell
+from dimlapse.analyze.jobs._claims import STUDY
+from dimlapse.analyze.report._claims import phase_cell
 
 STEPS = np.arange(0, 8001, 50)
 LAYERS = ["fc1", "fc2"]

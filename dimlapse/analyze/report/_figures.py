@@ -195,4 +195,13 @@ def render_figures(tree: xr.DataTree, out_dir: str | os.PathLike[str]) -> dict[s
         "sampling": sampling,
         "activation_vs_weight": activation_vs_weight,
     }
-    return {name: make(tree, out / f"{name}.png") for name, make in makers.items()}
+    paths = {name: make(tree, out / f"{name}.png") for name, make in makers.items()}
+    if "formation" in tree.children:
+        from ._formation_plot import formation_figure
+
+        metric, _ = headline(tree)
+        dim = node(tree, "dimensionality")["dimensionality"]
+        paths["formation"] = formation_figure(
+            node(tree, "formation"), dim, out / "formation.png", metric=metric
+        )
+    return paths
