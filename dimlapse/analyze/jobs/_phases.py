@@ -177,13 +177,19 @@ def _phases_1d(
         out["segment_end"][k] = xf[b] if b < xf.size else xf[-1]
         out["segment_slope"][k] = slope
         out["normalised_slope"][k] = rate
-        trending = (
-            abs(rate) >= tol
-            and change > noise_factor * noise
-            and change >= min_change * span
-            and change >= min_relative * level
-        )
+        trending = abs(rate) >= tol and change > noise_factor * noise
         out["segment_trend"][k] = int(np.sign(rate)) if trending else 0
+    # a phase (adjacent segments of one trend merged) must change by a stated share of the
+    # range and of the level, or it is no collapse / expansion
+    trend, k = out["segment_trend"], 0
+    while k < N_SEGMENTS:
+        last = k
+        while last + 1 < N_SEGMENTS and trend[last + 1] == trend[k]:
+            last += 1
+        total = abs(float(np.sum(out["segment_change"][k : last + 1])))
+        if trend[k] != 0 and (total < min_change * span or total < min_relative * level):
+            trend[k : last + 1] = 0
+        k = last + 1
     out["breakpoint_step"] = np.array([xf[i], xf[j]], dtype=np.float64)
     full_fit = np.full(n_out, np.nan)
     full_fit[keep] = fitted
