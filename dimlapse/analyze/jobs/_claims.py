@@ -43,7 +43,9 @@ EPISODE_FIELDS = ("start", "end", "step", "n_layers", "context")
 
 
 def _binomial(k: int, n: int, p0: float, alpha: float, study: float) -> dict[str, Any]:
-    """One-sided exact binomial test of a share above p0, Clopper-Pearson interval, verdict."""
+    """One-sided exact binomial test of a share above p0, two-sided Clopper-Pearson interval;
+    reproduced when the test rejects at `alpha`, not reproduced when the interval lies below
+    the `study` share, inconclusive otherwise."""
     if n == 0:
         return {
             "statistic": np.nan,
@@ -53,7 +55,7 @@ def _binomial(k: int, n: int, p0: float, alpha: float, study: float) -> dict[str
             "verdict": "inconclusive",
         }
     res = binomtest(k, n, p0, alternative="greater")
-    ci = res.proportion_ci(confidence_level=1 - alpha, method="exact")
+    ci = binomtest(k, n, p0).proportion_ci(confidence_level=1 - alpha, method="exact")
     if res.pvalue < alpha:
         verdict = "reproduced"
     elif ci.high < study:
@@ -100,7 +102,7 @@ def timing_claim(ep_steps: np.ndarray, *, cutoff: float, share: float, alpha: fl
         n=n,
         statistic_name=f"share of episodes at steps <= {cutoff:,.0f}",
         test=f"exact binomial test, H1: share > {share:g} (uniform spread), one-sided; "
-        f"Clopper-Pearson {1 - alpha:.0%} interval; not reproduced when it excludes "
+        f"two-sided Clopper-Pearson {1 - alpha:.0%} interval; not reproduced when it excludes "
         f"{STUDY_EARLY_SHARE:.2f}",
         detail=f"{k} of {n} episodes early",
     )
