@@ -20,12 +20,12 @@ from ._claims import (
     MIN_CLAIM_SNAPSHOTS,
     VERDICTS,
     claims,
+    episode_table,
     fast_change_text,
     phase_sequence,
 )
 from ._compare import comparison
 from ._coupling import coupling
-from ._episodes import episode_table
 from ._formation import formation
 from ._nonfinite import excluded_steps, nonfinite_record
 from ._phases import phases

@@ -81,7 +81,7 @@ def episode_table(
     ``context``), the per-event episode id aligned with ``trans['step']`` (-1: not an event)
     and the source (``"transitions.episodes"`` or ``"fallback"``).
     """
-    from .. import _transitions
+    from ... import _transitions
 
     api = getattr(_transitions, "episodes", None)
     if api is None:
