@@ -196,7 +196,8 @@ def test_training_spike_is_found_and_the_transition_in_it_labelled(tree):
     assert np.isfinite(tr["spike_start"].sel(target="grad_norm").values).sum() == 0
     text = report_markdown(tree)
     assert "1 loss spike(s) at steps 5,990-6,010" in text
-    assert "1 of 3 steps with a significant activation transition (pelt, any layer" in text
+    assert "3 notable activation episode(s): 1 during a loss spike; 2 in quiet training." in text
+    assert "(zscore, the study's rule, any layer or metric) coincide" in text
     assert "6,000 (loss spike)" in text
     assert "held-out accuracy 0.700" in text
 

@@ -143,6 +143,10 @@ def accuracy_lines(tree: xr.DataTree, tr: xr.Dataset) -> list[str]:
     return [line + f"; {int(inside.sum())} notable episode(s) inside that window: {listed}."]
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 def episode_context_lines(tree: xr.DataTree) -> list[str]:
     """How many notable episodes per space coincide with each training-context label."""
     cl = claims_of(tree)
@@ -156,7 +160,7 @@ def episode_context_lines(tree: xr.DataTree) -> list[str]:
         labels = [str(x) for x in cl["episode_context"].values[mine]]
         tally = {k: labels.count(k) for k in dict.fromkeys(labels) if k}
         quiet = labels.count("")
-        said = "; ".join(f"{v} with a {k}" for k, v in tally.items())
+        said = "; ".join(f"{v} during {_article(k)} {k}" for k, v in tally.items())
         out.append(
             f"- {int(mine.sum())} notable {kind} episode(s): "
             + (f"{said}; " if said else "")
@@ -190,9 +194,9 @@ def formation_lines(tree: xr.DataTree) -> list[str]:
 
 
 def coincidence_lines(tree: xr.DataTree) -> list[str]:
-    """Significant transitions that fall inside a loss or gradient spike: the headline
-    detector's, then the study's z-score rule's (its few significant events are the ones a
-    reader would otherwise take for the study's claim)."""
+    """Significant transitions of the study's z-score rule that fall inside a loss or gradient
+    spike (its few significant events are the ones a reader would otherwise take for the
+    study's claim); the headline detector's events are described as episodes above."""
     if "training" not in tree.children:
         return []
     tr = node(tree, "training")
@@ -200,7 +204,7 @@ def coincidence_lines(tree: xr.DataTree) -> list[str]:
     every = tree.attrs.get("run_every")
     margin = float(every) if isinstance(every, int | float) else 0.0
     out = []
-    for name in dict.fromkeys((detector, "zscore")):
+    for name in [n for n in ("zscore",) if n != detector]:
         for kind in ("activation", "weight"):
             steps = significant_steps(tree, name, kind)
             labelled = [(s, spike_at(tr, s, margin=margin)) for s in steps]

@@ -84,4 +84,6 @@ def significant_steps(tree: xr.DataTree, detector: str, kind: str) -> np.ndarray
         return np.zeros(0)
     t = tr.sel(kind=kind, detector=detector)
     sig = t["significant"].fillna(False).astype(bool) & t["step"].notnull()
+    if "notable" in t:  # figures and counts speak of notable events once the job marks them
+        sig = sig & t["notable"].fillna(False).astype(bool)
     return np.unique(t["step"].values[sig.values])
