@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..jobs import claims, context_windows, fast_change_text
+from ..jobs import STUDY, claims, context_windows, fast_change_text
 from ._tree import headline, node, phase_segments
 
 STUDY_RULE = "zscore"  # the study's rolling z > 2 rule, shown beside the headline detector
 SPACES = ("activation", "weight")
 
 STUDY_RHO = {"loss": -0.951, "grad_norm": -0.701}
+__all__ = ["STUDY", "STUDY_RHO", "claims_of", "phase_cell", "verdict_cell"]
 
 
 def claims_of(tree: xr.DataTree) -> xr.Dataset:
