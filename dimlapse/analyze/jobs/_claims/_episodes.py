@@ -23,10 +23,17 @@ def _events(trans: xr.Dataset) -> xr.DataArray:
 def fallback_episodes(
     trans: xr.Dataset, *, window: float, context: dict[str, list[tuple[float, float]]]
 ) -> xr.Dataset:
-    """Single-linkage episodes: events (any series) closer than `window` steps join one."""
+    """Single-linkage episodes: events (any series) closer than `window` steps join one.
+
+    Events sorted by step chain into one episode while each is within `window` steps of the
+    previous one (a run of loss spikes closer than that is one long episode). An episode's
+    ``step`` is its first event's; its ``context`` the first label whose window overlaps it.
+    Returns the episode fields of the contract and ``event_episode`` (shape of
+    ``trans['step']``, -1 where no event).
+    """
     ev = _events(trans)
     steps = trans["step"].where(ev)
-    flat = steps.values.ravel()
+    flat = steps.values.ravel()  # (series x transition,) NaN where no event
     idx = np.flatnonzero(np.isfinite(flat))
     order = idx[np.argsort(flat[idx], kind="stable")]
     ids = np.full(flat.shape, -1, dtype=np.int64)
