@@ -138,7 +138,15 @@ def _default_detector(detectors: Sequence[str]) -> str:
     return name if name is not None and name in detectors else ""
 
 
-def _claims(results, trans, dim, detectors, every, total, alpha) -> xr.Dataset:
+def _claims(
+    results: dict[str, xr.Dataset],
+    trans: xr.Dataset,
+    dim: xr.DataArray,
+    detectors: Sequence[str],
+    every: object,
+    total: float,
+    alpha: float,
+) -> xr.Dataset:
     """The claims job on the computed jobs, with the training context of the episodes."""
     from .jobs import claims, context_windows
 

@@ -8,6 +8,8 @@ steps stands in, with the same fields.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import xarray as xr
 
@@ -67,7 +69,7 @@ def fallback_episodes(
                 label,
             )
         )
-    cols = list(zip(*rows, strict=True)) if rows else [[]] * 7
+    cols: list[tuple[Any, ...]] = list(zip(*rows, strict=True)) if rows else [()] * 7
     names = ("start", "end", "step", "n_series", "n_layers", "kinds", "context")
     out = xr.Dataset(
         {

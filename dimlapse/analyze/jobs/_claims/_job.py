@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import xarray as xr
 
@@ -136,7 +138,9 @@ def claims(
     empty = _row()
     grid = {v: [[rows.get((c, s), empty)[v] for s in SPACES] for c in CLAIMS] for v in empty}
     dims = ("claim", "space")
-    data = {v: (dims, np.asarray(grid[v], dtype=object if v in _TEXT else float)) for v in grid}
+    data: dict[str, tuple[Any, np.ndarray]] = {
+        v: (dims, np.asarray(grid[v], dtype=object if v in _TEXT else float)) for v in grid
+    }
     data["study"] = ("claim", np.asarray([STUDY[c] for c in CLAIMS], dtype=object))
     out = xr.Dataset(data, coords={"claim": list(CLAIMS), "space": list(SPACES)})
     if episodes:
