@@ -77,7 +77,7 @@ def test_figures_and_report_exist(analysed):
         raw, null, sig = (float(t[v].sum()) for v in ("n_raw", "n_null", "n_significant"))
         study = STUDY["counts"] if kind == "activation" else "-"
         cell = f"raw {raw:,.0f} (null {null:,.1f}), significant {sig:,.0f}"
-        assert f"| Jumps ({kind}) | {study} | {cell} |" in text
+        assert f"| Jumps ({kind}) | {study} | {cell}; " in text  # then the episode count
         counts[kind] = sig
     interpretation = text.split("\n## Interpretation\n")[1].split("\n## ")[0]
     kept = f"{det} keeps {counts['activation']:,.0f} activation and {counts['weight']:,.0f} weight"

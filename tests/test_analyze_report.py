@@ -8,6 +8,7 @@ import xarray as xr
 
 from dimlapse.analyze import comparison
 from dimlapse.analyze._pipeline import save_tree
+from dimlapse.analyze.jobs._claims import STUDY
 from dimlapse.analyze.jobs._coupling import coupling
 from dimlapse.analyze.jobs._phases import phases
 from dimlapse.analyze.jobs._timing import timing
@@ -20,7 +21,7 @@ from dimlapse.analyze.report import (
     report_markdown,
     write_report,
 )
-from dimlapse.analyze.report._claims import STUDY, phase_cell
+from dimlapse.analyze.report._claims import phase_cell
 
 STEPS = np.arange(0, 8001, 50)
 LAYERS = ["fc1", "fc2"]
@@ -137,27 +138,32 @@ def test_claims_numbers_match_the_fixture(tree):
     assert n["same"] == 2  # both activation layers: collapse, expansion, stabilisation
     assert n["finest_sig"] == 6  # 3 per layer summed over two layers at interval 50
     assert n["coarse_found"] == pytest.approx(np.mean([4, 2]))
-    assert table.count("\n") == 10  # header, rule, phases/jumps/timing x 2 spaces, 2 rho, sampling
-    assert "raw 4 (null 5.0), significant 3" in table
+    assert table.count("\n") == 13  # header, rule, 6 claims x 2 spaces
+    assert "raw 4 (null 5.0), significant 3; 3 episodes" in table
     assert "| this run: pelt (stable_rank, layers pooled) | study's rule: zscore |" in table
     weight_jumps = "raw 0 (null 5.0), significant 0"  # no weight transitions, same null
-    assert f"| Jumps (weight) | - | {weight_jumps} | {weight_jumps} | - |" in table
+    assert f"| Jumps (weight) | - | {weight_jumps}; 0 episodes | {weight_jumps} |" in table
     assert "| Timing (weight) | - | no significant transition | no significant" in table
-    assert "| Phases (weight) | - | fc1: collapse 0-8,000; fc2: " in table  # 30 -> 28, noisy
+    # 30 -> 28 with noise: a 7 % decline, labelled collapse where a phase moves >= 1 % of level
+    assert "| Phases (weight) | - | fc1: collapse 0-" in table
+    # 3 activation vs 0 weight episodes: P(3 of 3 | equal rates) = 1/8, not significant
+    assert "| Jumps (activation) |" in table and "**inconclusive**: share of all episodes" in table
+    assert "p = 0.12, interval [0.29, 1.00], n = 3 episodes" in table
 
 
 def test_report_markdown_sections_and_interpretation(tree):
     text = report_markdown(tree)
     assert text.startswith("# dimlapse report: synthetic")
     for label, key, cell in (  # each study claim beside this run's numbers, in its row
-        ("Jumps (activation)", "counts", "raw 4 (null 5.0), significant 3"),
+        ("Jumps (activation)", "counts", "raw 4 (null 5.0), significant 3; 3 episodes"),
         ("Timing (activation)", "timing", "67 % of significant"),
         ("Sampling (activation)", "sampling", "every 50: 6, every 100: 4, every 1000: 2"),
     ):
         assert f"| {label} | {STUDY[key]} | {cell} |" in text
     interpretation = text.split("\n## Interpretation\n")[1].split("\n## ")[0]
     assert "no more than about what the same rule finds" in interpretation  # 4 raw, 5 null
-    assert "67% of the significant activation transitions (pelt)" in interpretation
+    assert "3 activation and 0 weight episodes" in interpretation
+    assert "timing (activation): inconclusive; 2 of 3 episodes early." in interpretation
 
 
 def test_setup_difference_is_stated_before_the_claims(tree):
@@ -168,15 +174,18 @@ def test_setup_difference_is_stated_before_the_claims(tree):
     assert "model mlp in the study" not in text  # the same architecture family is no difference
 
 
-def test_rho_verdicts_follow_the_run_s_own_correlation(tree):
+def test_rho_verdicts_follow_the_differenced_intervals(tree):
     text = report_markdown(tree)
     cp = tree["coupling"].to_dataset()
-    for target, study in (("loss", -0.951), ("grad_norm", -0.701)):
-        rho = cp["rho"].sel(kind="activation", metric="stable_rank", target=target)
-        med = float(np.median(rho.sel(transform="raw").values))
-        label = "loss" if target == "loss" else "gradient norm"
-        verdict = "reproduced" if abs(med - study) <= 0.15 else "not reproduced"
-        assert f"rho with {label} ({study:+.2f}) is {verdict} here (median {med:+.2f})" in text
+    for target, label in (("loss", "rho(loss)"), ("grad_norm", "rho(grad norm)")):
+        for kind in ("activation", "weight"):
+            d = cp.sel(kind=kind, metric="stable_rank", target=target, transform="diff")
+            verdict = "reproduced" if (d.rho_high.values < 0).all() else "not reproduced"
+            row = next(x for x in text.splitlines() if x.startswith(f"| {label} ({kind}) |"))
+            assert f"**{verdict}**: median differenced rho" in row
+    # weight trajectories fall with the loss (raw rho +0.99) but their differences do not move
+    # with it: not the study's negative coupling
+    assert "| rho(loss) (weight) |" in text
 
 
 def test_training_spike_is_found_and_the_transition_in_it_labelled(tree):
@@ -187,7 +196,8 @@ def test_training_spike_is_found_and_the_transition_in_it_labelled(tree):
     assert np.isfinite(tr["spike_start"].sel(target="grad_norm").values).sum() == 0
     text = report_markdown(tree)
     assert "1 loss spike(s) at steps 5,990-6,010" in text
-    assert "1 of 3 steps with a significant activation transition (pelt, any layer" in text
+    assert "3 notable activation episode(s): 1 during a loss spike; 2 in quiet training." in text
+    assert "(zscore, the study's rule, any layer or metric) coincide" in text
     assert "6,000 (loss spike)" in text
     assert "held-out accuracy 0.700" in text
 
@@ -259,3 +269,47 @@ def test_figures_and_report_round_trip_through_zarr(tree, tmp_path):
     assert text == report_markdown(tree)
     linked = re.findall(r"\]\(figures/(\w+)\.png\)", text)
     assert sorted(linked) == sorted(p.stem for p in paths.values())  # every figure, no other
+
+
+def test_short_run_warning_accuracy_window_and_formation(tree, tmp_path):
+    steps = STEPS.astype(float)
+    opt = np.arange(1, 8001)
+    acc = np.where(opt % 50 == 0, np.where(opt < 1480, 0.1, 0.9), np.nan)  # jumps at 1,500
+    scalars = (
+        tree["training"].to_dataset()[["loss", "grad_norm"]].assign(test_accuracy=("step", acc))
+    )
+    dec = np.clip((steps[:, None] - 1000) / 2000, 0.1, 0.9) * np.ones((1, 2))  # (step, layer)
+    form = xr.Dataset(
+        {
+            "decodability": (("step", "layer"), dec),
+            "formation_step": (("layer", "fraction"), [[2000.0, 2800.0], [2000.0, np.nan]]),
+            "chance": ((), 0.1),
+        },
+        coords={"step": steps, "layer": LAYERS, "fraction": [0.5, 0.9]},
+    )
+    trans = tree["transitions"].to_dataset()
+    trans["step"] = trans["step"].where(trans["step"] != 1500.0, 1510.0)  # fc1's second event
+    groups = {k: tree[k].to_dataset() for k in tree.children}
+    groups |= {"training": training_dynamics(scalars), "formation": form, "transitions": trans}
+    groups.pop("claims", None)
+    attrs = dict(tree.attrs)
+    long = xr.DataTree.from_dict({"/": xr.Dataset(attrs=attrs), **groups})
+    text = report_markdown(long)
+    assert "> **Warning:**" not in text
+    assert "half of the rise by step 1,500 (t50), 90 % by step 1,500 (t90); 1 notable" in text
+    assert "inside that window: 1,510-1,510 (activation)." in text
+    assert "- fc1: probe decodability 0.10 -> 0.90; formation 50% at step 2,000, 90% at " in text
+    assert (
+        "- fc2: probe decodability 0.10 -> 0.90; formation 50% at step 2,000, 90% at step n/a"
+        in text
+    )
+    paths = render_figures(long, tmp_path / "figures")
+    assert paths["formation"].read_bytes()[:4] == b"\x89PNG"
+    assert "![formation](figures/formation.png)" in text
+    first = {k: v.isel(step=slice(0, 17)) if "step" in v.dims else v for k, v in groups.items()}
+    first["timing"] = groups["timing"]
+    first["phases"] = phases(tree["dimensionality"]["dimensionality"].isel(step=slice(0, 17)))
+    short = xr.DataTree.from_dict({"/": xr.Dataset(attrs=attrs), **first})
+    warned = report_markdown(short)
+    assert warned.splitlines()[2].startswith("> **Warning:** this run has 17 snapshots; the jobs")
+    assert warned.count("**inconclusive**") == 12 and "**reproduced**" not in warned

@@ -52,6 +52,7 @@ JOBS = (
     "compare",
     "training",
     "formation",
+    "claims",
 )
 #: Jobs computed in one pass over the store: they read the same activation chunks (dask
 #: shares the read tasks of one compute), so the store is read and verified once.
@@ -150,6 +151,37 @@ def _default_detector(detectors: Sequence[str]) -> str:
 
     name = default_detector()
     return name if name is not None and name in detectors else ""
+
+
+def _claims(
+    results: dict[str, xr.Dataset],
+    trans: xr.Dataset,
+    dim: xr.DataArray,
+    detectors: Sequence[str],
+    every: object,
+    total: float,
+    alpha: float,
+) -> xr.Dataset:
+    """The claims job on the computed jobs, with the training context of the episodes."""
+    from .jobs import claims, context_windows
+
+    metrics = [str(m) for m in dim["metric"].values]
+    others = [d for d in detectors if d != "zscore"] or list(detectors)
+    spacing = float(every) if isinstance(every, int) else None
+    return claims(
+        trans,
+        phases=results["phases"],
+        coupling=results["coupling"],
+        sampling=results["sampling"],
+        metric="stable_rank" if "stable_rank" in metrics else metrics[0],
+        detector=_default_detector(detectors) or others[0],
+        total_steps=total,
+        start_step=float(dim["step"].min()),
+        n_snapshots=int(dim.sizes["step"]),
+        every=spacing,
+        context=context_windows(results["training"], margin=spacing or 0.0),
+        alpha=alpha,
+    )
 
 
 def check_length(run: Any, run_path: Any) -> int:
@@ -373,6 +405,8 @@ def analyze_run(
         for job, build in jobs.items():
             results[job] = compute_job(build(), job, local=local, progress=progress)
             clock.done(job)
+        results["claims"] = _claims(results, trans, dim, detectors, every, total, alpha)
+        clock.done("claims")
     bar.close()
     results = {j: results[j] for j in names}  # the documented group order
     health = {

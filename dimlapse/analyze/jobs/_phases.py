@@ -7,8 +7,12 @@ least squares over a grid of candidate positions (each segment its own line; Bai
 its slope. A segment trends when both (a) its slope, extrapolated over the whole run, would
 move the smoothed series by at least `tolerance` of its range (the normalised slope), and (b)
 its fitted change over its own span exceeds `noise_factor` standard deviations of the raw
-series around the fit (so noise never makes a phase). Trending down is *collapse*, up is
-*expansion*, anything else *stabilisation*. Adjacent segments of one class merge into a phase.
+series around the fit (so noise never makes a phase), and (c) its fitted change is at least
+`min_change` of the smoothed series' range and `min_relative` of its level (so a segment of a
+nearly constant series, e.g. a weight stable rank moving from 16.64 to 16.66, is no phase).
+Trending down is *collapse*, up is *expansion*, anything else *stabilisation*. Adjacent
+segments of one class merge into a phase. A change faster than the phases' resolution (the
+smoothing window) is reported with its size (``fastest_change_*``), never hidden in a label.
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ PHASES = ("collapse", "expansion", "stabilisation")
 #: Trend codes of ``segment_trend`` (CF flag convention), keyed by phase name.
 TREND_CODES = {"collapse": -1, "stabilisation": 0, "expansion": 1}
 N_SEGMENTS = 3
+#: A labelled collapse or expansion changes by at least this share of the smoothed range...
+MIN_CHANGE = 0.1
+#: ... and by at least this share of the series' median level (float noise of a constant
+#: series has a range too; 1 % of the level is far above it and far below the study's phases).
+MIN_RELATIVE = 0.01
 
 
 def smooth(y: np.ndarray, window: int) -> np.ndarray:
@@ -109,6 +118,8 @@ def _phases_1d(
     noise_factor: float,
     min_size: int,
     mc: int,
+    min_change: float = MIN_CHANGE,
+    min_relative: float = MIN_RELATIVE,
 ) -> dict[str, np.ndarray]:
     """Phase outputs for one trajectory (see :func:`phases`)."""
     n_out = y.size
@@ -119,6 +130,7 @@ def _phases_1d(
         "segment_end": nan3.copy(),
         "segment_slope": nan3.copy(),
         "normalised_slope": nan3.copy(),
+        "segment_change": nan3.copy(),
         "segment_trend": np.zeros(N_SEGMENTS, dtype=np.int8),
         "phase_start": nan3.copy(),
         "phase_end": nan3.copy(),
@@ -127,6 +139,8 @@ def _phases_1d(
         "r_squared": np.array(np.nan),
         "fastest_change_step": np.array(np.nan),
         "fastest_change_fraction": np.array(np.nan),
+        "fastest_change_from": np.array(np.nan),
+        "fastest_change_to": np.array(np.nan),
     }
     res = max(window, min_size)  # samples: no phase boundary is placed more finely than this
     finite = np.flatnonzero(np.isfinite(y))
@@ -135,6 +149,8 @@ def _phases_1d(
         k = int(np.argmax(moves))
         out["fastest_change_step"] = np.array(x[finite][k])
         out["fastest_change_fraction"] = np.array(moves[k] / np.ptp(y[finite]))
+        out["fastest_change_from"] = np.array(y[finite][k])
+        out["fastest_change_to"] = np.array(y[finite][k + res])
     sm = smooth(y, window)
     out["smoothed"] = sm
     keep = np.isfinite(y) & np.isfinite(sm)
@@ -151,16 +167,29 @@ def _phases_1d(
         a, b = bounds[k], bounds[k + 1]
         fitted[a:b] = slope * xf[a:b] + intercept
     noise = float(np.std(y[keep] - fitted))  # raw samples around the fit
+    level = float(np.median(np.abs(y[keep])))
     for k, (slope, _) in enumerate(lines):
         a, b = bounds[k], bounds[k + 1]
         rate = slope * duration / span if span > 0 else 0.0
         change = abs(slope * (xf[b - 1] - xf[a]))
+        out["segment_change"][k] = slope * (xf[b - 1] - xf[a])
         out["segment_start"][k] = xf[a]
         out["segment_end"][k] = xf[b] if b < xf.size else xf[-1]
         out["segment_slope"][k] = slope
         out["normalised_slope"][k] = rate
         trending = abs(rate) >= tol and change > noise_factor * noise
         out["segment_trend"][k] = int(np.sign(rate)) if trending else 0
+    # a phase (adjacent segments of one trend merged) must change by a stated share of the
+    # range and of the level, or it is no collapse / expansion
+    trend, k = out["segment_trend"], 0
+    while k < N_SEGMENTS:
+        last = k
+        while last + 1 < N_SEGMENTS and trend[last + 1] == trend[k]:
+            last += 1
+        total = abs(float(np.sum(out["segment_change"][k : last + 1])))
+        if trend[k] != 0 and (total < min_change * span or total < min_relative * level):
+            trend[k : last + 1] = 0
+        k = last + 1
     out["breakpoint_step"] = np.array([xf[i], xf[j]], dtype=np.float64)
     full_fit = np.full(n_out, np.nan)
     full_fit[keep] = fitted
@@ -188,6 +217,7 @@ _OUTPUTS: tuple[tuple[str, list[str], type], ...] = (
     ("segment_end", ["segment"], np.float64),
     ("segment_slope", ["segment"], np.float64),
     ("normalised_slope", ["segment"], np.float64),
+    ("segment_change", ["segment"], np.float64),
     ("segment_trend", ["segment"], np.int8),
     ("phase_start", ["phase"], np.float64),
     ("phase_end", ["phase"], np.float64),
@@ -196,6 +226,8 @@ _OUTPUTS: tuple[tuple[str, list[str], type], ...] = (
     ("r_squared", [], np.float64),
     ("fastest_change_step", [], np.float64),
     ("fastest_change_fraction", [], np.float64),
+    ("fastest_change_from", [], np.float64),
+    ("fastest_change_to", [], np.float64),
 )
 
 _ATTRS = {
@@ -204,6 +236,7 @@ _ATTRS = {
     "segment_end": ("last step of the segment (first step of the next one)", "step"),
     "segment_slope": ("least-squares slope of the smoothed series", "1/step"),
     "normalised_slope": ("slope x run duration / range of the smoothed series", "1"),
+    "segment_change": ("change of the fitted line over the segment", "1"),
     "segment_trend": ("trend class of the segment", "1"),
     "phase_start": ("start of the first span of the phase (NaN when absent)", "step"),
     "phase_end": ("end of the first span of the phase (NaN when absent)", "step"),
@@ -215,6 +248,8 @@ _ATTRS = {
         "largest change of the raw series within the resolution / its range",
         "1",
     ),
+    "fastest_change_from": ("raw value where the fastest change starts", "1"),
+    "fastest_change_to": ("raw value one resolution later", "1"),
 }
 
 
@@ -226,6 +261,8 @@ def phases(
     noise_factor: float = 2.0,
     min_size: int | None = None,
     max_candidates: int = 300,
+    min_change: float = MIN_CHANGE,
+    min_relative: float = MIN_RELATIVE,
 ) -> xr.Dataset:
     """Collapse / expansion / stabilisation boundaries of every trajectory.
 
@@ -246,6 +283,9 @@ def phases(
         Fewest samples per segment; default ``max(3, n // 100)``.
     max_candidates : int
         Grid size for the breakpoint search before the single-sample refinement.
+    min_change, min_relative : float
+        A trending segment's fitted change is at least `min_change` of the smoothed range and
+        `min_relative` of the series' median absolute level.
 
     Returns
     -------
@@ -279,13 +319,25 @@ def phases(
         min_size = max(3, n // 100)
     min_size = check_positive_int(min_size, "min_size", minimum=2)
     max_candidates = check_positive_int(max_candidates, "max_candidates", minimum=3)
+    min_change = check_fraction(min_change, "min_change")
+    min_relative = check_fraction(min_relative, "min_relative")
     x = step_values(da)
 
     def gufunc(arr: np.ndarray) -> tuple[np.ndarray, ...]:
         lead = arr.shape[:-1]
         flat = arr.reshape(-1, arr.shape[-1]).astype(np.float64)
         rows = [
-            _phases_1d(r, x, window, tolerance, noise_factor, min_size, max_candidates)
+            _phases_1d(
+                r,
+                x,
+                window,
+                tolerance,
+                noise_factor,
+                min_size,
+                max_candidates,
+                min_change,
+                min_relative,
+            )
             for r in flat
         ]
         outs: list[np.ndarray] = []
@@ -327,12 +379,16 @@ def phases(
         {
             "method": "segmented linear least squares with 2 breakpoints on the centred "
             "moving average; a segment trends when |slope| x run duration >= tolerance x "
-            "smoothed range and its own change > noise_factor x residual sd of the raw series",
+            "smoothed range, its own change > noise_factor x residual sd of the raw series, "
+            "and its change >= min_change x smoothed range and >= min_relative x median "
+            "|level|",
             "window": window,
             "tolerance": tolerance,
             "noise_factor": float(noise_factor),
             "min_size": min_size,
             "max_candidates": max_candidates,
+            "min_change": min_change,
+            "min_relative": min_relative,
             "n_breakpoints": N_SEGMENTS - 1,
             "resolution": max(window, min_size),
             "resolution_note": "samples; a change faster than this is not resolved by the "

@@ -40,13 +40,18 @@ def _strides(intervals: Sequence[int], every: int) -> list[tuple[int, int, int]]
     return list(out.values())
 
 
-def matched(base: xr.Dataset, sub: xr.Dataset, tolerance: float) -> xr.DataArray:
-    """Significant transitions of `base` with a raw candidate of `sub` within `tolerance` steps."""
+def found(base: xr.Dataset, sub: xr.Dataset, tolerance: float) -> xr.DataArray:
+    """Per transition of `base`: significant, with a raw candidate of `sub` within `tolerance`."""
     b_step = base["step"]
     b_sig = base["significant"].fillna(False).astype(bool) & b_step.notnull()
     s_step = sub["step"].rename(transition="transition_sub")
     near = (abs(b_step - s_step) <= tolerance).any(dim="transition_sub")
-    return (near & b_sig).sum("transition")
+    return near & b_sig
+
+
+def matched(base: xr.Dataset, sub: xr.Dataset, tolerance: float) -> xr.DataArray:
+    """Significant transitions of `base` with a raw candidate of `sub` within `tolerance` steps."""
+    return found(base, sub, tolerance).sum("transition")
 
 
 def sampling(
@@ -84,8 +89,10 @@ def sampling(
     xr.Dataset
         Dims (interval, ..., detector): ``n_raw``, ``n_significant``, ``n_null`` and
         ``n_base_found`` (significant transitions of the finest interval that the interval
-        still finds within one interval); ``n_samples`` and ``effective_interval`` per
-        interval.
+        still finds within one interval); per finest transition (interval, ..., detector,
+        transition) ``base_found`` (1 found, 0 not, NaN untested) and ``base_step`` (its
+        step, NaN unless significant), from which the claims job tells stable events from
+        unstable ones; ``n_samples`` and ``effective_interval`` per interval.
     """
     from .._transitions import transitions
 
@@ -120,7 +127,10 @@ def sampling(
         if finest is None:
             finest = tr
         counts = transition_counts(tr)
-        counts["n_base_found"] = matched(finest, tr, tolerance=effective)  # finest: set above
+        hit = found(finest, tr, tolerance=effective)  # finest: set above
+        counts["n_base_found"] = hit.sum("transition")
+        counts["base_found"] = hit.astype(np.float64)  # NaN where an interval is too short
+        counts["base_step"] = finest["step"].where(finest["significant"].fillna(False).astype(bool))
         rows.append((k, effective, n, counts))
     computed = [c for *_, c in rows if c is not None]
     if not computed:
@@ -142,11 +152,16 @@ def sampling(
         "n_significant": "significant transitions (after FDR)",
         "n_null": "candidates on null surrogates",
         "n_base_found": "finest-interval significant transitions still found",
+        "base_found": "this finest-interval significant transition is still found (1/0)",
+        "base_step": "step of each finest-interval significant transition",
         "effective_interval": "sampling interval used",
         "n_samples": "samples in the subsampled trajectory",
     }
     for name, long_name in labels.items():
-        out[name].attrs = {"long_name": long_name, "units": "step" if "interval" in name else "1"}
+        out[name].attrs = {
+            "long_name": long_name,
+            "units": "step" if "interval" in name or name.endswith("step") else "1",
+        }
     out["interval"].attrs = {"long_name": "requested sampling interval", "units": "step"}
     out.attrs = params_attrs(
         "sampling",

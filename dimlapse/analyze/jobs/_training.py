@@ -15,6 +15,12 @@ each series (loss and gradient norm decay over orders of magnitude), at two time
   the centred median follows it) but not from this one.
 
 Runs of spike points closer than ``window // 2`` steps merge into one spike.
+
+Held-out accuracy is summarised by when it rises: ``accuracy_t50`` / ``accuracy_t90`` are the
+first capture steps at which it reaches 50 % / 90 % of its rise (from its first recorded value
+to its maximum), NaN when it rises by less than ``MIN_ACCURACY_RISE``. These windows, the spikes
+and abrupt learning-rate changes are the training context that transitions are labelled with
+(:func:`context_windows`).
 """
 
 from __future__ import annotations
@@ -29,10 +35,31 @@ from scipy.ndimage import median_filter
 from .._provenance import params_attrs
 from .._validate import check_positive_int
 
-__all__ = ["SPIKE_TARGETS", "find_spikes", "spike_at", "training_dynamics"]
+__all__ = [
+    "SPIKE_TARGETS",
+    "accuracy_rise",
+    "context_windows",
+    "find_spikes",
+    "lr_changes",
+    "spike_at",
+    "training_dynamics",
+]
 
 SPIKE_TARGETS = ("loss", "grad_norm")
 MAX_SPIKES = 20  # per target, largest first
+#: Smallest rise of held-out accuracy (first value to maximum) that has a t50 / t90: below it
+#: the curve is flat within the resolution of a few hundred probe examples (1 / 256 ~ 0.004
+#: per example; 0.05 is over ten examples of a 256-example evaluation).
+MIN_ACCURACY_RISE = 0.05
+#: A learning-rate change is a step-to-step ratio beyond this (schedules that decay smoothly,
+#: e.g. cosine over thousands of steps, change by far less per step).
+LR_CHANGE_RATIO = 1.1
+CONTEXT_LABELS = {
+    "loss": "loss spike",
+    "grad_norm": "gradient spike",
+    "accuracy": "accuracy jump",
+    "lr": "learning-rate change",
+}
 
 
 def find_spikes(
@@ -114,6 +141,93 @@ def _sustained_lift(y: np.ndarray, sustain: int, baseline: int) -> np.ndarray:
     return (short - trail).to_numpy()  # (n,)
 
 
+def accuracy_rise(
+    steps: np.ndarray,
+    accuracy: np.ndarray,
+    *,
+    fractions: Sequence[float] = (0.5, 0.9),
+    min_rise: float = MIN_ACCURACY_RISE,
+) -> tuple[float, float, list[float]]:
+    """First value, maximum, and the first step reaching each fraction of the rise.
+
+    Parameters
+    ----------
+    steps, accuracy : numpy.ndarray, shape (n,)
+        Steps and held-out accuracy (NaN where not evaluated, e.g. between capture steps).
+    fractions : sequence of float
+        Shares of the rise ``max - first``.
+    min_rise : float
+        A smaller rise gives NaN steps (the curve does not rise).
+
+    Returns
+    -------
+    (float, float, list of float)
+        First finite accuracy, its maximum, and per fraction the first step with
+        ``accuracy >= first + fraction * (max - first)`` (NaN without a rise).
+
+    Examples
+    --------
+    >>> acc = np.array([0.1, np.nan, 0.1, 0.5, 0.9, 1.0])
+    >>> accuracy_rise(np.arange(6.0) * 10, acc)
+    (0.1, 1.0, [40.0, 40.0])
+    """
+    keep = np.isfinite(accuracy)
+    s, a = np.asarray(steps, np.float64)[keep], np.asarray(accuracy, np.float64)[keep]
+    if a.size == 0:
+        return np.nan, np.nan, [np.nan for _ in fractions]
+    first, top = float(a[0]), float(a.max())
+    if top - first < min_rise:
+        return first, top, [np.nan for _ in fractions]
+    # first + f * rise rounds to a level the curve may touch only within float error
+    levels = [first + f * (top - first) - 1e-12 for f in fractions]
+    return first, top, [float(s[np.argmax(a >= level)]) for level in levels]
+
+
+def lr_changes(steps: np.ndarray, lr: np.ndarray, *, ratio: float = LR_CHANGE_RATIO):
+    """Windows ``(first, last)`` of consecutive steps where the learning rate changes abruptly.
+
+    A step changes the rate when ``lr[t] / lr[t-1]`` is beyond `ratio` either way (or the rate
+    leaves or reaches 0); steps closer than 2 apart merge, so a warm-up is one window.
+    """
+    s, v = np.asarray(steps, np.float64), np.asarray(lr, np.float64)
+    ok = np.isfinite(v[1:]) & np.isfinite(v[:-1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.abs(np.log(np.where(ok, v[1:], 1.0) / np.where(ok, v[:-1], 1.0)))
+    hot = np.flatnonzero(ok & ~(r <= np.log(ratio))) + 1  # NaN ratio (0 -> x): a change
+    out: list[tuple[float, float]] = []
+    for i in hot:
+        if out and s[i] - out[-1][1] <= 2:
+            out[-1] = (out[-1][0], float(s[i]))
+        else:
+            out.append((float(s[i]), float(s[i])))
+    return out
+
+
+def context_windows(ds: xr.Dataset, *, margin: float = 0.0) -> dict[str, list[tuple[float, float]]]:
+    """Training-context windows of a :func:`training_dynamics` result, label -> (start, end).
+
+    Labels (``CONTEXT_LABELS``): loss and gradient spikes, the accuracy jump (from
+    ``accuracy_t50`` to ``accuracy_t90``) and learning-rate changes; each window widened by
+    `margin` steps on both sides (one capture interval: an event is placed at a capture step).
+    """
+    out: dict[str, list[tuple[float, float]]] = {}
+    for target in ds["target"].values if "target" in ds.coords else []:
+        a = ds["spike_start"].sel(target=target).values
+        b = ds["spike_end"].sel(target=target).values
+        spans = [(float(x) - margin, float(y) + margin) for x, y in zip(a, b, strict=True)]
+        spans = [w for w in spans if np.isfinite(w[0])]
+        if spans:
+            out[CONTEXT_LABELS.get(str(target), f"{target} spike")] = sorted(spans)
+    if "accuracy_t50" in ds and np.isfinite(float(ds["accuracy_t50"])):
+        t50, t90 = float(ds["accuracy_t50"]), float(ds["accuracy_t90"])
+        out[CONTEXT_LABELS["accuracy"]] = [(t50 - margin, t90 + margin)]
+    if "lr" in ds.data_vars:
+        spans = lr_changes(ds["step"].values, ds["lr"].values)
+        if spans:
+            out[CONTEXT_LABELS["lr"]] = [(a - margin, b + margin) for a, b in spans]
+    return out
+
+
 def training_dynamics(
     scalars: xr.Dataset,
     *,
@@ -136,9 +250,11 @@ def training_dynamics(
     Returns
     -------
     xarray.Dataset
-        ``loss``, ``grad_norm``, ``test_accuracy`` over ``step`` (those recorded), and per
+        ``loss``, ``grad_norm``, ``test_accuracy``, ``lr`` over ``step`` (those recorded), per
         ``(target, spike)``: ``spike_start``, ``spike_end``, ``spike_ratio`` (NaN padded),
-        largest spike first. Computed eagerly: scalars are one row per optimizer step.
+        largest spike first, and scalars ``accuracy_start``, ``accuracy_max``,
+        ``accuracy_t50``, ``accuracy_t90`` (NaN without a rise; :func:`accuracy_rise`).
+        Computed eagerly: scalars are one row per optimizer step.
     """
     window = check_positive_int(window, "window", minimum=3)
     if not isinstance(scalars, xr.Dataset) or "step" not in scalars.dims:
@@ -146,7 +262,7 @@ def training_dynamics(
             f"Expected `scalars` to be a Dataset with a 'step' dim (run.scalars), got "
             f"{type(scalars).__name__}"
         )
-    keep = [v for v in ("loss", "grad_norm", "test_accuracy") if v in scalars.data_vars]
+    keep = [v for v in ("loss", "grad_norm", "test_accuracy", "lr") if v in scalars.data_vars]
     out = scalars[keep].load() if keep else xr.Dataset(coords={"step": scalars["step"]})
     found = [t for t in targets if t in out.data_vars]
     steps = np.asarray(out["step"].values, np.float64)
@@ -168,6 +284,16 @@ def training_dynamics(
         dims, table[..., 2], {"long_name": "peak over the running median", "units": "1"}
     )
     out = out.assign_coords(target=found, spike=np.arange(width))
+    acc = out["test_accuracy"].values if "test_accuracy" in out else np.zeros(0)
+    first, top, (t50, t90) = accuracy_rise(steps[: acc.size], acc)
+    rise = {
+        "accuracy_start": (first, "first recorded held-out accuracy", "1"),
+        "accuracy_max": (top, "highest held-out accuracy", "1"),
+        "accuracy_t50": (t50, "first step at 50 % of the held-out accuracy rise", "step"),
+        "accuracy_t90": (t90, "first step at 90 % of the held-out accuracy rise", "step"),
+    }
+    for name, (value, long_name, units) in rise.items():
+        out[name] = xr.Variable((), value, {"long_name": long_name, "units": units})
     out.attrs = params_attrs(
         "training",
         {
@@ -176,6 +302,8 @@ def training_dynamics(
             "window": window,
             "threshold": float(threshold),
             "targets": found,
+            "accuracy_rise": "accuracy_tF: first step with accuracy >= first + F x (max - "
+            f"first); NaN when max - first < {MIN_ACCURACY_RISE}",
         },
     )
     return out

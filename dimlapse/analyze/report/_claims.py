@@ -1,7 +1,9 @@
 """The claims table of report.md: each study claim, this run per space and detector, a verdict.
 
-Every verdict comes from the headline detector (the transitions API's best-powered default);
-the study's own rule, the rolling z-score, is shown beside it as the study's rule.
+Every verdict is read from the analysis' ``claims`` group (the claims job: a stated test on
+independent episodes of the headline detector's notable events); the numbers beside it are this
+run's, with the study's own rule, the rolling z-score, shown as the study's rule. An analysis
+written before the claims job existed gets its claims computed from its stored groups.
 """
 
 from __future__ import annotations
@@ -12,21 +14,57 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ._tree import FAST_FRACTION, fast_change, headline, node, phase_segments
+from ..jobs import STUDY, claims, context_windows, fast_change_text
+from ._tree import headline, node, phase_segments
 
 STUDY_RULE = "zscore"  # the study's rolling z > 2 rule, shown beside the headline detector
 SPACES = ("activation", "weight")
 
-STUDY = {
-    "phases": "collapse 0-300, expansion 300-5000, stabilisation 5000-8000 (of 8000 steps)",
-    "counts": "~85 z-score jumps in activation space vs 1 in weight space",
-    "timing": "two thirds of jumps in the first 2000 steps (first 25 %)",
-    "rho_loss": "Spearman rho with loss -0.951",
-    "rho_grad": "Spearman rho with gradient norm -0.701",
-    "sampling": "coarse sampling (every 100-1000 steps) misses most transitions",
-}
 STUDY_RHO = {"loss": -0.951, "grad_norm": -0.701}
-RHO_TOLERANCE = 0.15  # |this run - study| within which a correlation counts as reproduced
+__all__ = ["STUDY", "STUDY_RHO", "claims_of", "phase_cell", "verdict_cell"]
+
+
+def claims_of(tree: xr.DataTree) -> xr.Dataset:
+    """The ``claims`` group; computed from the stored groups for analyses that lack it."""
+    if "claims" in tree.children:
+        return node(tree, "claims")
+    metric, det = headline(tree)
+    dim = node(tree, "dimensionality")["dimensionality"]
+    steps = dim["step"].values
+    every = tree.attrs.get("run_every")
+    every = float(every) if isinstance(every, int | float) else None
+    timing = node(tree, "timing").attrs
+    training = node(tree, "training") if "training" in tree.children else None
+    return claims(
+        node(tree, "transitions"),
+        phases=node(tree, "phases"),
+        coupling=node(tree, "coupling"),
+        sampling=node(tree, "sampling"),
+        metric=metric,
+        detector=det,
+        total_steps=float(timing.get("total_steps", steps.max())),
+        start_step=float(steps.min()),
+        n_snapshots=int(steps.size),
+        every=every,
+        context=context_windows(training, margin=every or 0.0) if training else None,
+        alpha=float(tree.attrs.get("alpha", 0.05)),
+    )
+
+
+def verdict_cell(cl: xr.Dataset, claim: str, space: str) -> str:
+    """``**verdict**``, the statistic with its p-value or interval and n, and the detail."""
+    c = cl.sel(claim=claim, space=space)
+    verdict, name, detail = (str(c[v].item()) for v in ("verdict", "statistic_name", "detail"))
+    stat = float(c["statistic"])
+    parts = [f"{name} {num(stat, '{:.2f}')}"] if name and np.isfinite(stat) else []
+    if np.isfinite(float(c["p_value"])):
+        parts.append(f"p = {float(c['p_value']):.2g}")
+    if np.isfinite(float(c["low"])):
+        parts.append(f"interval [{float(c['low']):.2f}, {float(c['high']):.2f}]")
+    unit = "layers" if claim in ("phases", "rho_loss", "rho_grad_norm") else "episodes"
+    parts.append(f"n = {num(float(c['n']))} {unit}")
+    text = f"**{verdict}**: " + ", ".join(parts)
+    return text + (f"; {detail}" if detail and claim != "phases" else "")
 
 
 def num(x: Any, fmt: str = "{:,.0f}") -> str:
@@ -72,7 +110,7 @@ def phase_cell(tree: xr.DataTree, kind: str) -> tuple[str, int, int]:
 
     Segments are listed as the figure shades them. A layer whose raw series moves by at least
     ``FAST_FRACTION`` of its range within the phases' resolution has a change the smoother
-    cannot follow: the segment holding it is reported as unresolved, not labelled.
+    cannot follow: its segment is ``unresolved`` and the change is stated with its size.
     """
     metric, _ = headline(tree)
     ph = node(tree, "phases")
@@ -81,15 +119,10 @@ def phase_cell(tree: xr.DataTree, kind: str) -> tuple[str, int, int]:
     names = layers(tree, kind)
     for layer in names:
         p = ph.sel(kind=kind, layer=layer, metric=metric)
-        fast, at = fast_change(p)
         spans = [f"{name} {a:,.0f}-{b:,.0f}" for a, b, name in phase_segments(p)]
         cell = f"{layer}: " + (", ".join(spans) or "n/a")
-        if fast >= FAST_FRACTION:
-            cell += (
-                f" ({fast:.0%} of the range changes within {res} samples from step {at:,.0f}: "
-                "faster than the phases resolve)"
-            )
-        parts.append(cell)
+        fast = fast_change_text(p, res)
+        parts.append(cell + (f" ({fast})" if fast else ""))
         order = [name for _, _, name in phase_segments(p)]
         same += order == ["collapse", "expansion", "stabilisation"]  # "unresolved" never matches
     return "; ".join(parts) or "n/a", same, len(names)

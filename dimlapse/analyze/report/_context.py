@@ -9,7 +9,7 @@ import numpy as np
 import xarray as xr
 
 from ..jobs import spike_at
-from ._claims import finite, layers, num
+from ._claims import claims_of, finite, layers, num
 from ._tree import headline, node, significant_steps
 
 STUDY_SETUP = {
@@ -106,14 +106,97 @@ def training_lines(tree: xr.DataTree) -> list[str]:
             continue
         shown = ", ".join(f"{a:,.0f}-{b:,.0f} (x{r:.1f})" for a, b, r in sorted(spikes)[:8])
         out.append(f"- {len(spikes)} {label} spike(s) at steps {shown}.")
+    out += accuracy_lines(tree, tr)
+    out += episode_context_lines(tree)
     out += coincidence_lines(tree)
     return out
 
 
+def accuracy_lines(tree: xr.DataTree, tr: xr.Dataset) -> list[str]:
+    """When held-out accuracy rose (t50, t90) and the notable episodes inside that window."""
+    if "accuracy_t50" not in tr:
+        return []
+    t50, t90 = float(tr["accuracy_t50"]), float(tr["accuracy_t90"])
+    first, top = float(tr["accuracy_start"]), float(tr["accuracy_max"])
+    if not np.isfinite(t50):
+        if not np.isfinite(first):
+            return []
+        return [f"- Held-out accuracy does not rise ({first:.3f} -> best {top:.3f})."]
+    line = (
+        f"- Held-out accuracy rises from {first:.3f} to {top:.3f}: half of the rise by step "
+        f"{t50:,.0f} (t50), 90 % by step {t90:,.0f} (t90)"
+    )
+    cl = claims_of(tree)
+    if "episode_step" not in cl:
+        return [line + "."]
+    every = tree.attrs.get("run_every")
+    margin = float(every) if isinstance(every, int | float) else 0.0
+    start, end = cl["episode_start"].values, cl["episode_end"].values
+    inside = (start <= t90 + margin) & (end >= t50 - margin)
+    spaces = cl["episode_space"].values[inside]
+    if not inside.any():
+        return [line + "; no notable episode falls inside that window."]
+    listed = ", ".join(
+        f"{a:,.0f}-{b:,.0f} ({k})"
+        for a, b, k in zip(start[inside], end[inside], spaces, strict=True)
+    )
+    return [line + f"; {int(inside.sum())} notable episode(s) inside that window: {listed}."]
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def episode_context_lines(tree: xr.DataTree) -> list[str]:
+    """How many notable episodes per space coincide with each training-context label."""
+    cl = claims_of(tree)
+    if "episode_context" not in cl:
+        return []
+    out = []
+    for kind in ("activation", "weight"):
+        mine = cl["episode_space"].values == kind
+        if not mine.any():
+            continue
+        labels = [str(x) for x in cl["episode_context"].values[mine]]
+        tally = {k: labels.count(k) for k in dict.fromkeys(labels) if k}
+        quiet = labels.count("")
+        said = "; ".join(f"{v} during {_article(k)} {k}" for k, v in tally.items())
+        out.append(
+            f"- {int(mine.sum())} notable {kind} episode(s): "
+            + (f"{said}; " if said else "")
+            + f"{quiet} in quiet training."
+        )
+    return out
+
+
+def formation_lines(tree: xr.DataTree) -> list[str]:
+    """Per layer: decodability at the start and end, and its formation steps."""
+    if "formation" not in tree.children:
+        return ["- Not computed (the probe has no targets)."]
+    form = node(tree, "formation")
+    out = []
+    for layer in form["layer"].values:
+        dec = form["decodability"].sel(layer=layer).values
+        dec = dec[np.isfinite(dec)]
+        times = form["formation_step"].sel(layer=layer).values
+        steps = ", ".join(
+            f"{float(f):.0%} at step {num(float(t))}"
+            for f, t in zip(form["fraction"].values, times, strict=True)
+        )
+        head = f"{dec[0]:.2f} -> {dec[-1]:.2f}" if dec.size else "n/a"
+        out.append(f"- {layer}: probe decodability {head}; formation {steps}.")
+    chance = float(form["chance"]) if "chance" in form else np.nan
+    out.append(
+        f"- Chance (majority-class share) {num(chance, '{:.2f}')}; a layer whose decodability "
+        "gains too little has no formation step (n/a). Figure: `formation`."
+    )
+    return out
+
+
 def coincidence_lines(tree: xr.DataTree) -> list[str]:
-    """Significant transitions that fall inside a loss or gradient spike: the headline
-    detector's, then the study's z-score rule's (its few significant events are the ones a
-    reader would otherwise take for the study's claim)."""
+    """Significant transitions of the study's z-score rule that fall inside a loss or gradient
+    spike (its few significant events are the ones a reader would otherwise take for the
+    study's claim); the headline detector's events are described as episodes above."""
     if "training" not in tree.children:
         return []
     tr = node(tree, "training")
@@ -121,7 +204,7 @@ def coincidence_lines(tree: xr.DataTree) -> list[str]:
     every = tree.attrs.get("run_every")
     margin = float(every) if isinstance(every, int | float) else 0.0
     out = []
-    for name in dict.fromkeys((detector, "zscore")):
+    for name in [n for n in ("zscore",) if n != detector]:
         for kind in ("activation", "weight"):
             steps = significant_steps(tree, name, kind)
             labelled = [(s, spike_at(tr, s, margin=margin)) for s in steps]

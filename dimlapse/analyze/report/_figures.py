@@ -60,6 +60,8 @@ def trajectories(tree: xr.DataTree, path: Path) -> Path:
             for det in [str(d) for d in t["detector"].values]:
                 td = t.sel(detector=det)
                 sig = td["significant"].fillna(False).astype(bool) & td["step"].notnull()
+                if "notable" in td:
+                    sig = sig & td["notable"].fillna(False).astype(bool)
                 steps = td["step"].values[sig.values]
                 if steps.size:
                     vals = np.interp(steps, y["step"].values, y.values)
@@ -70,7 +72,7 @@ def trajectories(tree: xr.DataTree, path: Path) -> Path:
                         s=22,
                         facecolors="none",
                         edgecolors="tab:purple",
-                        label=f"{det} (sig.)",
+                        label=f"{det} ({'notable' if 'notable' in td else 'significant'})",
                     )
             ax.set_title(f"{kind} · {layer}", fontsize=9)
             ax.set_ylabel(metric, fontsize=8)
@@ -195,4 +197,13 @@ def render_figures(tree: xr.DataTree, out_dir: str | os.PathLike[str]) -> dict[s
         "sampling": sampling,
         "activation_vs_weight": activation_vs_weight,
     }
-    return {name: make(tree, out / f"{name}.png") for name, make in makers.items()}
+    paths = {name: make(tree, out / f"{name}.png") for name, make in makers.items()}
+    if "formation" in tree.children:
+        from ._formation_plot import formation_figure
+
+        metric, _ = headline(tree)
+        dim = node(tree, "dimensionality")["dimensionality"]
+        paths["formation"] = formation_figure(
+            node(tree, "formation"), dim, out / "formation.png", metric=metric
+        )
+    return paths

@@ -16,10 +16,8 @@ import numpy as np
 import xarray as xr
 
 from ._claims import (
-    RHO_TOLERANCE,
     SPACES,
-    STUDY,
-    STUDY_RHO,
+    claims_of,
     detectors_shown,
     finite,
     num,
@@ -28,9 +26,10 @@ from ._claims import (
     rho_cell,
     rho_values,
     sampling_numbers,
+    verdict_cell,
 )
-from ._context import health_lines, setup_lines, training_lines, twonn_line
-from ._tree import FIGURES, headline, node
+from ._context import formation_lines, health_lines, setup_lines, training_lines, twonn_line
+from ._tree import figures_of, headline
 
 __all__ = ["claims_table", "report_markdown", "write_report"]
 
@@ -46,40 +45,25 @@ def _counts(tree: xr.DataTree, kind: str, det: str) -> dict[str, float]:
     }
 
 
-def _verdict(ok: bool | None, why: str) -> str:
-    return f"{'yes' if ok else 'no' if ok is not None else 'n/a'}: {why}"
+def _episodes(cl: xr.Dataset, kind: str) -> int:
+    if "episode_space" not in cl:
+        return 0
+    return int((cl["episode_space"].values == kind).sum())
 
 
 def claims_table(tree: xr.DataTree) -> tuple[str, dict[str, float]]:
     """The markdown claims table and the numbers the interpretation uses.
 
-    Rows per space (activation, weight) for phases, jumps and timing; one column for the
-    headline detector, one for the study's rule; a verdict column saying whether this run
-    reproduces the claim (judged on the headline detector).
+    One row per claim and space (activation, weight): the study's claim, this run's numbers
+    for the headline detector and for the study's rule, and the verdict of the ``claims``
+    group (its test, p-value or interval, n independent episodes or layers, and why).
     """
     metric, det = headline(tree)
+    cl = claims_of(tree)
     shown = detectors_shown(tree)
     rule = shown[1] if len(shown) > 1 else None
     c = {(k, d): _counts(tree, k, d) for k in SPACES for d in shown}
-    cutoff = node(tree, "timing").attrs.get("cutoff_step", np.nan)
-    share = node(tree, "timing").attrs.get("share", 0.25)
     rows = []
-    phase_same = {}
-    for kind in SPACES:
-        cell, same, n = phase_cell(tree, kind)
-        phase_same[kind] = (same, n)
-        ok = None if not n else same * 2 >= n
-        rows.append(
-            (
-                f"Phases ({kind})",
-                STUDY["phases"] if kind == "activation" else "-",
-                cell,
-                "-",
-                _verdict(ok, f"{same} of {n} layers in the study's order")
-                if kind == "activation"
-                else "-",
-            )
-        )
 
     def jumps(kind: str, d: str) -> str:
         x = c[(kind, d)]
@@ -87,90 +71,57 @@ def claims_table(tree: xr.DataTree) -> tuple[str, dict[str, float]]:
             f"raw {num(x['raw'])} (null {num(x['null'], '{:,.1f}')}), significant {num(x['sig'])}"
         )
 
-    a, w = c[("activation", det)], c[("weight", det)]
-    more = None if not np.isfinite(a["sig"]) else a["sig"] > 3 * max(w["sig"], 1)
-    for kind in SPACES:
-        verdict = (
-            _verdict(more, f"{num(a['sig'])} activation vs {num(w['sig'])} weight significant")
-            if kind == "activation"
-            else "-"
-        )
-        rows.append(
-            (
-                f"Jumps ({kind})",
-                STUDY["counts"] if kind == "activation" else "-",
-                jumps(kind, det),
-                jumps(kind, rule) if rule else "-",
-                verdict,
-            )
-        )
-
     def early(kind: str, d: str) -> str:
         if not c[(kind, d)]["sig"]:
             return "no significant transition"
         return f"{num(100 * c[(kind, d)]['early_sig'], '{:.0f}')} % of significant"
 
-    ok = None if not np.isfinite(a["early_sig"]) else a["early_sig"] >= 0.5
-    rows.append(
-        (
-            "Timing (activation)",
-            STUDY["timing"],
-            early("activation", det),
-            early("activation", rule) if rule else "-",
-            _verdict(ok, f"steps <= {num(cutoff)}; {share:.0%} if uniform"),
-        )
-    )
-    rows.append(
-        ("Timing (weight)", "-", early("weight", det), early("weight", rule) if rule else "-", "-")
-    )
-    numbers: dict[str, float] = {"share": share}
-    for target, label, key in (
-        ("loss", "rho(loss)", "rho_loss"),
-        ("grad_norm", "rho(grad norm)", "rho_grad"),
-    ):
+    numbers: dict[str, float] = {"share": float(cl.attrs.get("share", 0.25))}
+    rho = {}
+    for target in ("loss", "grad_norm"):
         vals = rho_values(tree, target)
-        med = finite(np.median, [r["raw"][0] for r in vals])
-        numbers[f"{target}_median"] = med
-        numbers[f"{target}_diff_zero"] = sum(r["diff"][1] <= 0 <= r["diff"][2] for r in vals)
-        numbers[f"{target}_n"] = len(vals)
+        rho[target] = vals
         short = "loss" if target == "loss" else "grad"  # keys the study workflow reads
+        numbers[f"{target}_median"] = finite(np.median, [r["raw"][0] for r in vals])
         numbers[f"{short}_raw_abs"] = finite(np.median, [abs(r["raw"][0]) for r in vals])
         numbers[f"{short}_diff_abs"] = finite(np.median, [abs(r["diff"][0]) for r in vals])
-        ok = None if not np.isfinite(med) else abs(med - STUDY_RHO[target]) <= RHO_TOLERANCE
-        rows.append(
-            (
-                label,
-                STUDY[key],
-                rho_cell(vals),
-                "-",
-                _verdict(
-                    ok,
-                    f"median {num(med, '{:+.2f}')} here vs {STUDY_RHO[target]:+.2f} in the study",
-                ),
-            )
-        )
-    s = {d: sampling_numbers(tree, d) for d in shown}
-    frac = s[det]["found"] / s[det]["finest"] if s[det]["finest"] else np.nan
-    ok = None if not np.isfinite(frac) else frac < 0.5
-    rows.append(
-        (
-            "Sampling (activation)",
-            STUDY["sampling"],
-            s[det]["cell"],
-            s[rule]["cell"] if rule else "-",
-            _verdict(
-                ok,
-                f"{num(s[det]['found'], '{:.1f}')} of {num(s[det]['finest'])} "
-                "finest significant transitions found at >= 100 steps",
+    samp = {d: sampling_numbers(tree, d) for d in shown}
+    same = {}
+    for kind in SPACES:
+        cell, n_same, n = phase_cell(tree, kind)
+        same[kind] = (n_same, n)
+        rho_k = {t: rho_values(tree, t, kind) for t in ("loss", "grad_norm")}
+        s_k = {d: sampling_numbers(tree, d, kind) for d in shown}
+        cells = {
+            "phases": (f"Phases ({kind})", cell, "-"),
+            "counts": (
+                f"Jumps ({kind})",
+                f"{jumps(kind, det)}; {_episodes(cl, kind)} episodes",
+                jumps(kind, rule) if rule else "-",
             ),
-        )
-    )
+            "timing": (
+                f"Timing ({kind})",
+                early(kind, det),
+                early(kind, rule) if rule else "-",
+            ),
+            "rho_loss": ("rho(loss) " + f"({kind})", rho_cell(rho_k["loss"]), "-"),
+            "rho_grad_norm": (f"rho(grad norm) ({kind})", rho_cell(rho_k["grad_norm"]), "-"),
+            "sampling": (
+                f"Sampling ({kind})",
+                s_k[det]["cell"],
+                s_k[rule]["cell"] if rule else "-",
+            ),
+        }
+        for claim, (label, here, theirs) in cells.items():
+            study = str(cl["study"].sel(claim=claim).item()) if kind == "activation" else "-"
+            rows.append((label, study, here, theirs, verdict_cell(cl, claim, kind)))
     lines = [
         f"| claim | study | this run: {det} ({metric}, layers pooled) | study's rule: "
-        f"{rule or 'not run'} | reproduced |",
+        f"{rule or 'not run'} | verdict (claims group) |",
         "| --- | --- | --- | --- | --- |",
         *(f"| {' | '.join(r)} |" for r in rows),
     ]
+    a, w = c[("activation", det)], c[("weight", det)]
     numbers.update(
         a_raw=a["raw"],
         a_null=a["null"],
@@ -178,18 +129,31 @@ def claims_table(tree: xr.DataTree) -> tuple[str, dict[str, float]]:
         w_sig=w["sig"],
         w_raw=w["raw"],
         early_sig=a["early_sig"],
-        same=phase_same["activation"][0],
-        n_layers=phase_same["activation"][1],
-        finest_sig=s[det]["finest"],
-        coarse_found=s[det]["found"],
+        same=same["activation"][0],
+        n_layers=same["activation"][1],
+        finest_sig=samp[det]["finest"],
+        coarse_found=samp[det]["found"],
+        a_episodes=_episodes(cl, "activation"),
+        w_episodes=_episodes(cl, "weight"),
     )
     return "\n".join(lines), numbers
+
+
+def tests_lines(cl: xr.Dataset) -> list[str]:
+    """One line per claim: the test its verdict comes from (the same in both spaces)."""
+    out = []
+    for claim in cl["claim"].values:
+        test = str(cl["test"].sel(claim=claim, space="activation").item())
+        if test:
+            out.append(f"- `{claim}`: {test}.")
+    return out
 
 
 def interpretation(tree: xr.DataTree, n: dict[str, float]) -> list[str]:
     """Short, rule-based reading of the numbers (what they do and do not support)."""
     alpha = tree.attrs.get("alpha", 0.05)
     _, det = headline(tree)
+    cl = claims_of(tree)
     out = []
     if np.isfinite(n["a_raw"]) and np.isfinite(n["a_null"]):
         ratio = n["a_raw"] / n["a_null"] if n["a_null"] > 0 else np.inf
@@ -202,30 +166,28 @@ def interpretation(tree: xr.DataTree, n: dict[str, float]) -> list[str]:
         out.append(f"Raw activation candidates of {det} ({num(n['a_raw'])}) are {verdict}.")
     out.append(
         f"After calibration against surrogates and FDR control at alpha = {alpha}, {det} keeps "
-        f"{num(n['a_sig'])} activation and {num(n['w_sig'])} weight transitions."
+        f"{num(n['a_sig'])} activation and {num(n['w_sig'])} weight transitions; events that "
+        f"coincide across series form {n['a_episodes']} activation and {n['w_episodes']} "
+        "weight episodes, and every count in the verdicts is of episodes."
     )
-    if np.isfinite(n["early_sig"]):
-        out.append(
-            f"{n['early_sig']:.0%} of the significant activation transitions ({det}) fall in "
-            f"the first {n['share']:.0%} of training (uniform spread: {n['share']:.0%})."
-        )
-    for target, label in (("loss", "loss"), ("grad_norm", "gradient norm")):
-        k, zero, med = n[f"{target}_n"], n[f"{target}_diff_zero"], n[f"{target}_median"]
-        if not k:
-            continue
-        same = abs(med - STUDY_RHO[target]) <= RHO_TOLERANCE
-        out.append(
-            f"The study's rho with {label} ({STUDY_RHO[target]:+.2f}) is "
-            f"{'reproduced' if same else 'not reproduced'} here (median {med:+.2f}); on first "
-            f"differences the interval covers 0 in {zero} of {k} layers"
-            + (", so the raw correlation reflects shared trends." if zero == k else ".")
-        )
-    if np.isfinite(n["coarse_found"]) and n["finest_sig"]:
-        out.append(
-            f"At intervals of 100 steps or more, on average {n['coarse_found']:.1f} of the "
-            f"{num(n['finest_sig'])} significant finest-interval transitions are still found."
-        )
+    for claim in ("timing", "rho_loss", "rho_grad_norm", "sampling"):
+        c = cl.sel(claim=claim, space="activation")
+        detail = str(c["detail"].item())
+        if detail:
+            out.append(f"{claim} (activation): {c['verdict'].item()}; {detail}.")
     return out
+
+
+def short_run_line(tree: xr.DataTree) -> list[str]:
+    """One warning line when the run is shorter than the jobs need."""
+    cl = claims_of(tree)
+    if not cl.attrs.get("short_run"):
+        return []
+    return [
+        f"> **Warning:** this run has {cl.attrs.get('n_snapshots')} snapshots; the jobs need "
+        f"about {cl.attrs.get('min_snapshots')}, so every verdict below is inconclusive.",
+        "",
+    ]
 
 
 def report_markdown(tree: xr.DataTree) -> str:
@@ -233,27 +195,40 @@ def report_markdown(tree: xr.DataTree) -> str:
     table, numbers = claims_table(tree)
     metric, det = headline(tree)
     a = tree.attrs
+    cl = claims_of(tree)
     lines = [
         f"# dimlapse report: {a.get('run', '?')}",
         "",
+        *short_run_line(tree),
         *setup_lines(tree),
         "",
         f"Store `{a.get('store', '?')}`, status `{a.get('run_status', '?')}`, captured every "
         f"`{a.get('run_every', '?')}` steps; analysed {a.get('analysed', '?')}. Claims use the "
-        f"`{det}` detector (the calibrated detector with the best measured power) on `{metric}`; "
-        "the study's z-score rule is shown beside it (it needs a full window of past samples, "
-        "so it cannot fire at the very start of training, where the largest changes are). A "
-        "verdict `no` means this run does not reproduce the claim.",
+        f"`{det}` detector (the transitions API's default; `make bench-transitions` gives its "
+        f"measured power per shape) on `{metric}`; the study's z-score rule is shown beside it "
+        "(it needs a full window of past samples, so it cannot fire at the very start of "
+        "training, where the largest changes are). Verdicts come from the `claims` group: "
+        "`reproduced` only when the stated test says so at "
+        f"{cl.attrs.get('alpha', 0.05)}, `not reproduced` when the data exclude the study's "
+        "value, `inconclusive` otherwise.",
         "",
         "## The study's claims and this run",
         "",
         table,
+        "",
+        "How each verdict is tested:",
+        "",
+        *tests_lines(cl),
         "",
         twonn_line(tree),
         "",
         "## Training dynamics",
         "",
         *training_lines(tree),
+        "",
+        "## Feature formation",
+        "",
+        *formation_lines(tree),
         "",
         "## Interpretation",
         "",
@@ -265,7 +240,7 @@ def report_markdown(tree: xr.DataTree) -> str:
         "",
         "## Figures",
         "",
-        *(f"![{f}](figures/{f}.png)" for f in FIGURES),
+        *(f"![{f}](figures/{f}.png)" for f in figures_of(tree)),
         "",
         "Every number comes from `analysis.zarr` next to this file "
         '(`xr.open_datatree(path, engine="zarr")`); parameters are in each group\'s attrs.',

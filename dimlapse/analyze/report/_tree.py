@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-FAST_FRACTION = 0.5  # a change of this share of the range within the phases' resolution
+from ..jobs import phase_sequence
+
 FIGURES = (
     "training",
     "metrics",
@@ -16,6 +17,11 @@ FIGURES = (
     "sampling",
     "activation_vs_weight",
 )
+
+
+def figures_of(tree: xr.DataTree) -> tuple[str, ...]:
+    """The figures of `tree`: ``FIGURES``, plus ``formation`` when the run had that job."""
+    return FIGURES + (("formation",) if "formation" in tree.children else ())
 
 
 def node(tree: xr.DataTree, name: str) -> xr.Dataset:
@@ -60,34 +66,11 @@ def headline(tree: xr.DataTree) -> tuple[str, str]:
     return metric, (others or detectors)[0]
 
 
-def fast_change(p: xr.Dataset) -> tuple[float, float]:
-    """(share of the range, step) of the fastest change within the phases' resolution."""
-    if "fastest_change_fraction" not in p:
-        return np.nan, np.nan
-    return float(p["fastest_change_fraction"]), float(p["fastest_change_step"])
-
-
 def phase_segments(p: xr.Dataset) -> list[tuple[float, float, str]]:
-    """(start, end, class) of one trajectory's segments, adjacent ones of a class merged.
-
-    The segment holding a change of at least ``FAST_FRACTION`` of the range within the
-    phases' resolution is ``unresolved``: the smoother and the fit cannot follow it.
-    """
-    frac, at = fast_change(p)
-    names = {-1: "collapse", 0: "stabilisation", 1: "expansion"}
-    out: list[tuple[float, float, str]] = []
-    for k in range(p.sizes["segment"]):
-        a, b = float(p["segment_start"][k]), float(p["segment_end"][k])
-        if not (np.isfinite(a) and np.isfinite(b)):
-            continue
-        name = names[int(p["segment_trend"][k])]
-        if frac >= FAST_FRACTION and a <= at <= b:
-            name = "unresolved"
-        if out and out[-1][2] == name:
-            out[-1] = (out[-1][0], b, name)
-        else:
-            out.append((a, b, name))
-    return out
+    """(start, end, class) of one trajectory's segments (:func:`dimlapse.analyze.jobs.
+    phase_sequence`: the segment holding a change faster than the resolution is
+    ``unresolved``, and the claims state that change with its size)."""
+    return phase_sequence(p)
 
 
 def kinds_in(tree: xr.DataTree) -> list[str]:
@@ -101,4 +84,6 @@ def significant_steps(tree: xr.DataTree, detector: str, kind: str) -> np.ndarray
         return np.zeros(0)
     t = tr.sel(kind=kind, detector=detector)
     sig = t["significant"].fillna(False).astype(bool) & t["step"].notnull()
+    if "notable" in t:  # figures and counts speak of notable events once the job marks them
+        sig = sig & t["notable"].fillna(False).astype(bool)
     return np.unique(t["step"].values[sig.values])
