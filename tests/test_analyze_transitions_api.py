@@ -8,13 +8,13 @@ import xarray as xr
 
 from dimlapse.analyze import (
     DEFAULT_DETECTOR,
-    DETECTORS,
     Calibration,
     MeanShiftOptions,
     PeltOptions,
     ZScoreOptions,
     transitions,
 )
+from dimlapse.analyze._transitions import DETECTORS
 from dimlapse.analyze._transitions._fdr import bh_adjust, hierarchical_fdr
 
 NO_LADDER = Calibration(scales=())
@@ -59,7 +59,7 @@ def test_a_single_series_is_the_same_inside_a_dataarray():
     x = _step(seed=11)
     one = transitions(x, detectors="meanshift", calibration=NO_LADDER)
     many = transitions(
-        xr.DataArray(x[None], dims=("layer", "step")), detector="meanshift", calibration=NO_LADDER
+        xr.DataArray(x[None], dims=("layer", "step")), detectors="meanshift", calibration=NO_LADDER
     )
     xr.testing.assert_identical(one, many.isel(layer=0, drop=True))
 

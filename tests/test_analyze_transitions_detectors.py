@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import ruptures as rpt
 
-from dimlapse.analyze import DETECTORS, MeanShiftOptions, PeltOptions, ZScoreOptions
+from dimlapse.analyze import MeanShiftOptions, PeltOptions, ZScoreOptions
+from dimlapse.analyze._transitions import DETECTORS
 from dimlapse.analyze._transitions._detectors import (
     meanshift,
     meanshift_statistic,
