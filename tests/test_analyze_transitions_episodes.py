@@ -51,7 +51,7 @@ def test_min_series_and_window(planted):
     assert sorted(ep.n_series.values.tolist()) == [2, 6]
     assert int((labelled.episode >= 0).sum()) == 8
     wide, _ = episodes(planted, window=600.0)  # 600 -> 1000 -> 1500 chain into one
-    assert wide.sizes["episode"] == 1 and int(wide.n_series) == 6
+    assert wide.sizes["episode"] == 1 and wide.n_series.item() == 6
 
 
 def test_a_single_detector_result_and_no_events():

@@ -220,7 +220,7 @@ def level_change(resid: np.ndarray, ev, window: int, edge: int) -> np.ndarray:
 
     Before: up to ``window`` samples ending at the event's ``start``; after: up to ``window``
     samples from ``stop + 1``. An event that starts within ``edge`` samples of the first sample
-    or ends within ``edge`` of the last scores 0: a level change at this scale needs the level
+    or ends within ``edge`` of the last scores -inf (no event): a level change at this scale needs the level
     before and after it, and near an edge the trend is extrapolated (a loss-like decay from
     the first sample is no transition).
     """
@@ -234,7 +234,7 @@ def level_change(resid: np.ndarray, ev, window: int, edge: int) -> np.ndarray:
     ok = (a >= edge) & (b <= n - edge) & (nb > 0) & (na > 0)
     before = (c[ev.row, a] - c[ev.row, lo]) / np.maximum(nb, 1)
     after = (c[ev.row, hi] - c[ev.row, b]) / np.maximum(na, 1)
-    return np.where(ok, np.abs(after - before), 0.0)
+    return np.where(ok, np.abs(after - before), -np.inf)
 
 
 def _rung_scores(x, y, detect, opts, ctx, tw, base_tw):

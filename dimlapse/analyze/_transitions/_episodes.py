@@ -20,6 +20,8 @@ import xarray as xr
 from ._registry import DEFAULT_DETECTOR
 
 EPISODE_SAMPLES = 5  # default window, in capture intervals
+_DTYPES = {"kinds": str, "context": str, "n_events": np.int64, "n_series": np.int64,
+           "n_layers": np.int64}  # fmt: skip
 
 
 def _check_context(context: object) -> dict[str, list[tuple[float, float]]]:
@@ -176,7 +178,7 @@ def episodes(
     }  # fmt: skip
     ep = xr.Dataset(
         {
-            k: ("episode", np.asarray(v, dtype=str if k in ("kinds", "context") else float))
+            k: ("episode", np.asarray(v, dtype=_DTYPES.get(k, np.float64)))
             for k, v in rows.items()
         },
         coords={"episode": np.arange(len(groups))},
