@@ -177,10 +177,7 @@ def episodes(
         "kinds": "kinds (weight/activation) among its series", "context": "training context",
     }  # fmt: skip
     ep = xr.Dataset(
-        {
-            k: ("episode", np.asarray(v, dtype=_DTYPES.get(k, np.float64)))
-            for k, v in rows.items()
-        },
+        {k: ("episode", np.asarray(v, dtype=_DTYPES.get(k, np.float64))) for k, v in rows.items()},
         coords={"episode": np.arange(len(groups))},
     )
     for k in ep.data_vars:
