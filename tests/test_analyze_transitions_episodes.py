@@ -50,7 +50,9 @@ def test_min_series_and_window(planted):
     ep, labelled = episodes(planted, min_series=2)
     assert sorted(ep.n_series.values.tolist()) == [2, 6]
     assert int((labelled.episode >= 0).sum()) == 8
-    wide, _ = episodes(planted, window=600.0)  # 600 -> 1000 -> 1500 chain into one
+    two, _ = episodes(planted, window=600.0)  # 600 and 1000 within 600 steps; 1500 not
+    assert sorted(two.n_series.values.tolist()) == [2, 6]
+    wide, _ = episodes(planted, window=1000.0)
     assert wide.sizes["episode"] == 1 and wide.n_series.item() == 6
 
 

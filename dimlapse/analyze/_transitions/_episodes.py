@@ -2,9 +2,9 @@
 
 A loss spike moves every layer's dimensionality at once; counted per series it is dozens of
 events, read as what happened in training it is one. ``episodes`` groups the notable events of
-one detector by time: events sorted by onset join the current episode while their onset is at
-most ``window`` steps after the latest end in it (single linkage on the event intervals
-``[onset, onset + duration]``). The default window is ``EPISODE_SAMPLES`` capture intervals
+one detector by time: events sorted by centre (``step``) join the current episode while their
+centre is at most ``window`` steps after the centre of its first event (complete linkage: an
+episode spans at most ``window`` steps of centres, however dense the events). The default window is ``EPISODE_SAMPLES`` capture intervals
 (5, the shortest segment PELT resolves: events closer than that cannot be told apart in time).
 An episode overlapping a caller's context window (loss or gradient spike, accuracy jump,
 learning-rate change), widened by ``window``, carries its label.
@@ -133,17 +133,21 @@ def episodes(
     onset = stacked["onset"].values[si, ti]
     end = onset + stacked["duration"].values[si, ti]
     centre = stacked["step"].values[si, ti]
-    order = np.argsort(onset, kind="stable")
+    # complete linkage on the centres: an episode holds the events whose centre lies within
+    # `window` steps of its first; chaining (single linkage) would merge a run whose events
+    # are dense in time into one episode spanning all of it
+    order = np.argsort(centre, kind="stable")
     label = np.full(si.size, -1, dtype=np.int64)
     groups: list[np.ndarray] = []
     cur: list[int] = []
-    reach = -np.inf
+    first = -np.inf
     for k in order:
-        if cur and onset[k] > reach + window:
+        if cur and centre[k] > first + window:
             groups.append(np.array(cur))
-            cur, reach = [], -np.inf
+            cur = []
+        if not cur:
+            first = centre[k]
         cur.append(int(k))
-        reach = max(reach, end[k])
     if cur:
         groups.append(np.array(cur))
     groups = [g for g in groups if np.unique(si[g]).size >= min_series]
@@ -184,8 +188,8 @@ def episodes(
         ep[k].attrs.update(long_name=long[k], units=units.get(k, "1"))
     ep.attrs.update(
         detector=name, window=float(window), min_series=min_series,
-        definition="notable events whose intervals [onset, onset + duration] lie at most "
-        "`window` steps apart (single linkage) across series; context windows widened by it",
+        definition="notable events whose centres lie within `window` steps of the episode's "
+        "first centre (complete linkage), across series; context windows widened by it",
     )  # fmt: skip
     ep_grid = np.full(mask.shape, -1, dtype=np.int64)
     ep_grid[si, ti] = label
