@@ -220,9 +220,9 @@ def level_change(resid: np.ndarray, ev, window: int, edge: int) -> np.ndarray:
 
     Before: up to ``window`` samples ending at the event's ``start``; after: up to ``window``
     samples from ``stop + 1``. An event that starts within ``edge`` samples of the first sample
-    or ends within ``edge`` of the last scores -inf (no event): a level change at this scale needs the level
-    before and after it, and near an edge the trend is extrapolated (a loss-like decay from
-    the first sample is no transition).
+    or ends within ``edge`` of the last scores -inf (no event): a level change at this scale
+    needs the level before and after it, and near an edge the trend is extrapolated (a
+    loss-like decay from the first sample is no transition).
     """
     rows, n = resid.shape
     c = np.concatenate([np.zeros((rows, 1)), np.cumsum(resid, axis=1)], axis=1)  # (rows, n+1)

@@ -4,8 +4,9 @@ A loss spike moves every layer's dimensionality at once; counted per series it i
 events, read as what happened in training it is one. ``episodes`` groups the notable events of
 one detector by time: events sorted by centre (``step``) join the current episode while their
 centre is at most ``window`` steps after the centre of its first event (complete linkage: an
-episode spans at most ``window`` steps of centres, however dense the events). The default window is ``EPISODE_SAMPLES`` capture intervals
-(5, the shortest segment PELT resolves: events closer than that cannot be told apart in time).
+episode spans at most ``window`` steps of centres, however dense the events). The default
+window is ``EPISODE_SAMPLES`` capture intervals (5, the shortest segment PELT resolves: events
+closer than that cannot be told apart in time).
 An episode overlapping a caller's context window (loss or gradient spike, accuracy jump,
 learning-rate change), widened by ``window``, carries its label.
 """
