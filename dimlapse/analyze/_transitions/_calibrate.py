@@ -215,17 +215,14 @@ def _step_down(x, d, opts, b, ctx, cal, key, alpha, res, kw) -> None:
     res.known = known
 
 
-def level_change(
-    resid: np.ndarray, ev, window: int, edge: int, known: np.ndarray | None = None
-) -> np.ndarray:
+def level_change(resid: np.ndarray, ev, window: int, edge: int) -> np.ndarray:
     """|mean after - mean before| of ``resid`` (rows, n) around each event, shape (k,).
 
     Before: up to ``window`` samples ending at the event's ``start``; after: up to ``window``
     samples from ``stop + 1``. An event that starts within ``edge`` samples of the first sample
     or ends within ``edge`` of the last scores -inf (no event): a level change at this scale
     needs the level before and after it, and near an edge the trend is extrapolated (a
-    loss-like decay from the first sample is no transition). Events whose windows span an
-    increment in ``known`` ((n - 1,) bool, events accepted at the base window) score -inf too.
+    loss-like decay from the first sample is no transition).
     """
     rows, n = resid.shape
     c = np.concatenate([np.zeros((rows, 1)), np.cumsum(resid, axis=1)], axis=1)  # (rows, n+1)
@@ -235,17 +232,12 @@ def level_change(
     hi = np.minimum(b + window, n)
     nb, na = a - lo, hi - b
     ok = (a >= edge) & (b <= n - edge) & (nb > 0) & (na > 0)
-    if known is not None and known.any():
-        # the level on either side must not straddle an accepted event: next to a step the
-        # wide trend is not identifiable, and its leftover is no change of this candidate
-        k = np.concatenate([[0], np.cumsum(known)])  # (n,): accepted increments before t
-        ok &= k[np.maximum(hi - 1, 0)] - k[lo] == 0
     before = (c[ev.row, a] - c[ev.row, lo]) / np.maximum(nb, 1)
     after = (c[ev.row, hi] - c[ev.row, b]) / np.maximum(na, 1)
     return np.where(ok, np.abs(after - before), -np.inf)
 
 
-def _rung_scores(x, y, detect, opts, ctx, tw, base_tw, known=None):
+def _rung_scores(x, y, detect, opts, ctx, tw, base_tw):
     """Observed candidate scores (k,) and surrogate maxima (b,) at one rung of the ladder.
 
     At rungs up to ``base_tw`` the detector's own score on the residual (how sharp). At wider
@@ -260,10 +252,10 @@ def _rung_scores(x, y, detect, opts, ctx, tw, base_tw, known=None):
         return score, detect(y, opts, ctx).max_per_row(b)
     w = max(tw // 4, 2)
     obs = detect(np.atleast_2d(x), opts, NO_CONTEXT)  # candidates are placed on the values
-    score = level_change(ctx.residual(np.atleast_2d(x)), obs, w, tw // 2, known)
+    score = level_change(ctx.residual(np.atleast_2d(x)), obs, w, tw // 2)
     ev = detect(y, opts, NO_CONTEXT)
     null = np.full(b, -np.inf)
-    np.maximum.at(null, ev.row, level_change(ctx.residual(y), ev, w, tw // 2, known))
+    np.maximum.at(null, ev.row, level_change(ctx.residual(y), ev, w, tw // 2))
     return score, null
 
 
@@ -287,19 +279,13 @@ def _ladder(x, todo, options, nsur, cal, key, out) -> None:
         rng = np.random.default_rng([*key, 1000 + j])
         for d in todo:
             b = min(nsur[d], LADDER_SURROGATES)
-            known = out[d].known
-            wide = tw > cal.trend_window and known is not None and known.any()
-            # at a wide rung the events accepted at the base window are planted as they are
-            # (sharp) and taken out of the residual, as in the step-down: a wide trend smears
-            # a step over hundreds of samples, and that leftover is no change of the others
             _, y, _ = surrogates(
                 x, n_surrogates=b, rng=rng, trend_window=tw, noise=cal.noise,
                 block=cal.block, degree=cal.trend_degree, mask_events=cal.mask_events,
-                known=known, plant=wide,
+                known=out[d].known,
             )  # fmt: skip
-            events = event_component(x, known, tw) if wide else None
-            ctx = Context(smoother_sparse(x.size, tw, cal.trend_degree), events)
+            ctx = Context(smoother_sparse(x.size, tw, cal.trend_degree))
             score, null_max = _rung_scores(
-                x, y, DETECTORS[d].detect, options[d], ctx, tw, cal.trend_window, known
+                x, y, DETECTORS[d].detect, options[d], ctx, tw, cal.trend_window
             )
             out[d].p_ladder[:, j] = tail_pvalues(score, null_max, fit_tail(null_max))[0]
