@@ -39,7 +39,9 @@ def _stack(rows):
 @pytest.fixture(scope="module")
 def rates():
     """Every family at 10 seeds of 400 samples, computed once for the module."""
-    return {f: family_rates(f, 10, alpha=ALPHA) for f in NULL_FAMILIES + EVENT_FAMILIES}
+    return {
+        f: family_rates(f, 10, alpha=ALPHA, ladder=False) for f in NULL_FAMILIES + EVENT_FAMILIES
+    }
 
 
 # -- null families: silent at the nominal rate ------------------------------------------------
@@ -122,7 +124,7 @@ def test_single_level_shift_of_3_sd_in_a_decay(detector):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", NULL_FAMILIES + EVENT_FAMILIES)
 def test_families_many_seeds(family):
-    got = family_rates(family, 100, seed=8, alpha=ALPHA)
+    got = family_rates(family, 100, seed=8, alpha=ALPHA, ladder=False)
     for d in ALL:
         recall, false_per_series, any_false = got[d]
         if family in NULL_FAMILIES:

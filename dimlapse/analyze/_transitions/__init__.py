@@ -32,9 +32,10 @@ Method
 noise like the series' own would produce, anywhere in the series.
 """
 
-from ._api import transitions
+from ._api import NOTABLE_RELATIVE, transitions
 from ._calibrate import SeriesResult, calibrate_series
 from ._detectors import MeanShiftOptions, ZScoreOptions
+from ._episodes import EPISODE_SAMPLES, episodes
 from ._events import Events
 from ._pelt import PeltOptions
 from ._registry import ALL_DETECTORS, DEFAULT_DETECTOR, DETECTORS
@@ -44,6 +45,8 @@ __all__ = [
     "ALL_DETECTORS",
     "DEFAULT_DETECTOR",
     "DETECTORS",
+    "EPISODE_SAMPLES",
+    "NOTABLE_RELATIVE",
     "Calibration",
     "DetectorSpec",
     "Events",
@@ -52,5 +55,6 @@ __all__ = [
     "SeriesResult",
     "ZScoreOptions",
     "calibrate_series",
+    "episodes",
     "transitions",
 ]

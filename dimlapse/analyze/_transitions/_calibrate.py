@@ -20,8 +20,9 @@ import numpy as np
 from ._noise import event_component
 from ._ramp import locate
 from ._registry import DETECTORS
+from ._resolution import effects, is_constant, series_level, series_resolution
 from ._smoother import smoother_sparse
-from ._spec import Calibration, Context
+from ._spec import NO_CONTEXT, Calibration, Context
 from ._surrogates import surrogates
 from ._tail import NO_TAIL, Tail, critical_score, fit_tail, tail_pvalues
 
@@ -45,6 +46,15 @@ class SeriesResult:
     p_ladder: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (k, len(ladder))
     info: dict[str, float] = field(default_factory=dict)  # fitted noise model
     known: np.ndarray | None = None  # (n - 1,) increments excised as significant events
+    effect: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (k,) signed level change
+    level: float = np.nan  # ``_resolution.series_level``
+    resolution: float = np.nan  # ``_resolution.series_resolution``
+    constant: bool = False  # range below the resolution: not tested
+
+    @property
+    def resolved(self) -> np.ndarray:
+        """(k,) bool: candidates whose |effect| reaches the series' resolution."""
+        return np.abs(self.effect) >= self.resolution
 
 
 def empty_result(tested: bool, note: str) -> SeriesResult:
@@ -70,7 +80,7 @@ def _event_increments(n: int, onset: np.ndarray, end: np.ndarray) -> np.ndarray:
     return out
 
 
-def _test(x, name, opts, b, y, ctx, alpha) -> SeriesResult:
+def _test(x, name, opts, b, y, ctx, alpha, level, resolution) -> SeriesResult:
     """Detector ``name`` on ``x`` and its surrogates ``y[:b]``: candidates and p-values."""
     detect = DETECTORS[name].detect
     obs = detect(np.atleast_2d(x), opts, ctx)
@@ -90,6 +100,9 @@ def _test(x, name, opts, b, y, ctx, alpha) -> SeriesResult:
         tested=True,
         tail=tail,
         from_tail=from_tail,
+        effect=effects(x, onset, end),
+        level=level,
+        resolution=resolution,
     )
 
 
@@ -110,20 +123,31 @@ def calibrate_series(
     cal: Calibration,
     key: tuple[int, ...],
     alpha: float,
+    noise_floor: float = 0.0,
 ) -> dict[str, SeriesResult]:
     """Run each detector (name -> options) on ``x`` (finite, (n,)) against its surrogates.
 
     The first pass shares one set of surrogates (``default_rng(key)``) among the detectors:
     every candidate against the smooth-trend null. With ``cal.mask_events`` a step-down
     follows (``_step_down``), so several events in one series are each tested against the
-    right null.
+    right null. A series whose range is below its resolution (``_resolution``) is constant
+    and not tested; candidates whose |effect| is below it are never accepted.
     """
+    level, resolution = series_level(x), series_resolution(x, noise_floor)
+    if is_constant(x, resolution):
+        out = {}
+        for d in options:
+            out[d] = empty_result(False, "constant: range below the resolution")
+            out[d].constant, out[d].level, out[d].resolution = True, level, resolution
+        return out
     need = {d: max(DETECTORS[d].min_length(o), 3) for d, o in options.items()}
     out = {
         d: empty_result(False, f"{x.size} finite samples; {d} needs {need[d]}")
         for d in options
         if x.size < need[d]
     }
+    for r in out.values():
+        r.level, r.resolution = level, resolution
     todo = [d for d in options if x.size >= need[d]]
     if not todo:
         return out
@@ -138,13 +162,13 @@ def calibrate_series(
     order = list(DETECTORS)
     for d in todo:
         ctx = Context(w)
-        res = _test(x, d, options[d], nsur[d], y, ctx, alpha)
+        res = _test(x, d, options[d], nsur[d], y, ctx, alpha, level, resolution)
         res.info = info
         res.known = np.zeros(max(x.size - 1, 0), dtype=bool)
         if cal.mask_events:
             _step_down(x, d, options[d], nsur[d], ctx, cal, (*key, order.index(d)), alpha, res, kw)
         out[d] = res
-    _ladder(x, [d for d in todo if out[d].score.size], options, nsur, cal, key, out)
+    _ladder(x, todo, options, nsur, cal, key, out)
     return out
 
 
@@ -167,7 +191,7 @@ def _step_down(x, d, opts, b, ctx, cal, key, alpha, res, kw) -> None:
     spans: list[tuple[int, int]] = []
     known = res.known
     for k in range(MAX_PASSES):
-        cand = np.flatnonzero(open_ & (p <= alpha))
+        cand = np.flatnonzero(open_ & (p <= alpha) & res.resolved)
         if cand.size == 0:
             break
         top = int(cand[np.argmax(score[cand])])  # strongest given the events accepted so far
@@ -191,13 +215,62 @@ def _step_down(x, d, opts, b, ctx, cal, key, alpha, res, kw) -> None:
     res.known = known
 
 
+def level_change(resid: np.ndarray, ev, window: int, edge: int) -> np.ndarray:
+    """|mean after - mean before| of ``resid`` (rows, n) around each event, shape (k,).
+
+    Before: up to ``window`` samples ending at the event's ``start``; after: up to ``window``
+    samples from ``stop + 1``. An event that starts within ``edge`` samples of the first sample
+    or ends within ``edge`` of the last scores -inf (no event): a level change at this scale
+    needs the level before and after it, and near an edge the trend is extrapolated (a
+    loss-like decay from the first sample is no transition).
+    """
+    rows, n = resid.shape
+    c = np.concatenate([np.zeros((rows, 1)), np.cumsum(resid, axis=1)], axis=1)  # (rows, n+1)
+    a = ev.start.astype(np.int64)
+    b = np.minimum(ev.stop.astype(np.int64) + 1, n)
+    lo = np.maximum(a - window, 0)
+    hi = np.minimum(b + window, n)
+    nb, na = a - lo, hi - b
+    ok = (a >= edge) & (b <= n - edge) & (nb > 0) & (na > 0)
+    before = (c[ev.row, a] - c[ev.row, lo]) / np.maximum(nb, 1)
+    after = (c[ev.row, hi] - c[ev.row, b]) / np.maximum(na, 1)
+    return np.where(ok, np.abs(after - before), -np.inf)
+
+
+def _rung_scores(x, y, detect, opts, ctx, tw, base_tw):
+    """Observed candidate scores (k,) and surrogate maxima (b,) at one rung of the ladder.
+
+    At rungs up to ``base_tw`` the detector's own score on the residual (how sharp). At wider
+    rungs a slow change leaves a wide, low leftover in the residual that a detector's short
+    windows miss: the score is the residual's level change across the event, levels averaged
+    over ``tw // 4`` samples either side (``level_change``; none within ``tw // 2`` samples of
+    an edge), the same for the surrogates.
+    """
+    b = y.shape[0]
+    if tw <= base_tw:
+        score = detect(np.atleast_2d(x), opts, ctx).score  # same candidates, rescored
+        return score, detect(y, opts, ctx).max_per_row(b)
+    w = max(tw // 4, 2)
+    obs = detect(np.atleast_2d(x), opts, NO_CONTEXT)  # candidates are placed on the values
+    score = level_change(ctx.residual(np.atleast_2d(x)), obs, w, tw // 2)
+    ev = detect(y, opts, NO_CONTEXT)
+    null = np.full(b, -np.inf)
+    np.maximum.at(null, ev.row, level_change(ctx.residual(y), ev, w, tw // 2))
+    return score, null
+
+
 def _ladder(x, todo, options, nsur, cal, key, out) -> None:
-    """``p_ladder`` of every candidate at each trend window of the ladder (base included)."""
+    """``p_ladder`` of every candidate at each trend window of the ladder (base included).
+
+    Rungs other than the base are run only for detectors with a candidate the data can resolve
+    (the others can change no answer); elsewhere those columns stay 1.
+    """
     ladder = cal.ladder(x.size)
     for d in todo:
         out[d].ladder = ladder
         out[d].p_ladder = np.ones((out[d].score.size, len(ladder)))
         out[d].p_ladder[:, ladder.index(cal.trend_window)] = out[d].p_value
+    todo = [d for d in todo if out[d].resolved.any()]
     if not todo:
         return
     for j, tw in enumerate(ladder):
@@ -212,7 +285,7 @@ def _ladder(x, todo, options, nsur, cal, key, out) -> None:
                 known=out[d].known,
             )  # fmt: skip
             ctx = Context(smoother_sparse(x.size, tw, cal.trend_degree))
-            detect = DETECTORS[d].detect
-            score = detect(np.atleast_2d(x), options[d], ctx).score  # same candidates, rescored
-            null_max = detect(y, options[d], ctx).max_per_row(b)
+            score, null_max = _rung_scores(
+                x, y, DETECTORS[d].detect, options[d], ctx, tw, cal.trend_window
+            )
             out[d].p_ladder[:, j] = tail_pvalues(score, null_max, fit_tail(null_max))[0]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -56,8 +57,8 @@ def _pool(workers: int) -> ProcessPoolExecutor:
 
 
 def _one(task: tuple) -> dict[str, SeriesResult]:
-    x, options, cal, i, alpha = task
-    return calibrate_series(x, options, cal, (cal.seed, i), alpha)
+    x, options, cal, i, alpha, floor = task
+    return calibrate_series(x, options, cal, (cal.seed, i), alpha, noise_floor=floor)
 
 
 def calibrate_all(
@@ -68,21 +69,37 @@ def calibrate_all(
     *,
     ids: np.ndarray,
     workers: int | None,
+    floors: np.ndarray | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[dict[str, SeriesResult]]:
     """``calibrate_series`` of every row, row ``j`` seeded ``[cal.seed, ids[j]]``.
 
     ``rows`` holds the finite samples of each series (non-empty); ``workers`` None picks the
-    usable cores, 1 runs serially in this process.
+    usable cores, 1 runs serially in this process. ``floors[j]``: row ``j``'s estimator noise
+    floor (``_resolution``). ``progress(k)`` is called with the number of rows finished, in
+    row order, as they finish.
     """
-    tasks = [(x, options, cal, int(i), alpha) for i, x in zip(ids, rows, strict=True)]
+    fl = np.zeros(len(rows)) if floors is None else np.asarray(floors, dtype=np.float64)
+    tasks = [
+        (x, options, cal, int(i), alpha, float(f)) for i, x, f in zip(ids, rows, fl, strict=True)
+    ]
+    done: list[dict[str, SeriesResult]] = []
+
+    def collect(results) -> list[dict[str, SeriesResult]]:
+        for r in results:
+            done.append(r)
+            if progress is not None:
+                progress(len(done))
+        return done
+
     w = default_workers() if workers is None else workers
     work = sum(x.size for x in rows) * max((n_surrogates(d, cal) for d in options), default=0)
     if w <= 1 or len(rows) < 2 or work < MIN_PARALLEL_WORK or mp.current_process().daemon:
         # single-threaded BLAS here too: multithreaded matmul rounds differently, and results
         # must not depend on `workers`
         with threadpool_limits(1):
-            return [_one(t) for t in tasks]
+            return collect(_one(t) for t in tasks)
     w = min(w, len(rows))
     with warnings.catch_warnings():  # see the module docstring
         warnings.filterwarnings("ignore", r".*multi-threaded.*fork", DeprecationWarning)
-        return list(_pool(w).map(_one, tasks))
+        return collect(_pool(w).map(_one, tasks))

@@ -126,6 +126,8 @@ def fit_tail(null_max: np.ndarray) -> Tail:
     if xi <= 0:  # lighter than exponential: clip to the Gumbel domain (conservative)
         sigma, xi = float(excess.mean()), 0.0
     xi = min(xi, XI_MAX)
+    if not sigma > 0:  # ties among the top maxima (e.g. one positive excess): nothing to fit
+        return NO_TAIL
     return Tail(u, float(sigma), float(xi), n_u / b, n_u)
 
 

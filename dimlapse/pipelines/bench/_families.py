@@ -93,10 +93,12 @@ def family_rates(
     detectors: tuple[str, ...] | None = None,
     seed: int = 7,
     alpha: float = 0.05,
+    ladder: bool = True,
 ) -> dict[str, tuple[float, float, float]]:
     """Per detector: (recall of planted events, false events per series, share of series with
     a false event) on ``seeds`` series of ``family``, significance at ``p <= alpha`` within
-    each series, no time-scale ladder (it changes no p-value). ``detectors`` None: all."""
+    each series (``p_value`` is over the time-scale ladder; ``ladder=False``: the base trend
+    window only), counting only events the data resolve. ``detectors`` None: all."""
     from dimlapse.analyze import ALL_DETECTORS, Calibration, transitions
 
     names = ALL_DETECTORS if detectors is None else tuple(detectors)
@@ -108,13 +110,13 @@ def family_rates(
     else:
         pairs = [event_series(family, rng, n) for _ in range(seeds)]
     x = np.array([s for s, _ in pairs])  # (seeds, n)
-    ds = transitions(x, detectors=names, calibration=Calibration(scales=()))
+    ds = transitions(x, detectors=names, calibration=None if ladder else Calibration(scales=()))
     out = {}
     for d in names:
         e = ds.sel(detector=d)
         hit = planted = false = series = 0
         for i, (_, events) in enumerate(pairs):
-            ok = (e.p_value[i] <= alpha).values
+            ok = ((e.p_value[i] <= alpha) & (abs(e.effect[i]) >= e.resolution[i])).values
             onset = e.onset[i].values[ok]
             h, f = match(list(zip(onset, onset + e.duration[i].values[ok], strict=True)), events)
             hit, planted, false, series = (

@@ -12,7 +12,8 @@ prints, with significance at ``p <= 0.05`` within each series:
   series (significant events overlapping none);
 - ``--time``: wall time of ``transitions`` on 54 series x every detector.
 
-The time-scale ladder is off here (``Calibration(scales=())``): it changes no p-value.
+Significance is the one ``transitions`` reports: over the default time-scale ladder
+(Bonferroni over its rungs), events below the series' resolution never counted.
 """
 
 from __future__ import annotations
