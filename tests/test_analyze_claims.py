@@ -27,14 +27,20 @@ def upper_tail(k: int, n: int, p: float) -> float:
 
 
 def planted(events: dict[tuple[str, str], list[float]]) -> xr.Dataset:
-    """A transitions Dataset with significant events at the given steps per (kind, layer)."""
+    """A transitions Dataset with notable events at the given steps per (kind, layer)."""
     width = max(len(v) for v in events.values())
     step = np.full((2, len(LAYERS), 1, 1, width), np.nan)
     for (kind, layer), steps in events.items():
         step[["activation", "weight"].index(kind), LAYERS.index(layer), 0, 0, : len(steps)] = steps
     dims = ("kind", "layer", "metric", "detector", "transition")
     return xr.Dataset(
-        {"step": (dims, step), "significant": (dims, np.isfinite(step))},
+        {
+            "step": (dims, step),
+            "onset": (dims, step),  # instantaneous events: onset = centre, no duration
+            "duration": (dims, np.where(np.isfinite(step), 0.0, np.nan)),
+            "significant": (dims, np.isfinite(step)),
+            "notable": (dims, np.isfinite(step)),
+        },
         coords={
             "kind": ["activation", "weight"],
             "layer": LAYERS,

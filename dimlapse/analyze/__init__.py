@@ -28,6 +28,7 @@ from ._transitions import (
     MeanShiftOptions,
     PeltOptions,
     ZScoreOptions,
+    episodes,
     transitions,
 )
 from ._twonn import twonn
@@ -51,6 +52,7 @@ __all__ = [
     "comparison",
     "coupling",
     "dimensionality",
+    "episodes",
     "export",
     "formation",
     "numerical_rank_rtol",

@@ -84,26 +84,13 @@ def fallback_episodes(
 def episode_table(
     trans: xr.Dataset, *, window: float, context: dict[str, list[tuple[float, float]]]
 ) -> tuple[xr.Dataset, xr.DataArray, str]:
-    """The ONE adapter to the transitions API's episodes.
+    """The one adapter to the transitions API's episodes (:func:`dimlapse.analyze.episodes`).
 
     Returns the episode Dataset (dim ``episode``: ``start``, ``end``, ``step``, ``n_layers``,
     ``context``), the per-event episode id aligned with ``trans['step']`` (-1: not an event)
-    and the source (``"transitions.episodes"`` or ``"fallback"``).
+    and the source (``"transitions.episodes"``).
     """
-    from ... import _transitions
+    from ..._transitions import episodes
 
-    api = getattr(_transitions, "episodes", None)
-    if api is None:
-        ep = fallback_episodes(trans, window=window, context=context)
-        return ep, ep["event_episode"], "fallback"
-    ep = api(trans, window=window, context=context)
-    per_event = next(
-        (ep[v] for v in ep.data_vars if "transition" in ep[v].dims and "episode" in str(v)),
-        None,
-    )
-    if per_event is None:
-        raise ValueError(
-            "Expected the transitions episodes Dataset to hold per-event episode ids (a "
-            f"variable over 'transition'), got variables {sorted(map(str, ep.data_vars))}"
-        )
-    return ep, per_event.fillna(-1).astype(np.int64), "transitions.episodes"
+    ep, labelled = episodes(trans, window=window, context=context)  # (episodes, trans + ids)
+    return ep, labelled["episode"].fillna(-1).astype(np.int64), "transitions.episodes"
