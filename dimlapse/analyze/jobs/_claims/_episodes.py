@@ -92,5 +92,10 @@ def episode_table(
     """
     from ..._transitions import episodes
 
+    if "notable" not in trans:  # an analysis written before notable events: significant ones
+        trans = trans.assign(notable=trans["significant"])
+    for name, fill in (("onset", trans["step"]), ("duration", xr.zeros_like(trans["step"]))):
+        if name not in trans:  # instantaneous events
+            trans = trans.assign({name: fill})
     ep, labelled = episodes(trans, window=window, context=context)  # (episodes, trans + ids)
     return ep, labelled["episode"].fillna(-1).astype(np.int64), "transitions.episodes"
