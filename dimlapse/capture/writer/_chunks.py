@@ -21,6 +21,8 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
+from ._encode import ChunkEncoder, write_chunk
+
 # Lossless: lz4 (blosc lz4 + bit-shuffle, the default: the cheapest writer CPU per snapshot at
 # the best lossless ratio, see README "Codecs"), zstd (zstd level 1), blosc-zstd, none.
 # Lossy: float16, bitround-<bits> (keep <bits> mantissa bits) + blosc zstd.
@@ -127,6 +129,7 @@ class ChunkedGroup:
         self.base = 0  # first row held by the buffers (a multiple of chunk)
         self.count = 0  # rows held
         self.bytes_raw = 0
+        self.encoders: dict[int, ChunkEncoder | None] = {}  # by id(array): see _encode.py
 
     @property
     def rows(self) -> int:
@@ -262,12 +265,21 @@ class ChunkedGroup:
                 arr = self.arrays[name]
                 if arr.shape[0] < stop:
                     arr.resize((self._capacity(stop), *arr.shape[1:]))
-                arr[self.base : stop] = value[None]
+                write_chunk(arr, self.encoders, self.base, value[None])  # a whole chunk
                 self.bytes_raw += value.nbytes
             if self.step_array.shape[0] < stop:
                 self.step_array.resize((self._capacity(stop),))
-            self.step_array[self.base : stop] = np.array([step], dtype=np.int64)  # written LAST
+            steps = np.array([step], dtype=np.int64)
+            write_chunk(self.step_array, self.encoders, self.base, steps)  # written LAST
         self.base = stop
+
+    def _write(self, arr: Any, buffer: np.ndarray, stop: int) -> None:
+        """Rows ``base:stop`` from ``buffer``: a whole chunk straight to the store
+        (``_encode.py``), a partial one (the last, at close) through zarr."""
+        if self.count == self.chunk:
+            write_chunk(arr, self.encoders, self.base // self.chunk, buffer)
+        else:
+            arr[self.base : stop] = buffer[: self.count]
 
     def _capacity(self, stop: int) -> int:
         """Rows to resize to: whole chunks, 8 chunks ahead (one metadata write per array every
@@ -290,10 +302,10 @@ class ChunkedGroup:
             for name, arr in self.arrays.items():
                 if arr.shape[0] < stop:
                     arr.resize((self._capacity(stop), *arr.shape[1:]))
-                arr[self.base : stop] = self.buffers[name][: self.count]
+                self._write(arr, self.buffers[name], stop)
             if self.step_array.shape[0] < stop:
                 self.step_array.resize((self._capacity(stop),))
-            self.step_array[self.base : stop] = self.step_buffer[: self.count]  # written LAST
+            self._write(self.step_array, self.step_buffer, stop)  # written LAST
         if final:
             for arr in [*self.arrays.values(), self.step_array]:
                 if arr.shape[0] != stop:
