@@ -177,19 +177,34 @@ class ChunkedGroup:
     def _ensure(
         self, name: str, value: np.ndarray, attrs: dict[str, Any], dims: Any, dtype: Any
     ) -> None:
-        floating = np.issubdtype(value.dtype, np.floating)
+        self.declare(name, value.shape, value.dtype, attrs=attrs, dims=dims, dtype=dtype)
+
+    def declare(
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        value_dtype: Any,
+        *,
+        attrs: dict[str, Any],
+        dims: Any,
+        dtype: Any = None,
+    ) -> None:
+        """Create array ``name`` for rows of ``shape`` (values of ``value_dtype``; ``dtype``
+        pins the stored dtype). One-row chunks get no buffer: :meth:`stream_row` writes rows
+        straight from the values, so a row is never held whole (``ingest``)."""
+        floating = np.issubdtype(value_dtype, np.floating)
         kwargs: dict[str, Any] = (
             codec_kwargs(self.codec)
             if floating
-            else {"dtype": value.dtype, "compressors": compressors("zstd")}
+            else {"dtype": value_dtype, "compressors": compressors("zstd")}
         )
         if dtype is not None:  # caller pins the dtype (e.g. float64 wall_time)
             kwargs["dtype"] = dtype
         with quiet_numcodecs():
             arr = self.group.create_array(
                 name,
-                shape=(self.rows, *value.shape),
-                chunks=(self.chunk, *value.shape),
+                shape=(self.rows, *shape),
+                chunks=(self.chunk, *shape),
                 fill_value=np.nan if floating else -1,
                 dimension_names=dims,
                 attributes=attrs,
@@ -197,7 +212,33 @@ class ChunkedGroup:
                 **kwargs,
             )
         self.arrays[name] = arr
-        self.buffers[name] = self._new_buffer(value.shape, arr.dtype)
+        if self.chunk > 1:
+            self.buffers[name] = self._new_buffer(tuple(shape), arr.dtype)
+
+    def stream_row(self, step: int, values: Iterator[tuple[str, np.ndarray]]) -> None:
+        """Write one row of one-row chunks array by array as ``values`` yields them (each
+        value may be freed once written), then its step, LAST. Every declared array must get
+        its value."""
+        if self.chunk != 1:
+            raise ValueError(f"stream_row writes one-row chunks; this group's chunk is {self.chunk}")
+        stop = self.base + 1
+        seen = set()
+        with quiet_numcodecs(self.codec.startswith("bitround")):
+            for name, value in values:
+                arr = self.arrays[name]
+                if arr.shape[0] < stop:
+                    arr.resize((self._capacity(stop), *arr.shape[1:]))
+                write_chunk(arr, self.encoders, self.base, value[None])
+                self.bytes_raw += value.nbytes
+                seen.add(name)
+            missing = set(self.arrays) - seen
+            if missing:
+                raise ValueError(f"stream_row: no value for {sorted(missing)[:5]} at step {step}")
+            if self.step_array.shape[0] < stop:
+                self.step_array.resize((self._capacity(stop),))
+            steps = np.array([step], dtype=np.int64)
+            write_chunk(self.step_array, self.encoders, self.base, steps)  # written LAST
+        self.base = stop
 
     def knows(self, values: dict[str, Any]) -> bool:
         """Whether every array of ``values`` exists already (no metadata needed to append)."""
