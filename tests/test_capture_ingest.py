@@ -174,7 +174,9 @@ def test_activations_replayed_with_model_and_probe(tmp_path):
 def test_model_must_match_to_replay(tmp_path):
     paths, _ = _write("torch", tmp_path, _series())
     with pytest.raises(ValueError, match="not read from the checkpoints"):
-        ingest(paths, str(tmp_path / "r.zarr"), params="3.*", model=_model(), probe=torch.ones(2, 6))
+        ingest(
+            paths, str(tmp_path / "r.zarr"), params="3.*", model=_model(), probe=torch.ones(2, 6)
+        )
     wide = nn.Sequential(nn.Linear(6, 13))
     with pytest.raises(ValueError, match="shapes differ"):
         ingest(paths, str(tmp_path / "r.zarr"), params="0.*", model=wide, probe=torch.ones(2, 6))
@@ -190,7 +192,7 @@ def test_refusals(tmp_path):
     with pytest.raises(ValueError, match="Expected `steps` to be 2 non-negative ints"):
         ingest(paths[:2], str(tmp_path / "a.zarr"), steps=[1])
     nameless, _ = _write("nameless", tmp_path, states)
-    with pytest.raises(ValueError, match="pass `steps=\\[...\\]`"):
+    with pytest.raises(ValueError, match=r"pass `steps=\[...\]`"):
         ingest(nameless, str(tmp_path / "a.zarr"))
     with pytest.raises(ValueError, match="non-empty list of checkpoint paths"):
         ingest(paths[0], str(tmp_path / "a.zarr"))
@@ -198,7 +200,9 @@ def test_refusals(tmp_path):
         ingest([str(tmp_path / "missing.pt")], str(tmp_path / "a.zarr"))
     other = {**states[1], "3.weight": torch.zeros(4, 12)}
     torch.save(other, tmp_path / "step_200.pt")
-    with pytest.raises(ValueError, match=r"step_200.pt' changes \['3.weight \(3, 12\) -> \(4, 12\)"):
+    with pytest.raises(
+        ValueError, match=r"step_200.pt' changes \['3.weight \(3, 12\) -> \(4, 12\)"
+    ):
         ingest([paths[0], str(tmp_path / "step_200.pt")], str(tmp_path / "a.zarr"))
     torch.save({"lr": 0.1}, tmp_path / "step_300.pt")
     with pytest.raises(ValueError, match="state dict of tensors"):
@@ -327,7 +331,9 @@ def test_peak_memory_is_about_one_tensor(fmt, tmp_path):
     rows = tensor_mb * 2**20 // 4 // 1024
     paths = []
     for step in (0, 1):
-        sd = {f"layer{i}.weight": torch.full((rows, 1024), float(step + i)) for i in range(n_tensors)}
+        sd = {
+            f"layer{i}.weight": torch.full((rows, 1024), float(step + i)) for i in range(n_tensors)
+        }
         if fmt == "torch":
             p = tmp_path / f"step_{step}.pt"
             torch.save(sd, p)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -230,61 +231,86 @@ def _layout(ckpt: Checkpoint, names: list[str]) -> tuple[list[str], list[str]]:
     return weights, [n for n in names if n not in chosen]
 
 
-def _write(ckpts, order, names, store, *, probe, model, overwrite, codec, user_attrs):  # noqa: ANN001, ANN202
+def _root_attrs(ckpts: list[Checkpoint], order: list[int], *, weights: list[str], chunk: int,
+                nbytes: int, probe: Any, model: nn.Module | None, codec: str,
+                user_attrs: dict[str, Any], created: str) -> dict[str, Any]:  # fmt: skip
+    """The root attrs of a Recorder's run (``store.root_attrs``), plus ``ingested``."""
+    projected = {"per_snapshot": nbytes, "per_run": nbytes * len(ckpts), "captures": len(ckpts)}
+    attrs = run_store.root_attrs(
+        model=model if model is not None else nn.Module(),
+        schedule=_Steps(order),
+        probe=probe if isinstance(probe, torch.Tensor) else None,
+        has_targets=False,
+        codec=codec,
+        flush_every=chunk,
+        scalar_chunk=chunk,
+        modules=[],
+        params=weights,
+        user_attrs=user_attrs,
+        prior={},
+        created=created,
+        mode="weights",
+        full_every=0,
+        projected=projected,
+    )
+    if model is None:
+        attrs["model"] = {"class": None, "n_parameters": None, "summary": None}
+    attrs["ingested"] = {
+        "sources": [str(c.source) for c in ckpts],
+        "formats": sorted({c.kind for c in ckpts}),
+        "content_hash": f"{HASH} of each row's bytes as written, in each weights/ and state/ "
+        "array's `content_hash` attr (one hex digest per snapshot)",
+    }
+    return attrs
+
+
+def _duplicates(order: list[int], hashes: dict[str, list[str]], weights: list[str]) -> list[int]:
+    """Steps whose every ``weights/`` array hashes as the previous snapshot's."""
+    return [
+        order[i]
+        for i in range(1, len(order))
+        if weights and all(hashes[n][i] == hashes[n][i - 1] for n in weights)
+    ]
+
+
+def _write(ckpts: list[Checkpoint], order: list[int], names: list[str], store: Any, *,
+           probe: Any, model: nn.Module | None, overwrite: bool, codec: str,
+           user_attrs: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     first = ckpts[0]
     weights, state = _layout(first, names)
+    shapes = {n: first.specs[n][0] for n in names}
     dtypes = {n: _stored(torch.empty(0, dtype=first.specs[n][1])).dtype for n in names}
-    nbytes = sum(int(np.prod(first.specs[n][0])) * dtypes[n].itemsize for n in names)
+    nbytes = sum(math.prod(shapes[n]) * dtypes[n].itemsize for n in names)
     chunk = max(1, min(64, len(ckpts), CHUNK_BYTES // max(1, nbytes)))
     root: Any = run_store.open_store(store, overwrite=overwrite, resume=False)
     created = run_store.utcnow()
     lease = run_store.acquire_lock(store, since=created)
     try:
-        sink = SnapshotSink(root, chunk=chunk, scalar_chunk=chunk, codec=codec, probe_examples=0,
-                            groups=("scalars", "weights", "state"))  # fmt: skip
-        attrs = run_store.root_attrs(
-            model=model if model is not None else nn.Module(),
-            schedule=_Steps(order),
-            probe=probe if isinstance(probe, torch.Tensor) else None,
-            has_targets=False,
-            codec=codec,
-            flush_every=chunk,
-            scalar_chunk=chunk,
-            modules=[],
-            params=weights,
-            user_attrs=user_attrs,
-            prior={},
-            created=created,
-            mode="weights",
-            full_every=0,
-            projected={"per_snapshot": nbytes, "per_run": nbytes * len(ckpts),
-                       "captures": len(ckpts), "free": None},
+        groups = {"weights": weights, "state": state}
+        sink = SnapshotSink(
+            root, chunk=chunk, scalar_chunk=chunk, codec=codec, probe_examples=0,
+            groups=("scalars", *groups),
         )  # fmt: skip
-        if model is None:
-            attrs["model"] = {"class": None, "n_parameters": None, "summary": None}
-        attrs["ingested"] = {
-            "sources": [str(c.source) for c in ckpts],
-            "formats": sorted({c.kind for c in ckpts}),
-            "content_hash": f"{HASH} of each row's bytes as stored, in each array's "
-            "`content_hash` attr (one hex digest per snapshot)",
-        }
-        root.update_attributes(attrs)
+        root.update_attributes(
+            _root_attrs(ckpts, order, weights=weights, chunk=chunk, nbytes=nbytes, probe=probe,
+                        model=model, codec=codec, user_attrs=user_attrs, created=created)
+        )  # fmt: skip
         if probe is not None:
             run_store.write_probe(root, probe, None)
-        groups = {"weights": weights, "state": state}
         for group, members in groups.items():
-            g = sink.groups[group]
             kind = "weight" if group == "weights" else "state"
             for n in members:
-                g.declare(n, first.specs[n][0], dtypes[n],
-                          attrs={"layer": n.rsplit(".", 1)[0] if "." in n else n, "kind": kind},
-                          dims=("step", *(f"{n}.d{i}" for i in range(len(first.specs[n][0])))))  # fmt: skip
+                sink.groups[group].declare(
+                    n, shapes[n], dtypes[n], buffered=chunk > 1,
+                    attrs={"layer": n.rsplit(".", 1)[0] if "." in n else n, "kind": kind},
+                    dims=("step", *(f"{n}.d{i}" for i in range(len(shapes[n])))),
+                )  # fmt: skip
         hashes: dict[str, list[str]] = {n: [] for n in names}
         for ckpt, step in zip(ckpts, order, strict=True):
             for group, members in groups.items():
                 rows = _rows(ckpt, members, hashes, sink, group, step, codec)
                 if chunk == 1:
-                    sink.groups[group].stream_row(step, rows)
+                    sink.groups[group].stream_row(step, rows)  # one tensor held at a time
                 else:
                     sink.groups[group].append(step, dict(rows))
             sink.snapshots += 1
@@ -296,11 +322,7 @@ def _write(ckpts, order, names, store, *, probe, model, overwrite, codec, user_a
                 sink.groups[group].arrays[n].update_attributes(
                     {"content_hash": hashes[n], "content_hash_algorithm": HASH}
                 )
-        dupes = [
-            order[i]
-            for i in range(1, len(order))
-            if weights and all(hashes[n][i] == hashes[n][i - 1] for n in weights)
-        ]
+        dupes = _duplicates(order, hashes, weights)
         if dupes:
             log.warning(
                 "dimlapse: %d snapshots repeat the previous snapshot's weights byte for byte "
@@ -308,14 +330,11 @@ def _write(ckpts, order, names, store, *, probe, model, overwrite, codec, user_a
                 len(dupes),
                 dupes[:10],
             )
+        stored = run_store.stored_bytes(root, list(groups))
+        stats = {"snapshots": len(ckpts), "bytes_raw": sink.bytes_raw, "bytes_stored": stored}
         root.update_attributes(
-            {
-                "duplicate_snapshots": dupes,
-                "nonfinite": sink.nonfinite,
-                "stats": {"snapshots": len(ckpts), "bytes_raw": sink.bytes_raw,
-                          "bytes_stored": run_store.stored_bytes(root, ["weights", "state"])},
-            }
-        )  # fmt: skip
+            {"duplicate_snapshots": dupes, "nonfinite": sink.nonfinite, "stats": stats}
+        )
         replayed = 0
         if model is not None and probe is not None:
             replayed = replay(store, model)
@@ -324,21 +343,32 @@ def _write(ckpts, order, names, store, *, probe, model, overwrite, codec, user_a
         run_store.consolidate(root)
     except BaseException as exc:
         try:
-            root.update_attributes({"status": "crashed", "errors": [f"{type(exc).__name__}: {exc}"]})
+            root.update_attributes(
+                {"status": "crashed", "errors": [f"{type(exc).__name__}: {exc}"]}
+            )
         except Exception as exc2:  # the store may be what broke; the first error is raised
             log.warning("dimlapse: could not mark the ingested run crashed: %s", exc2)
         raise
     finally:
         run_store.release_lock(store, lease)
-    return {"snapshots": len(ckpts), "steps": order, "duplicate_snapshots": dupes,
-            "bytes_raw": sink.bytes_raw, "replayed": replayed}  # fmt: skip
+    return {
+        "snapshots": len(ckpts),
+        "steps": order,
+        "duplicate_snapshots": dupes,
+        "bytes_raw": sink.bytes_raw,
+        "replayed": replayed,
+    }
 
 
-def _rows(ckpt, members, hashes, sink, group, step, codec) -> Iterator[tuple[str, np.ndarray]]:  # noqa: ANN001
+def _rows(ckpt, members, hashes, sink, group, step, codec) -> Iterator[tuple[str, np.ndarray]]:
     """Each tensor of ``members``, read, hashed and checked one at a time."""
     for n in members:
         value = _stored(ckpt.read(n))
-        stored = value.astype(np.float16) if codec == "float16" and value.dtype.kind == "f" else value
-        hashes[n].append(hashlib.blake2b(np.ascontiguousarray(stored).data, digest_size=16).hexdigest())
+        stored = (
+            value.astype(np.float16) if codec == "float16" and value.dtype.kind == "f" else value
+        )
+        hashes[n].append(
+            hashlib.blake2b(np.ascontiguousarray(stored).data, digest_size=16).hexdigest()
+        )
         sink.check(group, step, {n: value})
         yield n, value

@@ -122,7 +122,9 @@ class TorchCheckpoint(Checkpoint):
             if isinstance(inner, dict) and any(isinstance(v, torch.Tensor) for v in inner.values()):
                 sd = inner
                 break
-        tensors = {k: v for k, v in sd.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+        tensors = {
+            k: v for k, v in sd.items() if isinstance(k, str) and isinstance(v, torch.Tensor)
+        }
         if not tensors:
             raise ValueError(
                 f"Expected {path!r} to hold a state dict of tensors (or one under "

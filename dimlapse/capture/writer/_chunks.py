@@ -188,10 +188,12 @@ class ChunkedGroup:
         attrs: dict[str, Any],
         dims: Any,
         dtype: Any = None,
+        buffered: bool = True,
     ) -> None:
         """Create array ``name`` for rows of ``shape`` (values of ``value_dtype``; ``dtype``
-        pins the stored dtype). One-row chunks get no buffer: :meth:`stream_row` writes rows
-        straight from the values, so a row is never held whole (``ingest``)."""
+        pins the stored dtype). ``buffered=False`` (one-row chunks only) allocates no chunk
+        buffer: :meth:`stream_row` writes rows straight from the values, so a row is never
+        held whole (``ingest``)."""
         floating = np.issubdtype(value_dtype, np.floating)
         kwargs: dict[str, Any] = (
             codec_kwargs(self.codec)
@@ -212,7 +214,7 @@ class ChunkedGroup:
                 **kwargs,
             )
         self.arrays[name] = arr
-        if self.chunk > 1:
+        if buffered or self.chunk > 1:
             self.buffers[name] = self._new_buffer(tuple(shape), arr.dtype)
 
     def stream_row(self, step: int, values: Iterator[tuple[str, np.ndarray]]) -> None:
@@ -220,7 +222,9 @@ class ChunkedGroup:
         value may be freed once written), then its step, LAST. Every declared array must get
         its value."""
         if self.chunk != 1:
-            raise ValueError(f"stream_row writes one-row chunks; this group's chunk is {self.chunk}")
+            raise ValueError(
+                f"stream_row writes one-row chunks; this group's chunk is {self.chunk}"
+            )
         stop = self.base + 1
         seen = set()
         with quiet_numcodecs(self.codec.startswith("bitround")):

@@ -37,7 +37,9 @@ def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
 def _factory(spec: str) -> Any:
     module, _, name = spec.partition(":")
     if not module or not name:
-        raise CLIError(f"Expected `--model` as module:callable (e.g. mypkg.models:make), got {spec!r}")
+        raise CLIError(
+            f"Expected `--model` as module:callable (e.g. mypkg.models:make), got {spec!r}"
+        )
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as e:
