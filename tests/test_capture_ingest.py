@@ -207,6 +207,9 @@ def test_refusals(tmp_path):
     torch.save({"lr": 0.1}, tmp_path / "step_300.pt")
     with pytest.raises(ValueError, match="state dict of tensors"):
         ingest([str(tmp_path / "step_300.pt")], str(tmp_path / "a.zarr"))
+    (tmp_path / "step_400.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"Could not read .*step_400\.pt.* as a torch\.save state"):
+        ingest([str(tmp_path / "step_400.pt")], str(tmp_path / "a.zarr"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="save_pretrained folder"):
         ingest([str(tmp_path / "empty")], str(tmp_path / "a.zarr"))
@@ -357,3 +360,15 @@ def test_peak_memory_is_about_one_tensor(fmt, tmp_path):
     assert root.attrs["flush_every"] == 1
     assert float(root["weights/layer7.weight"][1, 0, 0]) == 8.0
     assert root.attrs["duplicate_snapshots"] == []
+
+
+def test_half_precision_is_stored_as_float32(tmp_path):
+    states = [{k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in sd.items()}
+              for sd in _series()]  # fmt: skip
+    paths, _ = _write("torch", tmp_path, states)
+    ingest(paths, str(tmp_path / "run.zarr"))
+    root = zarr.open_group(str(tmp_path / "run.zarr"), mode="r")
+    stored = root["weights/0.weight"]
+    assert stored.dtype == np.float32
+    np.testing.assert_array_equal(stored[2], states[2]["0.weight"].float().numpy())
+    assert stored.attrs["content_hash"][2] == _digest(states[2]["0.weight"].float())

@@ -119,3 +119,18 @@ class _Null:
 
     def __exit__(self, *exc):
         return None
+
+
+@pytest.mark.slow
+def test_per_mb_table_runs_every_arm(tmp_path):
+    torch = pytest.importorskip("torch")
+    from dimlapse.pipelines.bench._capture_mb import format_per_mb, per_mb_table
+
+    x = torch.randn(16, 784)
+    table = per_mb_table(x, codecs=("none", "lz4"), short=64, long=192, root=tmp_path)
+    assert list(table) == ["none", "lz4", "none via zarr", "floor"]
+    assert table["floor"]["x_floor"] == 1.0
+    assert all(r["ms_per_mb"] > 0 and r["mb_per_snapshot"] > 0.9 for r in table.values())
+    assert table["lz4"]["compression_ratio"] > table["none"]["compression_ratio"]
+    text = "\n".join(format_per_mb(table))
+    assert f"{'none via zarr':<18} {table['none via zarr']['ms_per_mb']:>7.3f}" in text

@@ -239,7 +239,7 @@ def _root_attrs(ckpts: list[Checkpoint], order: list[int], *, weights: list[str]
     attrs = run_store.root_attrs(
         model=model if model is not None else nn.Module(),
         schedule=_Steps(order),
-        probe=probe if isinstance(probe, torch.Tensor) else None,
+        probe=probe,
         has_targets=False,
         codec=codec,
         flush_every=chunk,

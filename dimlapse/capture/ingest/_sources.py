@@ -24,6 +24,7 @@ import json
 import os
 import re
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -99,14 +100,20 @@ class TorchCheckpoint(Checkpoint):
         self.specs = {n: (tuple(t.shape), t.dtype) for n, t in self.tensors.items()}
 
     def _load(self, path: str) -> None:
+        if not zipfile.is_zipfile(path):
+            raise ValueError(
+                f"Could not read {path!r} as a torch.save state dict: it is not in torch.save's "
+                "zip format (a legacy-format file cannot be memory-mapped: re-save it with "
+                "torch.save); the other formats are .safetensors files, Hugging Face "
+                "save_pretrained folders and torch.distributed.checkpoint directories"
+            )
         try:
             obj = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
+        except Exception as exc:  # torch raises several types; each becomes one clear refusal
             raise ValueError(
-                f"{path!r} was saved in torch's legacy (non-zip) format, which cannot be "
-                "memory-mapped; re-save it with torch.save (the default zip format)"
+                f"Could not read {path!r} as a torch.save state dict ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); expected a torch.save file, a .safetensors file, a Hugging "
+                "Face save_pretrained folder or a torch.distributed.checkpoint directory"
             ) from exc
         if not isinstance(obj, dict):
             raise ValueError(
