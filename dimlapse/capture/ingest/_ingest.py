@@ -177,7 +177,9 @@ def ingest(
             raise ValueError(f"Expected the `model` factory to return a Module, got {model!r}")
     ckpts: list[Checkpoint] = []
     try:
-        ckpts = [open_checkpoint(s) for s in sources]
+        for s in sources:  # names, shapes, steps; maps reopened one checkpoint at a time
+            ckpts.append(open_checkpoint(s))
+            ckpts[-1].close()
         order = _steps_of(ckpts, steps)
         names = _selected(list(ckpts[0].specs), params)
         _check_same(ckpts, names)

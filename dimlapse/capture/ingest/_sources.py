@@ -84,7 +84,7 @@ class Checkpoint:
         raise NotImplementedError
 
     def close(self) -> None:
-        """Drop open files and memory maps."""
+        """Drop open files and memory maps; :meth:`read` opens them again when needed."""
 
 
 class TorchCheckpoint(Checkpoint):
@@ -94,8 +94,9 @@ class TorchCheckpoint(Checkpoint):
 
     def __init__(self, source: str, files: list[str] | None = None) -> None:
         super().__init__(source)
+        self.files = files or [source]
         self.tensors: dict[str, torch.Tensor] = {}
-        for path in files or [source]:
+        for path in self.files:
             self._load(path)
         self.specs = {n: (tuple(t.shape), t.dtype) for n, t in self.tensors.items()}
 
@@ -140,6 +141,9 @@ class TorchCheckpoint(Checkpoint):
         self.tensors.update(tensors)
 
     def read(self, name: str) -> torch.Tensor:
+        if not self.tensors:  # closed after its names were read: map it again
+            for path in self.files:
+                self._load(path)
         return self.tensors[name]
 
     def close(self) -> None:
