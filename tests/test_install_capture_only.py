@@ -18,8 +18,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "dimlapse"  # the import package (capture/, analyze/, pipelines/ inside it)
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-CAPTURE_DEPS = {"torch", "numpy", "zarr", "numcodecs", "fsspec"}
-IMPORT_NAME = {"scikit-learn": "sklearn"}  # distribution name -> import name where they differ
+CAPTURE_DEPS = {"torch", "numpy", "zarr", "numcodecs", "fsspec", "google_crc32c"}
+# distribution name -> import name where they differ
+IMPORT_NAME = {"scikit-learn": "sklearn", "google-crc32c": "google_crc32c"}
 
 
 def _names(requirements: list[str]) -> set[str]:
@@ -27,10 +28,10 @@ def _names(requirements: list[str]) -> set[str]:
     return {IMPORT_NAME.get(n, n) for n in names if n != "dimlapse"}
 
 
-def _third_party_imports(folder: Path, *, skip: str | None = None) -> set[str]:
+def _third_party_imports(folder: Path, *, skip: tuple[str, ...] = ()) -> set[str]:
     found: set[str] = set()
     for path in folder.rglob("*.py"):
-        if skip and skip in path.parts:
+        if set(skip) & set(path.parts):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
@@ -43,11 +44,13 @@ def _third_party_imports(folder: Path, *, skip: str | None = None) -> set[str]:
 def test_core_dependencies_are_the_capture_side_and_cover_its_imports():
     project = PYPROJECT["project"]
     assert _names(project["dependencies"]) == CAPTURE_DEPS
-    assert _third_party_imports(PKG / "capture", skip="integrations") <= CAPTURE_DEPS
+    capture = PKG / "capture"
     extras = project["optional-dependencies"]
+    assert _third_party_imports(capture, skip=("integrations", "ingest")) <= CAPTURE_DEPS
+    assert _third_party_imports(capture / "ingest") <= CAPTURE_DEPS | _names(extras["ingest"])
     assert {"analyze", "recipes", "integrations", "export", "dev", "all"} <= set(extras)
     analyze_side = CAPTURE_DEPS | _names(extras["analyze"])
-    assert _third_party_imports(PKG / "analyze", skip="exports") <= analyze_side
+    assert _third_party_imports(PKG / "analyze", skip=("exports",)) <= analyze_side
     export_side = analyze_side | _names(extras["export"])
     assert _third_party_imports(PKG / "analyze" / "exports") <= export_side
     assert {"tensorboard", "pyarrow"} <= export_side - analyze_side  # extras, not the core

@@ -8,7 +8,8 @@ whole chunks to the run store (``writer/_sink.py``, ``writer/_chunks.py``). The 
 opens, creates, trims and checks run stores. The store layout is in docs/store-layout.md.
 
 Sub-packages with their own faces: ``store`` (run stores), ``writer`` (the writer side),
-``integrations`` (Hugging Face and Lightning callbacks, imported on demand).
+``integrations`` (Hugging Face and Lightning callbacks, imported on demand), ``ingest``
+(checkpoint series into run stores).
 """
 
 from ._budget import StoreTooSmallError
@@ -18,6 +19,7 @@ from ._recorder import Recorder
 from ._replay import replay
 from ._schedule import every_n, log_then_dense
 from ._validate import ProbeError
+from .ingest import ingest
 from .store import RunExistsError, RunLockedError, RunNotFoundError, last_complete
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "RunNotFoundError",
     "StoreTooSmallError",
     "every_n",
+    "ingest",
     "last_complete",
     "log_then_dense",
     "replay",

@@ -7,13 +7,16 @@
 - ``_serve``: the writer's loop, its message grammar and failure policy;
 - ``_work``: what the writer does with one slot (:class:`WorkSpec`, probe forward, spectra);
 - ``_sink``, ``_chunks``: rows into whole chunks of the store groups (:class:`SnapshotSink`),
-  the codecs (:func:`parse_codec`) and the crash rule (the ``step`` index written last).
+  the codecs (:func:`parse_codec`) and the crash rule (the ``step`` index written last);
+- ``_encode``: whole chunks encoded and written without zarr's pipeline (zarr reads them back
+  as its own; :func:`zarr_writes` turns it off, for a control).
 
 The writer opens the store through :mod:`dimlapse.capture.store` and is told how to run the
 probe (``WorkSpec.forward``): it imports nothing else from ``capture``.
 """
 
 from ._chunks import DEFAULT_CODEC, parse_codec, quiet_numcodecs
+from ._encode import zarr_writes
 from ._handle import WriterHandle, start_writer
 from ._ring import DEFAULT_MAX_BUFFER_BYTES, Ring, SlotLayout, slot_count
 from ._sink import SnapshotSink
@@ -33,4 +36,5 @@ __all__ = [
     "quiet_numcodecs",
     "slot_count",
     "start_writer",
+    "zarr_writes",
 ]

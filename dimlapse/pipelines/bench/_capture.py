@@ -9,6 +9,7 @@ every arm alike:
 - ``plain``: training only;
 - ``full``, ``weights``, ``spectra``: a Recorder in each capture mode (every weight; the three
   Linear layers' activations on a fixed 512-example held-out probe in full and spectra mode);
+- ``weights@1``: weights-only capture at *every* step (0.94 MB per step through the ring);
 - ``ndtracker``: ``ndt.HighFrequencyTracker`` every 5 steps on the same layers (if installed);
 - ``floor``: plain training while a separate process does nothing but the probe forward once
   per capture step: what any off-thread probe forward costs this machine;
@@ -19,7 +20,9 @@ every arm alike:
 Reported per arm: the ratio to plain training (median over blocks of the arm's mean step time
 over plain's in the same block; the mean includes capture steps, so this is the wall-time
 cost), the p99 step time, the training-thread milliseconds per capture, the writer's CPU
-milliseconds per snapshot and the stored bytes per snapshot. Then a feed table (CPU per
+milliseconds per snapshot and the stored bytes per snapshot. Then the per-MB table
+(``_capture_mb``: capture CPU per MB of weights-only snapshot, all processes, marginal over
+snapshots, per codec, via zarr's pipeline and against a copy+CRC+write floor), a feed table (CPU per
 snapshot with no training, all processes, start-up excluded), a codec table (ratio and writer
 CPU per snapshot on real training) and a large-model table (~30M parameters: peak RSS and
 bytes per snapshot per mode).
@@ -41,6 +44,7 @@ from torch import nn
 
 from ..cli import CLIError
 from ..zoo import MLP, digits
+from ._capture_mb import PER_MB_CODECS, format_per_mb, per_mb_table
 
 StepFn = Callable[[], None]
 
@@ -130,6 +134,7 @@ def _recorder(
 
 
 MODES = ("full", "weights", "spectra")
+EVERY_STEP = "weights@1"  # weights-only capture at every step
 
 
 def feed_cpu(
@@ -204,6 +209,7 @@ def run_benchmark(
     codec_steps: int = 315,
     feed_steps: int = 2000,
     large: bool = True,
+    per_mb_codecs: tuple[str, ...] = PER_MB_CODECS,
     root: str | Path | None = None,
 ) -> dict[str, Any]:
     """Measure capture overhead on the study's MLP; see the module docstring."""
@@ -218,12 +224,14 @@ def run_benchmark(
     with tempfile.TemporaryDirectory(prefix="dimlapse-bench-") as tmp:
         base = Path(root) if root is not None else Path(tmp)
         base.mkdir(parents=True, exist_ok=True)
-        names = ("plain", *MODES, "floor", "spectra-floor", "busy-process")
+        names = ("plain", *MODES, EVERY_STEP, "floor", "spectra-floor", "busy-process")
         trainers = {name: _Trainer(x, y, seed=0) for name in names}
         recs = {
             m: _recorder(trainers[m], str(base / f"bench-{m}.zarr"), probe, every=every, mode=m)
             for m in MODES
         }
+        recs[EVERY_STEP] = _recorder(trainers[EVERY_STEP], str(base / "bench-every-step.zarr"),
+                                     probe, every=1, mode="weights")  # fmt: skip
         floors = {
             "floor": Floor(trainers["floor"].model, probe, eigen=False),
             "spectra-floor": Floor(trainers["spectra-floor"].model, probe, eigen=True),
@@ -235,7 +243,7 @@ def run_benchmark(
             trainers["plain"].step()
 
         arms: dict[str, StepFn] = {"plain": plain_step}
-        for mode in MODES:
+        for mode in recs:
 
             def mode_step(t: _Trainer = trainers[mode], rec: Any = recs[mode]) -> None:
                 busy.on.clear()
@@ -306,12 +314,14 @@ def run_benchmark(
                 writer=s["writer"],
             )
         feed = feed_cpu(x, probe, steps=feed_steps, every=every, root=base)
+        mb = per_mb_table(x, codecs=per_mb_codecs, root=base) if per_mb_codecs else None
         sizes = codec_table(
             x, y, probe, codecs=list(codecs), steps=codec_steps, every=every, root=base
         )
     return {
         "arms": summary,
         "feed": feed,
+        "per_mb": mb,
         "codecs": sizes,
         "large": large_model() if large else None,
         "replay": {"seconds": replay_s, "snapshots": recs["weights"].stats["snapshots"]},
@@ -360,7 +370,8 @@ def format_report(result: dict[str, Any]) -> str:
     lines.append(
         "ratio = median over blocks of (the arm's mean step time / plain's in the same block); "
         "floor = a separate process doing only the probe forward per capture (spectra-floor: "
-        "plus the spectra); busy-process = a separate one-BLAS-thread process, always busy"
+        "plus the spectra); busy-process = a separate one-BLAS-thread process, always busy; "
+        f"{EVERY_STEP} = weights-only capture at every step"
     )
     writers = {a.get("writer") for a in result["arms"].values() if a.get("writer")}
     lines.append(f"writer: {', '.join(sorted(writers))}")
@@ -372,6 +383,9 @@ def format_report(result: dict[str, Any]) -> str:
             f"{mode:<14} {f['train_ms']:>16.3f} {f['writer_ms']:>10.3f} {f['total_ms']:>9.3f}"
         )
     lines.append("(weights 40-in: the 40-256-128-10 MLP of the default mnist1d recipe, 178 KB)")
+    if result.get("per_mb"):
+        lines.append("")
+        lines.extend(format_per_mb(result["per_mb"]))
     r = result["replay"]
     lines.append(
         f"weights mode: activations replayed afterwards for {r['snapshots']} snapshots in "
@@ -423,6 +437,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--feed-steps", type=int, default=2000, help="rec.step() calls per feed run")
     p.add_argument("--no-ndtracker", action="store_true", help="skip the ndtracker arm")
     p.add_argument("--no-large", action="store_true", help="skip the ~30M-parameter arm")
+    p.add_argument("--no-per-mb", action="store_true", help="skip the CPU-per-MB table")
     p.add_argument("--json", help="also write the results as JSON to this path")
 
 
@@ -444,6 +459,7 @@ def main(args: argparse.Namespace) -> int:
         codec_steps=args.codec_steps,
         feed_steps=args.feed_steps,
         large=not args.no_large,
+        per_mb_codecs=() if args.no_per_mb else PER_MB_CODECS,
     )
     print(format_report(result))
     if args.json:

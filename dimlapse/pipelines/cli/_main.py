@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                 "train a recipe and capture it into a run store"),
     "replay": ("dimlapse.pipelines.cli._capture", "add_replay_arguments", "run_replay",
                "materialise a weights-only run's activations from its stored weights"),
+    "ingest": ("dimlapse.pipelines.cli._ingest", "add_ingest_arguments", "run_ingest",
+               "a run store from a series of checkpoints (torch, safetensors, HF, DCP)"),
     "analyze": ("dimlapse.pipelines.cli._analyze", "add_analyze_arguments", "run_analyze",
                 "analyse a captured run: analysis.zarr, figures, report"),
     "report": ("dimlapse.pipelines.cli._analyze", "add_report_arguments", "run_report",
