@@ -174,8 +174,8 @@ def test_tensorboard_scalars_equal_the_source(analysed, tmp_path):
     (summary,) = ea.Tensors("run/summary")
     text = _text(summary)
     assert "**run** small-run" in text
-    assert "the significant ones (0 of" in text
-    assert "claims table left out" in text
+    assert "the notable ones (0 of" in text
+    assert "claims table left out" not in text  # analyze_run writes the claims group
 
 
 def test_tensorboard_events_alerts_and_nan(planted, tmp_path):
@@ -298,7 +298,7 @@ def test_no_events_and_no_run_store(analysed, tmp_path):
     tree.attrs["store"] = str(tmp_path / "gone.zarr")
     folder = _save(tree, tmp_path / "res")
     done = export(folder, to="parquet", out=tmp_path / "tables")
-    assert {p.stem for p in done.files} == {"dimensionality", "events", "alerts"}
+    assert {p.stem for p in done.files} == {"dimensionality", "events", "alerts", "claims"}
     assert any("training scalars left out" in n for n in done.notes)
     ev = pd.read_parquet(tmp_path / "tables" / "events.parquet")
     assert len(ev) == 0 and "reported" in ev.columns and ev["step"].dtype == np.float64
@@ -359,7 +359,9 @@ def test_cli_resolves_a_run_name_and_defaults_out(analysed, tmp_path, capsys):
     argv = ["export", "small-run", "--to", "csv", "--runs-dir", str(runs)]
     assert main([*argv, "--results-dir", str(own)]) == 0
     assert (own / "small-run" / "export" / "dimensionality.csv").exists()
-    assert "note: claims table left out" in capsys.readouterr().out
+    claims = pd.read_csv(own / "small-run" / "export" / "claims.csv")
+    assert {"claim", "space", "verdict"} <= set(claims.columns) and len(claims) > 0
+    assert "note: no alerts" in capsys.readouterr().out
 
 
 def test_live_log_reads_back_as_it_grows(tmp_path):

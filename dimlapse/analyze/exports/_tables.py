@@ -82,6 +82,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "window_end": "last step of the evidence window (Int64)",
         "time": "when the alert was raised (ISO 8601, UTC)",
         "calibration": "what the threshold was calibrated on (JSON text)",
+        "context": "the training event the alert coincides with (spike, accuracy or lr change)",
     },
 }
 

@@ -169,7 +169,7 @@ def accuracy_rise(
     --------
     >>> acc = np.array([0.1, np.nan, 0.1, 0.5, 0.9, 1.0])
     >>> accuracy_rise(np.arange(6.0) * 10, acc)
-    (0.1, 1.0, [40.0, 40.0])
+    (0.1, 1.0, [40.0, 50.0])
     """
     keep = np.isfinite(accuracy)
     s, a = np.asarray(steps, np.float64)[keep], np.asarray(accuracy, np.float64)[keep]
