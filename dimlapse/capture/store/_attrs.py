@@ -157,6 +157,11 @@ def check_json(attrs: Any) -> dict[str, Any]:
     for key, value in attrs.items():
         try:
             json.dumps(value)
+        except RecursionError as exc:
+            raise ValueError(
+                f"Expected `attrs[{key!r}]` to be JSON nested at most a few hundred levels "
+                f"deep, got a value nested deeper than Python's recursion limit"
+            ) from exc
         except (TypeError, ValueError) as exc:
             raise ValueError(
                 f"Expected `attrs[{key!r}]` to be JSON-serialisable (str, number, list, dict), "
