@@ -163,6 +163,7 @@ class RunSession:
             mode=mode,
             full_every=full_every,
             projected=projected,
+            groups=groups,
         )
         if resume:
             attrs["resumed"] = [*prior.get("resumed", []), {"at_step": resume_at}]
