@@ -11,6 +11,7 @@ Sub-packages with their own faces: ``store`` (run stores), ``writer`` (the write
 ``integrations`` (Hugging Face and Lightning callbacks, imported on demand).
 """
 
+from . import _logs
 from ._budget import StoreTooSmallError
 from ._handover import CaptureError
 from ._options import MODES, CaptureOptions
@@ -19,6 +20,8 @@ from ._replay import replay
 from ._schedule import every_n, log_then_dense
 from ._validate import ProbeError
 from .store import RunExistsError, RunLockedError, RunNotFoundError, last_complete
+
+_logs.install()  # the start and close lines are seen by default (see _logs.py)
 
 __all__ = [
     "MODES",

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import _distributed, _exit, _validate
+from . import _distributed, _exit, _logs, _validate
 from . import store as run_store
 from ._handover import CaptureError, HandOver
 from ._options import CaptureOptions, check_options
@@ -223,6 +223,9 @@ class Recorder:
                 ho.stream = torch.cuda.Stream(ho.tensors[0].device)
             ho.current_step = (start_step or 0) if started.resume_at is None else started.resume_at
             ho.active = True
+            _logs.start_line(
+                store, mode=self.mode, codec=codec, writer=self.writer_kind, projected=projected
+            )
             if started.recapture:  # step 0 (the initial state), or a resume point in between
                 ho.capture(ho.current_step)
         except _REFUSALS:
@@ -295,6 +298,10 @@ class Recorder:
         finally:
             self._session.stop(unpin=ho.cuda)
         error = self._final.get("error") if self._final else None
+        try:
+            self._say_closed(status="degraded" if error or ho.error else status)
+        except Exception as exc:  # a log line never fails a close
+            log.debug("dimlapse: could not log the summary: %s", exc)
         if error or ho.error:
             if ho.active:
                 ho.disable(f"writer error: {error}")
@@ -305,6 +312,10 @@ class Recorder:
                 raise CaptureError(f"capture failed: {ho.error}")
             return
         ho.active, ho.status = False, status
+
+    def _say_closed(self, status: str) -> None:
+        _logs.close_line(self.store, steps=self._ho.current_step, stats={**self.stats,
+                         "status": status})  # fmt: skip
 
     @property
     def stats(self) -> dict[str, Any]:
