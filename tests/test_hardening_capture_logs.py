@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 
-import torch
 from torch import nn
 
 from dimlapse.capture import CaptureOptions, Recorder

@@ -199,15 +199,26 @@ def test_locked_error_names_the_live_writer_not_the_dead_trainer(tmp_path):
     store = tmp_path / "r.zarr"
     lease = tmp_path / ".r.zarr.lock"
     store.mkdir()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     dead_pid = int(dead.stdout)
     host = __import__("socket").gethostname()
-    lease.write_text(json.dumps({"host": host, "pid": dead_pid, "pids": [dead_pid, os.getpid()],
-                                 "since": "2026-01-01T00:00:00"}))
+    lease.write_text(
+        json.dumps(
+            {
+                "host": host,
+                "pid": dead_pid,
+                "pids": [dead_pid, os.getpid()],
+                "since": "2026-01-01T00:00:00",
+            }
+        )
+    )
     with pytest.raises(RunLockedError, match=f"pid {os.getpid()}"):
-        Recorder(_mlp(), store, every=1, options=CaptureOptions(writer_timeout=1.0),
-                 overwrite=True)
+        Recorder(_mlp(), store, every=1, options=CaptureOptions(writer_timeout=1.0), overwrite=True)
 
 
 # -- 7. the ring's memory follows the byte budget, whatever `every` is ----------------------

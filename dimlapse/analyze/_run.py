@@ -41,6 +41,12 @@ def _damaged(where: str, exc: Exception) -> StoreIntegrityError:
     )
 
 
+def _contents(root: zarr.Group) -> dict[str, Any]:
+    """The root attrs' ``contents``: groups (and, once closed, arrays and rows) of the run."""
+    value: Any = root.attrs.get("contents")
+    return dict(value) if isinstance(value, dict) else {}
+
+
 def _quiet_open(root: zarr.Group, key: str) -> Any:
     try:
         with warnings.catch_warnings():
@@ -114,7 +120,7 @@ class Run:
     def _read(self, root: zarr.Group, name: str) -> tuple[Any, dict[str, Any], np.ndarray, int]:
         """One group as stored: (group, data arrays, step index, complete rows); checks it
         against the root attrs' ``contents`` (groups, arrays, rows the writer wrote)."""
-        contents = root.attrs.get("contents") or {}
+        contents = _contents(root)
         if name not in root:
             if name in contents.get("groups", []):
                 raise StoreIntegrityError(
@@ -292,7 +298,7 @@ class Run:
             self._group(name, lengths)
         for name in FAMILIES[1]:
             self._read(root, name)
-        if "probe" in (root.attrs.get("contents") or {}).get("groups", []) and "probe" not in root:
+        if "probe" in _contents(root).get("groups", []) and "probe" not in root:
             raise StoreIntegrityError(
                 "group 'probe' is missing from the store although its root attrs list it "
                 "(its zarr.json deleted?); restore the store from a copy or re-record the run"

@@ -20,7 +20,7 @@ from typing import Any
 log = logging.getLogger("dimlapse.capture")
 
 
-class _Fallback(logging.StreamHandler):  # type: ignore[type-arg]
+class _Fallback(logging.StreamHandler):  # type: ignore[type-arg,unused-ignore]
     """stderr, only for records no other handler on the logger's path receives."""
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -54,7 +54,8 @@ def _human(n: float | None) -> str:
 
 
 def start_line(store: Any, *, mode: str, codec: str, writer: str | None, projected: dict) -> None:
-    """``dimlapse: recording into <store> (mode, codec, writer): <bytes> per snapshot[, per run]``."""
+    """``dimlapse: recording into <store> (mode, codec, writer): <bytes> per snapshot, per
+    run`` (per run when ``total_steps`` is known)."""
     per_run = projected.get("per_run")
     run = (
         f", {_human(per_run)} for {projected.get('captures')} snapshots"

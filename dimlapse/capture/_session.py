@@ -197,7 +197,7 @@ class RunSession:
             timeout=timeout,
         )
         proc = getattr(self.handle, "process", None)
-        if proc is not None and proc.pid is not None:
+        if proc is not None and proc.pid is not None and self.lease is not None:
             run_store.add_pid(self.store, self.lease, proc.pid)
         return Started(mode=mode, taps=taps, resume_at=resume_at, recapture=recapture, t0=t0)
 

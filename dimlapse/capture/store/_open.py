@@ -92,9 +92,7 @@ def existing_root(store: Any) -> zarr.Group | None:
         return None
 
 
-def open_store(
-    store: Any, *, overwrite: bool, resume: bool, locked: bool = False
-) -> zarr.Group:
+def open_store(store: Any, *, overwrite: bool, resume: bool, locked: bool = False) -> zarr.Group:
     """Open the root group for writing: a new run, a replaced run, or a resumed run.
 
     ``locked``: the caller holds the store's writer lease (:func:`acquire_lock`), so two
