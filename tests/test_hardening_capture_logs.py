@@ -6,7 +6,11 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
+from pathlib import Path
 
+import pytest
+import torch
 from torch import nn
 
 from dimlapse.capture import CaptureOptions, Recorder
@@ -87,3 +91,45 @@ def test_a_degraded_close_says_degraded(tmp_path, caplog):
     rec.close()
     closes = [r.getMessage() for r in caplog.records if f"{store} degraded:" in r.getMessage()]
     assert len(closes) == 1
+
+
+def test_the_lightning_callback_says_the_same_two_lines(tmp_path, caplog):
+    pl = pytest.importorskip("lightning.pytorch")
+    from dimlapse.capture.integrations.lightning import DimlapseCallback
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.cross_entropy(self(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    caplog.set_level(logging.INFO, logger="dimlapse.capture")
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(32, 4), torch.randint(2, (32,)))
+    store = tmp_path / "run.zarr"
+    cb = DimlapseCallback(store, every=2, probe=torch.randn(8, 4))
+    trainer = pl.Trainer(max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path, callbacks=[cb])  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Lightning's advice on dataloader workers
+        trainer.fit(Tiny(), torch.utils.data.DataLoader(data, batch_size=8))
+    del trainer
+    msgs = [r.getMessage() for r in caplog.records if r.name == "dimlapse.capture"]
+    assert sum(f"recording into {store}" in m for m in msgs) == 1, msgs
+    assert sum(f"{store} complete: 6 steps" in m for m in msgs) == 1, msgs
+
+
+def test_lightning_logs_in_a_checkout_are_ignored():
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(["git", "check-ignore", "-q", "lightning_logs/version_0/x"], cwd=root)
+    assert out.returncode == 0
