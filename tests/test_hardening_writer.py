@@ -150,6 +150,8 @@ TRAINER = textwrap.dedent(
 
     q = queue.Queue()
     logging.getLogger().addHandler(logging.handlers.QueueHandler(q))
+    # no start line here: the trainer would wait on the held queue itself
+    logging.getLogger("dimlapse.capture").setLevel(logging.WARNING)
     held, release = threading.Event(), threading.Event()
 
     def hold():  # a thread in the middle of logging while the writer is forked
