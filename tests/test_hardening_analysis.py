@@ -99,6 +99,7 @@ def test_crashed_run_with_no_snapshot_is_refused(tiny_run_copy, tmp_path):
             step = root[group]["step"]
             step[:] = -np.ones(step.shape, dtype=step.dtype)  # crashed before any index write
     root.attrs["status"] = "crashed"
+    root.attrs["contents"] = {**root.attrs["contents"], "rows": {}}  # as a crashed writer says
     with pytest.raises(ValueError, match=r"status 'crashed'\) has 0 complete snapshot"):
         analyze_run(tiny_run_copy, tmp_path / "out", progress=False)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CheckedArray", "StoreIntegrityError", "missing_rows", "step_range"]
+__all__ = ["CheckedArray", "StoreIntegrityError", "index_gaps", "missing_rows", "step_range"]
 
 
 class StoreIntegrityError(ValueError):
@@ -105,3 +105,27 @@ def missing_rows(array: Any, n: int) -> list[tuple[int, int]]:
         if start < n and (start, stop) not in out:
             out.append((start, stop))
     return sorted(out)
+
+
+def _present_chunks(array: Any) -> set[int]:
+    from zarr.core.array import _shards_initialized
+    from zarr.core.sync import sync
+
+    keys = sync(_shards_initialized(array._async_array))
+    return {int(k.split("/")[1]) if k.startswith("c/") else int(k.split(".")[0]) for k in keys}
+
+
+def index_gaps(step: Any) -> list[tuple[int, int]]:
+    """Row ranges ``[start, stop)`` of a step index's chunks that are absent from the store
+    while a later chunk is present (a live store's index runs ahead of its last chunk with
+    absent chunks; a hole before a written chunk is damage: the run would read as shorter).
+
+    One listing of the array's keys, only when some chunk is absent.
+    """
+    if step.shape[0] == 0 or step.nchunks_initialized >= step.nchunks:
+        return []
+    present = _present_chunks(step)
+    if not present:
+        return []
+    c0 = step.chunks[0]
+    return [(i * c0, (i + 1) * c0) for i in range(max(present)) if i not in present]

@@ -12,11 +12,21 @@ import xarray as xr
 import zarr
 from zarr.errors import GroupNotFoundError
 
-from ._integrity import CheckedArray, StoreIntegrityError, missing_rows, step_range
+from ._integrity import (
+    CheckedArray,
+    StoreIntegrityError,
+    index_gaps,
+    missing_rows,
+    step_range,
+)
 
 LAYOUT_VERSION = 2
 READABLE_LAYOUTS = (1, 2)  # 2: spectra/ groups (spectra mode), a checksum on every chunk
 _TARGET_STEP_CHUNK = 64  # dask chunks along step: a multiple of the store's chunk, ~64 rows
+# groups written at the same capture steps: a reader shows them up to their common last step
+# (a flush writes one group after the other). spectra/* are written at every capture step,
+# weights/state/activations only every `full_every` steps in spectra mode: two families.
+FAMILIES = (("weights", "state", "activations"), ("spectra/weights", "spectra/activations"))
 
 
 def _valid_prefix(steps: np.ndarray) -> int:
@@ -31,6 +41,12 @@ def _damaged(where: str, exc: Exception) -> StoreIntegrityError:
     )
 
 
+def _contents(root: zarr.Group) -> dict[str, Any]:
+    """The root attrs' ``contents``: groups (and, once closed, arrays and rows) of the run."""
+    value: Any = root.attrs.get("contents")
+    return dict(value) if isinstance(value, dict) else {}
+
+
 def _quiet_open(root: zarr.Group, key: str) -> Any:
     try:
         with warnings.catch_warnings():
@@ -41,13 +57,26 @@ def _quiet_open(root: zarr.Group, key: str) -> Any:
         raise _damaged(f"group {key!r}", exc) from exc
 
 
-def _quiet_arrays(group: zarr.Group) -> dict[str, Any]:
+def _quiet_arrays(group: zarr.Group, *, live: bool = True) -> dict[str, Any]:
+    """The group's arrays. A folder without metadata is an array being created in a live
+    store (skipped), and damage in a finished one (its zarr.json deleted)."""
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr")
-            return dict(group.arrays())
+            found = dict(group.arrays())
     except (ValueError, TypeError, KeyError) as exc:
         raise _damaged(f"an array of group {group.path!r}", exc) from exc
+    for w in caught:
+        text = str(w.message)
+        if "not recognized as a component" not in text:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        elif not live:
+            raise StoreIntegrityError(
+                f"group {group.path!r}: {text} (an array whose zarr.json was deleted?); "
+                "restore the store from a copy or re-record the run"
+            )
+    return found
 
 
 def _checked(arr: Any, label: str, steps: np.ndarray, n: int) -> CheckedArray:
@@ -88,19 +117,80 @@ class Run:
         """``running``, ``complete``, ``crashed`` or ``degraded``."""
         return str(self.attrs.get("status"))
 
-    def _group(self, name: str) -> xr.Dataset:
-        root = self._root()
+    def _read(self, root: zarr.Group, name: str) -> tuple[Any, dict[str, Any], np.ndarray, int]:
+        """One group as stored: (group, data arrays, step index, complete rows); checks it
+        against the root attrs' ``contents`` (groups, arrays, rows the writer wrote)."""
+        contents = _contents(root)
         if name not in root:
-            return xr.Dataset(coords={"step": np.zeros(0, np.int64)})
+            if name in contents.get("groups", []):
+                raise StoreIntegrityError(
+                    f"group {name!r} is missing from the store although its root attrs list it "
+                    "(its zarr.json deleted?); restore the store from a copy or re-record the run"
+                )
+            return None, {}, np.zeros(0, np.int64), 0
         group = _quiet_open(root, name)
-        found = _quiet_arrays(group)
+        found = _quiet_arrays(group, live=root.attrs.get("status") == "running")
+        lost = [k for k in (contents.get("arrays") or {}).get(name, []) if k not in found]
+        if lost:
+            raise StoreIntegrityError(
+                f"group {name!r}: arrays {lost} are missing from the store although the writer "
+                "wrote them (their zarr.json deleted?); restore the store from a copy or "
+                "re-record the run"
+            )
         arrays = {k: found[k] for k in sorted(found) if k != "step"}
         n = 0
         steps = np.zeros(0, np.int64)
-        if "step" in group:
-            steps = np.asarray(CheckedArray(group["step"], f"{name}/step", steps)[:])
+        if "step" in found:
+            gaps = index_gaps(found["step"])
+            if gaps:
+                where = ", ".join(f"rows {a}-{b - 1}" for a, b in gaps)
+                raise StoreIntegrityError(
+                    f"{name}/step: chunks holding {where} of the step index are missing while "
+                    "later ones exist; the run would read as shorter than it is. Restore the "
+                    "store from a copy or re-record the run"
+                )
+            steps = np.asarray(CheckedArray(found["step"], f"{name}/step", steps)[:])
             n = _valid_prefix(steps)
+        rows = (contents.get("rows") or {}).get(name)
+        if rows is not None and n < rows:
+            raise StoreIntegrityError(
+                f"{name}/step holds {n} complete rows, but the writer wrote {rows}; the store "
+                "lost data. Restore the store from a copy or re-record the run"
+            )
         n = min([n, *(a.shape[0] for a in arrays.values())])  # data written before the index
+        return group, arrays, steps, n
+
+    def _lengths(self, root: zarr.Group, names: tuple[str, ...]) -> dict[str, int]:
+        """Rows to show of each group in the families of ``names``: every group of a family
+        ends at the family's common last step (each step index is read once here). Groups
+        without data arrays do not count."""
+        out: dict[str, int] = {}
+        for family in FAMILIES:
+            if not any(n in family for n in names):
+                continue
+            read = {}
+            for g in family:
+                group, arrays, steps, n = self._read(root, g)
+                if group is not None and arrays:
+                    read[g] = (steps, n)
+            if not read:
+                continue
+            if any(n == 0 for _, n in read.values()):
+                last = -1  # one group has no complete row yet: nothing is common
+            else:
+                last = min(int(steps[n - 1]) for steps, n in read.values())
+            for g, (steps, n) in read.items():
+                out[g] = int(np.searchsorted(steps[:n], last, side="right"))
+        return out
+
+    def _group(self, name: str, lengths: dict[str, int] | None = None) -> xr.Dataset:
+        root = self._root()
+        group, arrays, steps, n = self._read(root, name)
+        if group is None:
+            return xr.Dataset(coords={"step": np.zeros(0, np.int64)})
+        if lengths is None:
+            lengths = self._lengths(root, (name,))
+        n = min(n, lengths.get(name, n))
         data_vars = {}
         for key, arr in arrays.items():
             store_chunk = arr.chunks[0]
@@ -185,8 +275,9 @@ class Run:
         1601
         """
         nodes = {"/": xr.Dataset(attrs=self.attrs)}
+        lengths = self._lengths(self._root(), FAMILIES[0])  # one view of every group
         for name in ("weights", "activations", "scalars", "state", "probe"):
-            ds = getattr(self, name)
+            ds = self.probe if name == "probe" else self._group(name, lengths)
             if ds.data_vars:
                 nodes[name] = ds
         return xr.DataTree.from_dict(nodes)
@@ -201,8 +292,17 @@ class Run:
         StoreIntegrityError
             Naming the array and the steps of the damage.
         """
+        root = self._root()
+        lengths = self._lengths(root, tuple(g for f in FAMILIES for g in f))
         for name in ("weights", "activations", "scalars", "state"):
-            self._group(name)
+            self._group(name, lengths)
+        for name in FAMILIES[1]:
+            self._read(root, name)
+        if "probe" in _contents(root).get("groups", []) and "probe" not in root:
+            raise StoreIntegrityError(
+                "group 'probe' is missing from the store although its root attrs list it "
+                "(its zarr.json deleted?); restore the store from a copy or re-record the run"
+            )
         self.probe  # noqa: B018 (opens and checks the probe arrays)
         return self
 

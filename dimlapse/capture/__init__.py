@@ -12,6 +12,7 @@ Sub-packages with their own faces: ``store`` (run stores), ``writer`` (the write
 (checkpoint series into run stores).
 """
 
+from . import _logs
 from ._budget import StoreTooSmallError
 from ._handover import CaptureError
 from ._options import MODES, CaptureOptions
@@ -21,6 +22,8 @@ from ._schedule import every_n, log_then_dense
 from ._validate import ProbeError
 from .ingest import ingest
 from .store import RunExistsError, RunLockedError, RunNotFoundError, last_complete
+
+_logs.install()  # the start and close lines are seen by default (see _logs.py)
 
 __all__ = [
     "MODES",

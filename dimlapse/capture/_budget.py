@@ -105,7 +105,7 @@ def project(
         "captures": n_captures,
         "free": free,
     }
-    log.info(
+    log.debug(  # the Recorder's start line says it (_logs.start_line)
         "dimlapse: projected %s per snapshot%s (mode %r, codec %r)",
         _human(per[mode]),
         f", {_human(run[mode])} for {n_captures} snapshots" if run else "",

@@ -57,11 +57,17 @@ class HandOver:
         self.device = next(model.parameters(), torch.zeros(())).device
         self.current_step = 0
         self.handle: WriterHandle | None = None
-        self.dropped = self.captured = 0
+        self.dropped = self.captured = self.dropped_rows = 0
         self.train_seconds = self.ring_wait = 0.0
 
-    def bind(self, *, schedule: Schedule, backpressure: str, scalar_chunk: int) -> None:
-        """Record this rank: what a snapshot copies (every parameter and buffer, in order)."""
+    def bind(
+        self, *, schedule: Schedule, backpressure: str, scalar_chunk: int, timeout: float = 60.0
+    ) -> None:
+        """Record this rank: what a snapshot copies (every parameter and buffer, in order).
+
+        ``scalar_chunk``: pending scalar rows that make a message of their own; ``timeout``:
+        seconds a blocked hand-over waits for a writer that makes no progress."""
+        self.timeout = timeout
         named = [*self.model.named_parameters(), *self.model.named_buffers()]
         self.schedule, self.backpressure, self.scalar_chunk = schedule, backpressure, scalar_chunk
         self.names = [n for n, _ in named]
@@ -118,7 +124,7 @@ class HandOver:
         if captured:
             captured = self.capture(step)
         elif len(self.pending) >= self.scalar_chunk:
-            self.hand_over(step, snapshot=False, block=True)
+            self.hand_over(step, snapshot=False, block=self.backpressure == "block")
         self.train_seconds += time.perf_counter() - t0
         return bool(captured)
 
@@ -197,7 +203,10 @@ class HandOver:
         if slot is None:
             if handle.header[0]:
                 return self.inactive()
-            self.dropped += 1  # pending scalar rows go with the next message
+            self.dropped += snapshot  # pending scalar rows go with the next message
+            if len(self.pending) > 4 * self.scalar_chunk:  # "drop" holds a bounded backlog
+                cut = len(self.pending) - 2 * self.scalar_chunk
+                self.pending, self.dropped_rows = self.pending[cut:], self.dropped_rows + cut
             return False
         rows, self.pending = self.pending, []
         try:
@@ -207,9 +216,11 @@ class HandOver:
                 if snapshot:
                     with torch.no_grad():
                         torch._foreach_copy_(handle.ring.views[slot], self.tensors)
-                handle.send(("s", slot, step, rows, snapshot))
+                if not handle.send(("s", slot, step, rows, snapshot)):
+                    return self.inactive()  # the writer is gone
         except RuntimeError:  # a parameter changed shape or dtype in place (``.data = ...``)
-            handle.send(("s", slot, step, rows, False))  # keep the rows, free the slot
+            if not handle.send(("s", slot, step, rows, False)):  # keep the rows, free the slot
+                return self.inactive()
             if self._reresolve():
                 raise  # not a change of the model: a real error
             return False
@@ -248,8 +259,11 @@ class HandOver:
             if not wait and not event.query():
                 return
             event.synchronize()
-            handle.send(msg)
             self.inflight.pop(0)
+            if not handle.send(msg):
+                self.inflight.clear()
+                self.inactive()
+                return
 
     def flush(self) -> None:
         """Before close: hand over the pending rows, wait for the CUDA copies in flight."""
@@ -263,6 +277,7 @@ class HandOver:
         """The training thread's share of the capture statistics."""
         return {
             "dropped": self.dropped,
+            "dropped_scalar_rows": self.dropped_rows,
             "train_thread_capture_seconds": self.train_seconds,
             "ring_wait_seconds": self.ring_wait,
             "writer": writer_kind,

@@ -58,6 +58,11 @@ class CaptureOptions:
     total_steps : int, optional
         Planned optimizer steps: the projected bytes of the whole run are logged, and a run
         that would not fit the store's filesystem is refused, naming the modes that fit.
+    writer_timeout : float
+        Seconds training waits for a writer that makes no progress (stopped, hung) before
+        capture is disabled (``degraded``, one logged error) and, on close, the writer
+        process is ended; also the bound on waiting for a dead trainer's writer to flush
+        before a new start. Default 60.
     strict : bool
         Re-raise writer errors on the training thread instead of degrading.
     rank : int
@@ -92,6 +97,7 @@ class CaptureOptions:
     codec: str | None = None
     writer: str = "auto"
     total_steps: int | None = None
+    writer_timeout: float = 60.0
     strict: bool = False
     rank: int = 0
     average_scalars: bool = False
@@ -105,6 +111,11 @@ class CaptureOptions:
         _validate.positive_int("full_every", self.full_every, minimum=0)
         if self.total_steps is not None:
             _validate.positive_int("total_steps", self.total_steps, minimum=0)
+        t = self.writer_timeout
+        if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < float("inf"):
+            raise ValueError(
+                f"Expected `writer_timeout` to be a positive number of seconds, got {t!r}"
+            )
         if self.backpressure not in ("block", "drop"):
             raise ValueError(
                 f"Expected `backpressure` to be 'block' or 'drop', got {self.backpressure!r}"

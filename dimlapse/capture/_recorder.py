@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import _distributed, _exit, _validate
+from . import _distributed, _exit, _logs, _validate
 from . import store as run_store
 from ._handover import CaptureError, HandOver
 from ._options import CaptureOptions, check_options
@@ -41,6 +41,12 @@ _REFUSALS = (
     ValueError,
 )
 FLUSH_BYTES = 128 * 2**20  # target size of one flush's snapshot buffer
+# rows per chunk of scalars/ at most (512 KiB of float64 per scalar): flush_every * every
+# would make a chunk of 6.4e13 rows at every=10**12
+MAX_SCALAR_CHUNK = 2**16
+# scalar rows per hand-over message at most: bounds the ring's scalar area (CUDA values),
+# whatever `every` is, and the bytes a message puts in the pipe
+ROWS_PER_MESSAGE = 256
 
 __all__ = ["CaptureError", "Recorder", "auto_flush_every"]
 
@@ -121,7 +127,9 @@ class Recorder:
         opts = check_options(options)
         if not isinstance(model, nn.Module):
             raise ValueError(f"Expected `model` to be a torch.nn.Module, got {model!r}")
+        store = run_store.check_location(store)  # before anything is touched
         model = _distributed.unwrap(model)
+        _validate.materialised(model)
         this_rank, world = _distributed.rank_and_world()
         rank = opts.rank
         if not isinstance(rank, int) or isinstance(rank, bool) or not 0 <= rank < world:
@@ -165,12 +173,18 @@ class Recorder:
         self.modules: list[str] = list(self._taps)
         if self.mode == "full" and not self._taps:
             self.mode = "weights"  # nothing to record on a probe: say so in the store
-        scalar_chunk = flush_every * typical_interval(self.schedule)
-        ho.bind(schedule=self.schedule, backpressure=opts.backpressure, scalar_chunk=scalar_chunk)
+        scalar_chunk = min(MAX_SCALAR_CHUNK, flush_every * typical_interval(self.schedule))
+        per_message = min(scalar_chunk, ROWS_PER_MESSAGE)
+        ho.bind(
+            schedule=self.schedule,
+            backpressure=opts.backpressure,
+            scalar_chunk=per_message,
+            timeout=opts.writer_timeout,
+        )
         _exit.watch_registrations(ho)
         named = [*model.named_parameters(), *model.named_buffers()]
         state = [n for n in ho.names if n not in set(self.stored)]
-        layout = SlotLayout.of(named, scalar_capacity=4 * scalar_chunk + 16)
+        layout = SlotLayout.of(named, scalar_capacity=4 * per_message + 16)
         projected = projection(
             layout,
             stored=self.stored,
@@ -190,6 +204,7 @@ class Recorder:
                 codec=codec,
                 flush_every=flush_every,
                 probe=probe,
+                timeout=opts.writer_timeout,
             )
             started = self._session.start(
                 model=model, schedule=self.schedule, mode=self.mode, taps=self._taps,
@@ -199,6 +214,7 @@ class Recorder:
                 start_step=start_step, user_attrs=user_attrs,
                 max_buffer_bytes=opts.max_buffer_bytes, writer=opts.writer,
                 projected=projected, tensors=ho.tensors, cuda=ho.cuda,
+                timeout=opts.writer_timeout,
             )  # fmt: skip
             self.mode, self._taps = started.mode, started.taps
             self.modules = list(self._taps)
@@ -207,6 +223,9 @@ class Recorder:
                 ho.stream = torch.cuda.Stream(ho.tensors[0].device)
             ho.current_step = (start_step or 0) if started.resume_at is None else started.resume_at
             ho.active = True
+            _logs.start_line(
+                store, mode=self.mode, codec=codec, writer=self.writer_kind, projected=projected
+            )
             if started.recapture:  # step 0 (the initial state), or a resume point in between
                 ho.capture(ho.current_step)
         except _REFUSALS:
@@ -279,6 +298,10 @@ class Recorder:
         finally:
             self._session.stop(unpin=ho.cuda)
         error = self._final.get("error") if self._final else None
+        try:
+            self._say_closed(status="degraded" if error or ho.error else status)
+        except Exception as exc:  # a log line never fails a close
+            log.debug("dimlapse: could not log the summary: %s", exc)
         if error or ho.error:
             if ho.active:
                 ho.disable(f"writer error: {error}")
@@ -289,6 +312,10 @@ class Recorder:
                 raise CaptureError(f"capture failed: {ho.error}")
             return
         ho.active, ho.status = False, status
+
+    def _say_closed(self, status: str) -> None:
+        _logs.close_line(self.store, steps=self._ho.current_step, stats={**self.stats,
+                         "status": status})  # fmt: skip
 
     @property
     def stats(self) -> dict[str, Any]:

@@ -91,9 +91,24 @@ class RunSession:
         self.handle: WriterHandle | None = None
         self.prior_dropped = 0
 
-    def open(self, *, overwrite: bool, resume: bool, codec: str, flush_every: int, probe: Any):
-        """Create, replace or reopen the store; refuse a resume that would change it."""
-        self.root = run_store.open_store(self.store, overwrite=overwrite, resume=resume)
+    def open(
+        self,
+        *,
+        overwrite: bool,
+        resume: bool,
+        codec: str,
+        flush_every: int,
+        probe: Any,
+        timeout: float,
+    ) -> None:
+        """Take the writer lease, then create, replace or reopen the store (so two racing
+        starts cannot both replace it); refuse a resume that would change it. ``timeout``
+        bounds the wait for a dead trainer's writer that still flushes."""
+        self.created = run_store.utcnow()
+        self.lease = run_store.acquire_lock(self.store, since=self.created, timeout=timeout)
+        self.root = run_store.open_store(
+            self.store, overwrite=overwrite, resume=resume, locked=True
+        )
         if resume:
             run_store.check_resumable(self.root, codec=codec, flush_every=flush_every, probe=probe)
 
@@ -102,12 +117,11 @@ class RunSession:
               n_probe: int, codec: str, flush_every: int, scalar_chunk: int, full_every: int,
               resume: bool, start_step: int | None, user_attrs: dict[str, Any],
               max_buffer_bytes: int, writer: str, projected: dict[str, Any],
-              tensors: list[torch.Tensor], cuda: bool) -> Started:  # fmt: skip
+              tensors: list[torch.Tensor], cuda: bool, timeout: float) -> Started:  # fmt: skip
         """Take the lease, lay out (or trim) the groups, write the attrs, start the writer."""
         root: Any = self.root
-        created = run_store.utcnow()
+        created = self.created
         prior: dict[str, Any] = dict(root.attrs) if resume else {}
-        self.lease = run_store.acquire_lock(self.store, since=created)
         if resume and prior.get("activations") is False and mode == "full":
             mode, taps = "weights", {}  # stays weights-only
         if resume and prior.get("mode", "full") != mode:
@@ -149,6 +163,7 @@ class RunSession:
             mode=mode,
             full_every=full_every,
             projected=projected,
+            groups=groups,
         )
         if resume:
             attrs["resumed"] = [*prior.get("resumed", []), {"at_step": resume_at}]
@@ -179,9 +194,10 @@ class RunSession:
             prefer=writer,
             cuda=cuda,
             shadow=lambda kind: _shadow(model, taps, kind, probe),
+            timeout=timeout,
         )
         proc = getattr(self.handle, "process", None)
-        if proc is not None and proc.pid is not None:
+        if proc is not None and proc.pid is not None and self.lease is not None:
             run_store.add_pid(self.store, self.lease, proc.pid)
         return Started(mode=mode, taps=taps, resume_at=resume_at, recapture=recapture, t0=t0)
 
@@ -200,6 +216,8 @@ class RunSession:
         """Unpin the ring (CUDA) and release the lease, also after a failed :meth:`finish`."""
         if unpin and self.handle is not None:
             self.handle.ring.unpin()
+        if self.handle is not None and (self.handle.kind == "process" or not self.handle.failed):
+            self.handle.ring.release()  # a failed writer thread may still read its slot
         self.release()
 
     def mark_degraded(self, error: str | None) -> None:

@@ -24,6 +24,7 @@ RESERVED_ATTRS = frozenset(
         "replayed", "mode", "full_every", "projected_bytes",
     }
 )  # fmt: skip
+MAX_SCALAR_NAME = 200  # an array folder's name: file systems allow 255 bytes
 _SCALAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
@@ -51,6 +52,11 @@ def check_user_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
 
 def check_scalar_name(name: str) -> str:
     """A scalar name becomes an array name under ``scalars/``: letters, digits, ``_.-``."""
+    if isinstance(name, str) and len(name) > MAX_SCALAR_NAME:
+        raise ValueError(
+            f"Expected scalar names of at most {MAX_SCALAR_NAME} characters (each becomes a "
+            f"file name in the store), got one of {len(name)}: {name[:40]!r}..."
+        )
     if not isinstance(name, str) or not _SCALAR_NAME.match(name) or name == "step":
         raise ValueError(
             f"Expected scalar names to start with a letter or '_' and hold only letters, digits, "
@@ -196,3 +202,16 @@ def probe_taps(
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
     return n, taps
+
+
+def materialised(model: torch.nn.Module) -> None:
+    """Refuse a model whose parameters or buffers live on the meta device (no data: the
+    store would stay empty)."""
+    meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if meta:
+        raise ValueError(
+            f"Expected `model`'s parameters and buffers to hold data, got {len(meta)} on the "
+            f"meta device ({', '.join(meta[:3])}{', ...' if len(meta) > 3 else ''}); "
+            "materialise the model (e.g. model.to_empty(device='cpu') and initialise it) "
+            "before constructing the Recorder"
+        )

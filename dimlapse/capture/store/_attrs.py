@@ -37,8 +37,13 @@ def root_attrs(
     mode: str,
     full_every: int,
     projected: dict[str, Any],
+    groups: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """The root attrs of docs/store-layout.md, merged with the user's ``attrs``."""
+    """The root attrs of docs/store-layout.md, merged with the user's ``attrs``.
+
+    ``contents`` lists the groups the run writes (``groups``, plus ``probe``); the writer adds
+    each group's arrays and rows when it closes, so a reader can tell a damaged store (a
+    deleted ``zarr.json``, a missing chunk of a step index) from a shorter run."""
     user_attrs = dict(user_attrs)
     probe_attrs = None
     if probe is not None and not isinstance(probe, torch.Tensor):
@@ -81,6 +86,7 @@ def root_attrs(
         "mode": mode,
         "full_every": full_every,
         "projected_bytes": projected,
+        "contents": {"groups": [*groups, *(["probe"] if probe is not None else [])]},
     }
     for key in ("seed", "dataset"):
         base.setdefault(key, prior.get(key))
@@ -157,6 +163,11 @@ def check_json(attrs: Any) -> dict[str, Any]:
     for key, value in attrs.items():
         try:
             json.dumps(value)
+        except RecursionError as exc:
+            raise ValueError(
+                f"Expected `attrs[{key!r}]` to be JSON nested at most a few hundred levels "
+                f"deep, got a value nested deeper than Python's recursion limit"
+            ) from exc
         except (TypeError, ValueError) as exc:
             raise ValueError(
                 f"Expected `attrs[{key!r}]` to be JSON-serialisable (str, number, list, dict), "

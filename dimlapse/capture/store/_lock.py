@@ -7,7 +7,11 @@ filesystems it is checked then written (best effort: object stores have no atomi
 in-memory stores are locked within this process. A lease whose owners are gone (same host,
 no pid running) is stale and taken over with a logged warning, so a run killed with
 ``kill -9`` can be resumed. A lease held by a live process, or by another host, refuses the
-second writer with :class:`RunLockedError` naming the owner and what to do.
+second writer with :class:`RunLockedError` naming the live pids and what to do. A lease that
+cannot be read (empty or damaged: a failed write on a full disk, or read between its
+exclusive create and its write) is live until proven dead: it is re-read for
+``UNREADABLE_WAIT`` seconds, then refused with a message saying how to clear it; it is never
+taken over.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import Any
 
 log = logging.getLogger("dimlapse.capture")
 _IN_PROCESS: dict[int, dict[str, Any]] = {}  # id(store object) -> lease, for memory stores
+UNREADABLE_WAIT = 2.0  # seconds an unreadable lease is re-read (its create-then-write window)
+FINISHING_WAIT = 60.0  # default bound on waiting for a dead trainer's writer to flush
 
 
 class RunLockedError(RuntimeError):
@@ -71,26 +77,51 @@ def read_lock(store: Any) -> dict[str, Any] | None:
     try:
         return dict(json.loads(data))
     except (ValueError, TypeError):
-        return {"host": "?", "pid": -1, "corrupt": True}
+        return {"host": "?", "pid": -1, "corrupt": True, "bytes": len(data)}
 
 
 def lease_is_live(lease: dict[str, Any]) -> bool:
-    """Whether the lease's owner may still be writing (other hosts count as live)."""
+    """Whether the lease's owner may still be writing (other hosts and unreadable leases
+    count as live)."""
     if lease.get("corrupt"):
-        return False
+        return True
     if lease.get("host") != socket.gethostname():
         return True
     return any(_pid_alive(int(p)) for p in lease.get("pids", [lease.get("pid", -1)]) if int(p) > 0)
 
 
-def check_unlocked(store: Any) -> None:
-    """Raise :class:`RunLockedError` when a live writer holds ``store``."""
-    wait_for_finishing_writer(store)
+def _live_pids(lease: dict[str, Any]) -> list[int]:
+    pids = [int(p) for p in lease.get("pids", [lease.get("pid", -1)]) if int(p) > 0]
+    return [p for p in pids if _pid_alive(p)] or pids
+
+
+def _readable_lease(store: Any) -> dict[str, Any] | None:
+    """The lease, re-read for up to ``UNREADABLE_WAIT`` seconds while it cannot be parsed."""
+    deadline = time.monotonic() + UNREADABLE_WAIT
     lease = read_lock(store)
-    if lease is not None and lease_is_live(lease):
-        where = lock_location(store)
+    while lease is not None and lease.get("corrupt") and time.monotonic() < deadline:
+        time.sleep(0.05)
+        lease = read_lock(store)
+    return lease
+
+
+def check_unlocked(store: Any, *, timeout: float = FINISHING_WAIT) -> None:
+    """Raise :class:`RunLockedError` when a live writer (or an unreadable lease) holds
+    ``store``; a dead trainer's writer still flushing is waited for, ``timeout`` s at most."""
+    wait_for_finishing_writer(store, timeout=timeout)
+    lease = _readable_lease(store)
+    where = lock_location(store)
+    if lease is not None and lease.get("corrupt"):
         raise RunLockedError(
-            f"The run store {store!r} is being written by pid {lease.get('pid')} on host "
+            f"The writer lease of {store!r} ({where[1] if where else 'in memory'}) cannot be "
+            f"read ({lease.get('bytes')} bytes, not a lease: a failed write, e.g. on a full "
+            "disk?), so a writer may still hold the run. If no process is writing it, delete "
+            f"{where[1] if where else 'the lease'!r} and start again."
+        )
+    if lease is not None and lease_is_live(lease):
+        pids = ", ".join(str(p) for p in _live_pids(lease))
+        raise RunLockedError(
+            f"The run store {store!r} is being written by pid {pids} on host "
             f"{lease.get('host')!r} (since {lease.get('since')}); one writer per store: wait "
             "for it to finish, or record into another path."
             + (f" If that process is gone, delete {where[1]!r}." if where else "")
@@ -107,6 +138,7 @@ def _write(store: Any, lease: dict[str, Any], *, exclusive: bool) -> bool:
     fs, path = where
     data = json.dumps(lease).encode()
     if fs is None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)  # the store's parent, as zarr would
         flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
         try:
             fd = os.open(path, flags, 0o644)
@@ -133,14 +165,19 @@ def _delete(store: Any) -> None:
         pass
 
 
-def wait_for_finishing_writer(store: Any, *, timeout: float = 60.0) -> None:
-    """A writer process whose trainer died flushes what it holds, then exits: wait for it."""
+def wait_for_finishing_writer(store: Any, *, timeout: float = FINISHING_WAIT) -> None:
+    """A writer process whose trainer died flushes what it holds, then exits: wait for it
+    (``timeout`` seconds at most; :func:`check_unlocked` then names it if still live)."""
     lease = read_lock(store)
     if lease is None or lease.get("host") != socket.gethostname():
         return
     if _pid_alive(int(lease.get("pid", -1))) or not lease_is_live(lease):
         return
-    log.info("dimlapse: waiting for the writer of a dead run to finish flushing %r", store)
+    log.info(
+        "dimlapse: waiting (%g s at most) for the writer of a dead run to finish flushing %r",
+        timeout,
+        store,
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         current = read_lock(store)
@@ -149,17 +186,18 @@ def wait_for_finishing_writer(store: Any, *, timeout: float = 60.0) -> None:
         time.sleep(0.1)
 
 
-def acquire_lock(store: Any, *, since: str) -> dict[str, Any]:
-    """Take the lease of ``store`` for this process (stale leases are taken over)."""
-    wait_for_finishing_writer(store)
+def acquire_lock(store: Any, *, since: str, timeout: float = FINISHING_WAIT) -> dict[str, Any]:
+    """Take the lease of ``store`` for this process (stale leases are taken over; unreadable
+    ones never are). ``timeout``: the bound on waiting for a dead trainer's writer."""
+    wait_for_finishing_writer(store, timeout=timeout)
     pid = os.getpid()
     lease = {"host": socket.gethostname(), "pid": pid, "pids": [pid], "since": since}
     for _ in range(3):
         if _write(store, lease, exclusive=True):
             return lease
-        old = read_lock(store)
+        old = _readable_lease(store)
         if old is not None and lease_is_live(old):
-            check_unlocked(store)
+            check_unlocked(store, timeout=timeout)
         if old is not None:
             log.warning(
                 "dimlapse: taking over a stale writer lease of %r (pid %s on %s is gone)",
@@ -168,7 +206,7 @@ def acquire_lock(store: Any, *, since: str) -> dict[str, Any]:
                 old.get("host"),
             )
         _delete(store)
-    check_unlocked(store)
+    check_unlocked(store, timeout=timeout)
     raise RunLockedError(f"Could not take the writer lease of {store!r}; try again")
 
 

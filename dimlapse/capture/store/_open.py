@@ -43,6 +43,41 @@ def _local_path(store: Any) -> str | None:
     return None
 
 
+def check_location(store: Any) -> Any:
+    """The store to write, refused before anything is touched when its path names no run.
+
+    An empty path (an unset environment variable), or one that resolves to the filesystem
+    root, the home folder, or the current folder or one of its parents, would make
+    ``overwrite=True`` delete what is there. ``file://`` URLs become plain paths (fsspec's
+    local filesystem does not create folders). Returns the store to use.
+    """
+    if isinstance(store, os.PathLike):
+        store = os.fspath(store)
+    if not isinstance(store, str):
+        return store
+    if store.startswith("file://"):
+        store = store.removeprefix("file://")
+    if "://" in store:
+        if not store.split("://", 1)[1].strip("/ "):
+            raise ValueError(f"Expected `store` to name a run, got the bare URL {store!r}")
+        return store
+    if not store.strip():
+        raise ValueError(
+            f"Expected `store` to be a path or URL naming a run (e.g. 'data/runs/my.zarr'), got "
+            f"{store!r} (an unset environment variable?)"
+        )
+    path = os.path.realpath(store)
+    cwd = os.path.realpath(os.getcwd())
+    forbidden = {os.path.realpath(os.path.expanduser("~")), os.path.realpath(os.sep)}
+    if path in forbidden or cwd == path or cwd.startswith(path.rstrip(os.sep) + os.sep):
+        raise ValueError(
+            f"Expected `store` to name a run's own folder (e.g. 'data/runs/my.zarr'), got "
+            f"{store!r}, which resolves to {path!r}: the root, the home folder, or the current "
+            "folder or one above it"
+        )
+    return store
+
+
 def open_root(store: Any, *, path: str | None = None, mode: Literal["r", "r+"] = "r") -> zarr.Group:
     """A run's root group as stored (``mode`` ``"r"`` or ``"r+"``), consolidated metadata
     ignored; raises one of :data:`NOT_FOUND` when there is none."""
@@ -57,12 +92,21 @@ def existing_root(store: Any) -> zarr.Group | None:
         return None
 
 
-def open_store(store: Any, *, overwrite: bool, resume: bool) -> zarr.Group:
+def open_store(store: Any, *, overwrite: bool, resume: bool, locked: bool = False) -> zarr.Group:
     """Open the root group for writing: a new run, a replaced run, or a resumed run.
 
-    Raises :class:`RunExistsError` / :class:`RunNotFoundError` / ``ValueError`` for refusals;
-    any other exception is a store error (unwritable path, full disk, ...).
+    ``locked``: the caller holds the store's writer lease (:func:`acquire_lock`), so two
+    racing starts cannot both replace it. Raises :class:`RunExistsError` /
+    :class:`RunNotFoundError` / ``ValueError`` for refusals; any other exception is a store
+    error (unwritable path, full disk, ...).
     """
+    store = check_location(store)
+    local = _local_path(store)
+    if local is not None and os.path.lexists(local) and not os.path.isdir(local):
+        raise RunExistsError(
+            f"{store!r} exists and is not a folder (a file?); refusing to overwrite it, "
+            "choose another path"
+        )
     existing = existing_root(store)
     if resume:
         if existing is None:
@@ -72,9 +116,9 @@ def open_store(store: Any, *, overwrite: bool, resume: bool) -> zarr.Group:
             )
         check_layout(dict(existing.attrs), store)
         root = open_root(store, mode="r+")
-        check_unlocked(store)
+        if not locked:
+            check_unlocked(store)
         return root
-    local = _local_path(store)
     occupied = existing is not None or (
         local is not None and os.path.isdir(local) and bool(os.listdir(local))
     )
@@ -94,7 +138,8 @@ def open_store(store: Any, *, overwrite: bool, resume: bool) -> zarr.Group:
                 f"{store!r} is a Zarr store but not a dimlapse run (no layout_version); "
                 "refusing to overwrite it, choose another path"
             )
-        check_unlocked(store)
+        if not locked:
+            check_unlocked(store)
         if local is not None:
             _only_zarr_inside(local, store)
     return zarr.open_group(store, mode="w" if overwrite else "w-")

@@ -19,6 +19,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -50,11 +51,13 @@ class WriterHandle:
         alive: Callable[[], bool],
         kind: str,
         join: Callable[[float], None],
+        timeout: float = 60.0,
     ) -> None:
         self.ring, self._send, self._acquire = ring, send, acquire
         self._poll_reply, self.header, self._alive, self._join = poll_reply, header, alive, join
         self.kind = kind  # "process" | "thread"
         self.process: Any = None  # the writer process (process writers)
+        self.timeout = timeout  # seconds without progress before the writer is given up
         self.next_slot = 0
         self.error: str | None = None
         self.closed = False
@@ -63,23 +66,49 @@ class WriterHandle:
     def failed(self) -> bool:
         return bool(self.header[0])
 
+    def _give_up(self, error: str) -> None:
+        """The writer died or stalled: raise the failure flag with ``error`` (kept if set)."""
+        self.error = self.error or error
+        self.header[0] = 1
+
+    def _stalled(self) -> str:
+        pid = f" (pid {self.process.pid})" if self.process is not None else ""
+        return (
+            f"the writer{pid} made no progress for {self.timeout:g} s (stopped or hung; "
+            "CaptureOptions.writer_timeout sets this bound)"
+        )
+
     def acquire(self, *, block: bool) -> int | None:
-        """The next free slot in ring order, or None (``block=False`` and the ring is full)."""
+        """The next free slot in ring order, or None: ``block=False`` and the ring is full, or
+        the writer died or made no progress (processed no message) for ``timeout`` s."""
         if not block:
             if not self._acquire(False, None):
+                if not self._alive():  # a dead writer frees no slot: say so, once
+                    self._give_up("the writer process died")
                 return None
         else:
-            while not self._acquire(True, 1.0):  # a dead writer must not hang training
+            seen, since = int(self.header[1]), time.monotonic()
+            while not self._acquire(True, 1.0):  # a dead or stopped writer must not hang us
                 if not self._alive():
-                    self.header[0] = 1
-                    self.error = self.error or "the writer process died"
+                    self._give_up("the writer process died")
+                    return None
+                if int(self.header[1]) != seen:
+                    seen, since = int(self.header[1]), time.monotonic()
+                elif time.monotonic() - since > self.timeout:
+                    self._give_up(self._stalled())
                     return None
         slot = self.next_slot
         self.next_slot = (slot + 1) % self.ring.n_slots
         return slot
 
-    def send(self, msg: Any) -> None:
-        self._send(msg)
+    def send(self, msg: Any) -> bool:
+        """Send one message; False (and the failure flag raised) when the writer is gone."""
+        try:
+            self._send(msg)
+        except (OSError, EOFError, ValueError) as exc:  # BrokenPipeError: a killed writer
+            self._give_up(f"the writer process died ({type(exc).__name__}: {exc})")
+            return False
+        return True
 
     def read_error(self) -> str | None:
         """The writer's error message, once it has reported one."""
@@ -91,27 +120,49 @@ class WriterHandle:
                 self.error = reply[1]
         return self.error
 
-    def close(self, final: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
-        """Ask the writer to flush and finalise; wait for its stats."""
+    def close(self, final: dict[str, Any]) -> dict[str, Any]:
+        """Ask the writer to flush and finalise; wait for its stats.
+
+        The wait ends when the writer replies, dies, or makes no progress for ``timeout``
+        seconds (a stalled writer process is then ended: it holds nothing the store needs,
+        as the step index written last keeps every complete row readable).
+        """
         self.closed = True
+        dead = {"error": self.error or "the writer process died", "snapshots": None}
         if not self._alive():
             self.header[0] = 1
-            return {"error": self.error or "the writer process died", "snapshots": None}
-        self._send(("c", final))
-        deadline = None if timeout is None else time.monotonic() + timeout
+            return dead
+        if self.header[0] and self.error and "no progress" in self.error:
+            self._end()  # already given up as stalled: do not wait again
+            return {"error": self.error, "snapshots": None}
+        if not self.send(("c", final)):
+            return {"error": self.error, "snapshots": None}
+        seen, since = int(self.header[1]), time.monotonic()
         while True:
             reply = self._poll_reply(1.0)
             if reply is not None and reply[0] == "error":
                 self.error = self.error or reply[1]
+                since = time.monotonic()
                 continue
             if reply is not None and reply[0] == "closed":
                 self._join(10.0)
                 return dict(reply[1])
             if not self._alive():
                 self.header[0] = 1
-                return {"error": self.error or "the writer process died", "snapshots": None}
-            if deadline is not None and time.monotonic() > deadline:
-                return {"error": "the writer did not finish in time", "snapshots": None}
+                return {**dead, "error": self.error or dead["error"]}
+            if int(self.header[1]) != seen:  # still draining the ring
+                seen, since = int(self.header[1]), time.monotonic()
+            elif time.monotonic() - since > self.timeout:
+                self._give_up(self._stalled())
+                self._end()
+                return {"error": self.error, "snapshots": None}
+
+    def _end(self) -> None:
+        """End a stalled writer process (SIGKILL also ends a stopped one); a thread cannot be."""
+        if self.process is not None and self.process.is_alive():
+            log.warning("dimlapse: ending the stalled writer process %d", self.process.pid)
+            self.process.kill()
+            self.process.join(5.0)
 
 
 def _open_sink(root: zarr.Group, sink_kwargs: dict[str, Any]) -> SnapshotSink:
@@ -132,8 +183,10 @@ def _writer_main(
     reply_recv: Any,
     reply_send: Any,
     free: Any,
+    timeout: float,
 ) -> None:
     """Entry point of the writer process."""
+    _fresh_logging()  # first: before anything here can log
     work_send.close()  # only the trainer writes: its death must read as end-of-file here
     reply_recv.close()
     torch.set_num_threads(1)  # one core for the writer: the others are the trainer's
@@ -144,6 +197,7 @@ def _writer_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the trainer, which closes us
     signal.signal(signal.SIGTERM, _terminated)
     header[2] = os.getpid()
+    _watch_orphan(header, grace=2 * timeout)
     if spec.shadow is not None:  # the child's own copy: the trainer's model is untouched
         spec.shadow.eval().requires_grad_(False)
         if spec.device != "cpu":
@@ -171,6 +225,52 @@ def _writer_main(
         serve.run()
     except _Terminated:
         serve.finish({"status": "crashed"}, 0.0)
+
+
+def _fresh_logging() -> None:
+    """Drop every logging handler the fork copied, and log to stderr instead.
+
+    A fork copies the locks other threads held at that moment: a handler's lock, or the
+    queue of a ``QueueHandler`` a thread was writing to, would stay held for ever in this
+    process, and the first log line here would deadlock it. The copied handler objects are
+    dropped without being closed (closing may take those locks). Python re-initialises the
+    logging module's own lock at fork. Costs microseconds (README "Measured").
+    """
+    manager = logging.Logger.manager
+    loggers = [logging.getLogger(), *manager.loggerDict.values()]
+    for logger in loggers:
+        if isinstance(logger, logging.Logger):
+            logger.handlers = []
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s (dimlapse writer, pid %(process)d)"))
+    log.addHandler(handler)
+    log.propagate = False
+
+
+def _watch_orphan(header: torch.Tensor, *, grace: float) -> None:
+    """End this writer if its trainer is gone and it makes no progress for ``grace`` s.
+
+    After the trainer dies the writer flushes what it holds and exits by itself; this daemon
+    thread bounds that, whatever the writer is stuck on (a lock, a hung filesystem).
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        seen, since = int(header[1]), None
+        while True:
+            time.sleep(0.5)
+            if os.getppid() == parent:
+                continue
+            if since is None or int(header[1]) != seen:
+                seen, since = int(header[1]), time.monotonic()
+            elif time.monotonic() - since > grace:
+                sys.stderr.write(
+                    f"dimlapse: the writer (pid {os.getpid()}) made no progress for {grace:g} s "
+                    "after its trainer ended; exiting\n"
+                )
+                os._exit(1)
+
+    threading.Thread(target=watch, name="dimlapse-orphan-watch", daemon=True).start()
 
 
 def _to_device(probe: Any, device: str) -> Any:
@@ -212,6 +312,7 @@ def start_writer(
     prefer: str,
     cuda: bool,
     shadow: Callable[[str], tuple[torch.nn.Module | None, Any]],
+    timeout: float = 60.0,
 ) -> WriterHandle:
     """Start the writer (process, or the thread fallback) and return the trainer's handle.
 
@@ -233,7 +334,7 @@ def start_writer(
         try:
             spec_p = dataclasses.replace(spec)
             spec_p.shadow, spec_p.probe = shadow(kind)
-            return _start_process(target, ring, spec_p, sink_kwargs, cuda=cuda)
+            return _start_process(target, ring, spec_p, sink_kwargs, cuda=cuda, timeout=timeout)
         except Exception as exc:  # e.g. an unpicklable model under spawn
             reason = f"a writer process could not be started ({type(exc).__name__}: {exc})"
     if prefer == "process":
@@ -245,7 +346,9 @@ def start_writer(
             reason,
         )
     spec.shadow, spec.probe = shadow("thread")
-    return _start_thread(root, ring, spec, sink_kwargs)
+    handle = _start_thread(root, ring, spec, sink_kwargs)
+    handle.timeout = timeout
+    return handle
 
 
 def _start_process(
@@ -255,6 +358,7 @@ def _start_process(
     sink_kwargs: dict[str, Any],
     *,
     cuda: bool,
+    timeout: float,
 ) -> WriterHandle:
     ctx: Any = mp.get_context("spawn" if cuda else "fork")
     work_recv, work_send = ctx.Pipe(duplex=False)
@@ -274,6 +378,7 @@ def _start_process(
             reply_recv,
             reply_send,
             free,
+            timeout,
         ),
         name="dimlapse-writer",
         daemon=True,
@@ -297,6 +402,7 @@ def _start_process(
         alive=proc.is_alive,
         kind="process",
         join=proc.join,
+        timeout=timeout,
     )
     handle.process = proc
     return handle

@@ -119,6 +119,13 @@ class Ring:
             torch.cuda.cudart().cudaHostUnregister(self.memory.data_ptr())
             self.pinned = False
 
+    def release(self) -> None:
+        """Drop this process's references to the shared memory (after the writer stopped),
+        so it is freed even while the Recorder object stays referenced."""
+        self.unpin()
+        self.memory = torch.empty(0, dtype=torch.uint8)
+        self.views, self.scalars = [], []
+
     @property
     def nbytes(self) -> int:
         return self.n_slots * self.layout.slot_bytes

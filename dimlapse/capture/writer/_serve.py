@@ -134,9 +134,17 @@ class Serve:
         raw, stored = stats_all.get("bytes_raw"), stats_all.get("bytes_stored")
         stats_all["compression_ratio"] = raw / stored if raw and stored else None
         try:
+            prior: Any = sink.root.attrs.get("contents")
+            contents = dict(prior) if isinstance(prior, dict) else {}
+            if self.error is None:  # what a reader must find: every array, every row
+                contents["arrays"] = {
+                    n: sorted(g.group.array_keys()) for n, g in sink.groups.items()
+                }
+                contents["rows"] = {n: g.rows for n, g in sink.groups.items()}
             sink.root.update_attributes(
                 {
                     **attrs,
+                    "contents": contents,
                     "status": status,
                     "finished": utcnow(),
                     "nonfinite": sink.nonfinite,
