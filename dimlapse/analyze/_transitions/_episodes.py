@@ -58,12 +58,12 @@ def _one_detector(trans: xr.Dataset, detector: str | None) -> tuple[xr.Dataset, 
             )
         return trans, name
     have = [str(d) for d in trans["detector"].values]
-    name = (
+    chosen = (
         detector if detector is not None else DEFAULT_DETECTOR if DEFAULT_DETECTOR in have else None
     )
-    if name not in have:
+    if chosen is None or chosen not in have:
         raise ValueError(f"Expected `detector` to be one of {have} in `trans`, got {detector!r}")
-    return trans.sel(detector=name), name
+    return trans.sel(detector=chosen), chosen
 
 
 def episodes(
@@ -185,7 +185,7 @@ def episodes(
         {k: ("episode", np.asarray(v, dtype=_DTYPES.get(k, np.float64))) for k, v in rows.items()},
         coords={"episode": np.arange(len(groups))},
     )
-    for k in ep.data_vars:
+    for k in rows:
         ep[k].attrs.update(long_name=long[k], units=units.get(k, "1"))
     ep.attrs.update(
         detector=name, window=float(window), min_series=min_series,

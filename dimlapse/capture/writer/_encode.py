@@ -125,9 +125,9 @@ def _write_file(path: str, parts: list[np.ndarray]) -> int:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         total = sum(p.nbytes for p in parts)
-        done = os.writev(fd, parts)
+        done = os.writev(fd, [p.data for p in parts])
         if done != total:  # short write (rare): finish with plain writes
-            blob = memoryview(np.concatenate(parts))[done:]
+            blob = np.concatenate(parts).data[done:]
             while blob:
                 blob = blob[os.write(fd, blob) :]
     except BaseException:

@@ -86,7 +86,7 @@ def _floor_cpu(
                 crc = np.array([google_crc32c.value(b.view(np.uint8).reshape(-1))], "<u4")
                 path = root / f"floor-{j}-{i}"
                 fd = os.open(f"{path}.partial", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                os.writev(fd, [b, crc])
+                os.writev(fd, [b.data, crc.data])
                 os.close(fd)
                 os.replace(f"{path}.partial", path)
     return time.process_time() - t0, os.times().system - k0
