@@ -172,8 +172,12 @@ def assemble(
         "every candidate is tested at every rung of the ladder; rungs up to trend_window score "
         "the detector on the residual from the trend, wider rungs score the residual's level "
         "change across the event (levels over a quarter of the rung's window either side, no "
-        "event within half a window of an edge); p_value = min(1, rungs * smallest rung "
-        "p-value), so the FDR family includes the ladder (Bonferroni over rungs)"
+        "event within half a window of an edge); at every rung but trend_window, a candidate "
+        "within 0.75 rung windows of another candidate significant at trend_window and sharp "
+        "(duration below max(rung, trend_window) / 8 samples) is not tested (a step's leftover "
+        "in the residual of another window is no event of its neighbours); p_value = min(1, "
+        "rungs * smallest rung p-value), so the FDR family includes the ladder (Bonferroni "
+        "over rungs)"
     )
     gaps = [np.diff(f) for f in finite_steps if f.size > 1]
     ds.attrs["step_spacing"] = float(np.median(np.concatenate(gaps))) if gaps else 1.0

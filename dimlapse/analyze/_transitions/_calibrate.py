@@ -168,7 +168,7 @@ def calibrate_series(
         if cal.mask_events:
             _step_down(x, d, options[d], nsur[d], ctx, cal, (*key, order.index(d)), alpha, res, kw)
         out[d] = res
-    _ladder(x, todo, options, nsur, cal, key, out)
+    _ladder(x, todo, options, nsur, cal, key, out, alpha)
     return out
 
 
@@ -237,7 +237,35 @@ def level_change(resid: np.ndarray, ev, window: int, edge: int) -> np.ndarray:
     return np.where(ok, np.abs(after - before), -np.inf)
 
 
-def _rung_scores(x, y, detect, opts, ctx, tw, base_tw):
+# An event accepted at the base window is sharp at a rung when its duration is below
+# max(rung, base window) / SHARP samples; candidates within REACH * rung samples of it are
+# not tested at that rung (the trend smears the step over about half its window either side,
+# and wide rungs average levels over a quarter of it beyond that).
+SHARP = 8
+REACH = 0.75
+
+
+def _near_sharp(ev, onset, end, accepted, tw: int, base_tw: int) -> np.ndarray:
+    """(k,) bool: candidates near another candidate accepted and sharp, at rung ``tw``.
+
+    ``ev`` holds the observed series' k candidates; ``onset``, ``end`` (their located spans)
+    and ``accepted`` (significant at the base window ``base_tw``), (k,) each, are in the same
+    order. A candidate is blocked when a sharp accepted one (duration below
+    ``max(tw, base_tw) / SHARP``) lies within ``REACH * tw`` samples of its footprint. A slow
+    rise accepted in part at the base window is no sharp event at a wide rung (its duration is
+    not well below the window), and an accepted event never blocks itself, so slow changes stay
+    testable at wide rungs.
+    """
+    a = ev.start.astype(np.int64)[:, None]
+    b = ev.stop.astype(np.int64)[:, None]
+    block = accepted & ((end - onset) < max(tw, base_tw) / SHARP)  # (k,)
+    r = int(REACH * tw)
+    reach = (onset[None, :] <= b + r) & (end[None, :] >= a - r)  # (k, k)
+    np.fill_diagonal(reach, False)
+    return np.any(reach & block[None, :], axis=1)
+
+
+def _rung_scores(x, y, detect, opts, ctx, tw, base_tw, sharp=None):
     """Observed candidate scores (k,) and surrogate maxima (b,) at one rung of the ladder.
 
     At rungs up to ``base_tw`` the detector's own score on the residual (how sharp). At wider
@@ -245,21 +273,33 @@ def _rung_scores(x, y, detect, opts, ctx, tw, base_tw):
     windows miss: the score is the residual's level change across the event, levels averaged
     over ``tw // 4`` samples either side (``level_change``; none within ``tw // 2`` samples of
     an edge), the same for the surrogates.
+
+    ``sharp`` (``(onset, end, accepted)`` of the observed candidates, (k,) each; accepted:
+    significant at the base window) blocks, at every rung but the base, observed candidates
+    near a sharp accepted one (``_near_sharp``; score -inf): a trend fitted at another window
+    leaves a real step's smeared leftover in the residual beside it (at wide rungs a level
+    change, at narrow ones a sawtooth), which is no event of its neighbours. The surrogates
+    hold no such step, so their maxima need no such rule; blocking only lowers observed scores.
     """
     b = y.shape[0]
     if tw <= base_tw:
-        score = detect(np.atleast_2d(x), opts, ctx).score  # same candidates, rescored
+        obs = detect(np.atleast_2d(x), opts, ctx)  # same candidates, rescored
+        score = obs.score.copy()
+        if sharp is not None and tw < base_tw:
+            score[_near_sharp(obs, *sharp, tw, base_tw)] = -np.inf
         return score, detect(y, opts, ctx).max_per_row(b)
     w = max(tw // 4, 2)
     obs = detect(np.atleast_2d(x), opts, NO_CONTEXT)  # candidates are placed on the values
     score = level_change(ctx.residual(np.atleast_2d(x)), obs, w, tw // 2)
+    if sharp is not None:
+        score[_near_sharp(obs, *sharp, tw, base_tw)] = -np.inf
     ev = detect(y, opts, NO_CONTEXT)
     null = np.full(b, -np.inf)
     np.maximum.at(null, ev.row, level_change(ctx.residual(y), ev, w, tw // 2))
     return score, null
 
 
-def _ladder(x, todo, options, nsur, cal, key, out) -> None:
+def _ladder(x, todo, options, nsur, cal, key, out, alpha) -> None:
     """``p_ladder`` of every candidate at each trend window of the ladder (base included).
 
     Rungs other than the base are run only for detectors with a candidate the data can resolve
@@ -273,6 +313,10 @@ def _ladder(x, todo, options, nsur, cal, key, out) -> None:
     todo = [d for d in todo if out[d].resolved.any()]
     if not todo:
         return
+    accepted = {}  # (onset, end, accepted at the base window) of every candidate
+    for d in todo:
+        ok = (out[d].p_value <= alpha) & out[d].resolved
+        accepted[d] = (out[d].onset.astype(np.int64), out[d].end.astype(np.int64), ok)
     for j, tw in enumerate(ladder):
         if tw == cal.trend_window:
             continue
@@ -286,6 +330,6 @@ def _ladder(x, todo, options, nsur, cal, key, out) -> None:
             )  # fmt: skip
             ctx = Context(smoother_sparse(x.size, tw, cal.trend_degree))
             score, null_max = _rung_scores(
-                x, y, DETECTORS[d].detect, options[d], ctx, tw, cal.trend_window
+                x, y, DETECTORS[d].detect, options[d], ctx, tw, cal.trend_window, accepted[d]
             )
             out[d].p_ladder[:, j] = tail_pvalues(score, null_max, fit_tail(null_max))[0]
