@@ -5,9 +5,10 @@ machine, against 0.5 ms/MB for what a chunk needs (a copy into the chunk buffer,
 page-cache write): it builds the chunk in fresh buffers at every codec (the bytes codec's view,
 blosc's output copied into a zarr buffer, the checksum appended by ``np.append``, each a new
 51 MB allocation whose pages fault in) and hops through its event loop thread (measured
-with ``dimlapse bench capture``'s per-MB table and its ``zarr_writes()`` control). A capture chunk is always a whole,
-aligned chunk of a known codec chain, so :func:`write_chunk` encodes it with the same codecs
-(numcodecs' Blosc and Zstd, google-crc32c, what zarr itself calls) and writes the bytes under
+with ``dimlapse bench capture``'s per-MB table and its ``zarr_writes()`` control). A
+capture chunk is always a whole, aligned chunk of a known codec chain, so :func:`write_chunk`
+encodes it with the same codecs (numcodecs' Blosc and Zstd, google-crc32c, what zarr itself
+calls) and writes the bytes under
 the array's own chunk key; zarr reads them back and verifies the checksum as usual. Any other
 chain (filters such as bit-rounding, big-endian data, a sharded array) goes through zarr.
 """
