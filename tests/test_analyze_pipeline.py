@@ -112,6 +112,8 @@ def test_coupling_matches_an_independent_recomputation(analysed):
 def test_crashed_run_is_analysed_up_to_the_last_complete_snapshot(tiny_run_copy, tmp_path):
     root = zarr.open_group(str(tiny_run_copy), mode="r+")
     root.attrs["status"] = "crashed"
+    # a killed writer never closes the run: the rows it wrote are not recorded in `contents`
+    root.attrs["contents"] = {"groups": root.attrs["contents"]["groups"]}
     kept = root["weights/step"][:-4]
     for group in ("weights", "activations"):
         step = root[f"{group}/step"]

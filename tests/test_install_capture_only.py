@@ -57,7 +57,7 @@ def test_core_dependencies_are_the_capture_side_and_cover_its_imports():
     integrations = _third_party_imports(PKG / "capture" / "integrations")
     assert integrations <= CAPTURE_DEPS | _names(extras["integrations"])
     assert "dimlapse[analyze,recipes,integrations]" in extras["all"]
-    assert "dimlapse[export]" in extras["all"]
+    assert "dimlapse[export,ingest]" in extras["all"]
     make_setup = (ROOT / "Makefile").read_text()
     assert ".[all,dev,ndtracker]" in make_setup  # make setup still installs everything
 
