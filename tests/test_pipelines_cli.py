@@ -112,7 +112,7 @@ def test_every_option_states_its_default():
         for q in parsers:
             text = q.format_help()
             for action in q._actions:
-                if action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+                if not action.option_strings or action.nargs == 0 or action.required:
                     continue
                 shown = HelpFormatter(q.prog)._get_help_string(action) % {"default": action.default}
                 assert "default" in shown.lower(), (q.prog, action.option_strings)

@@ -438,7 +438,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-ndtracker", action="store_true", help="skip the ndtracker arm")
     p.add_argument("--no-large", action="store_true", help="skip the ~30M-parameter arm")
     p.add_argument("--no-per-mb", action="store_true", help="skip the CPU-per-MB table")
-    p.add_argument("--json", help="also write the results as JSON to this path")
+    p.add_argument("--json", help="also write the results as JSON to this path (default: none)")
 
 
 def main(args: argparse.Namespace) -> int:

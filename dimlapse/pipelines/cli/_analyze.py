@@ -81,7 +81,8 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
         "--results-dir", default=RESULTS_DIR, help=f"where results are (default {RESULTS_DIR})"
     )
     parser.add_argument(
-        "--out-dir", help="a results folder holding analysis.zarr (overrides --run)"
+        "--out-dir",
+        help="a results folder holding analysis.zarr (overrides --run; default: <results-dir>/<run>/)",
     )
 
 

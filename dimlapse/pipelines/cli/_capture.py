@@ -20,11 +20,15 @@ def add_capture_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for init, batches, probe")
     p.add_argument("--run", help="run name (default <model>-<data>-s<seed>)")
     p.add_argument("--out-dir", default=RUNS_DIR, help=f"where runs go (default {RUNS_DIR})")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", type=int, help="training batch (default: the model's recipe)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the model's recipe)")
     p.add_argument("--probe-size", type=int, help="held-out probe examples (default 512)")
-    p.add_argument("--positions", type=int, help="spatial positions sampled per conv output")
-    p.add_argument("--tokens", type=int, help="token positions sampled per token output")
+    p.add_argument(
+        "--positions", type=int, help="spatial positions sampled per conv output (default 16)"
+    )
+    p.add_argument(
+        "--tokens", type=int, help="token positions sampled per token output (default 4)"
+    )
     p.add_argument(
         "--codec", help="lz4 (default, lossless), zstd, blosc-zstd, none, float16, bitround-<bits>"
     )
@@ -50,7 +54,9 @@ def add_capture_arguments(p: argparse.ArgumentParser) -> None:
 def add_replay_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", help="run name (default: the newest run in --out-dir)")
     p.add_argument("--out-dir", default=RUNS_DIR)
-    p.add_argument("--store", help="a run store path or URL (instead of --run)")
+    p.add_argument(
+        "--store", help="a run store path or URL (instead of --run; default: the run --run names)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace stored activations")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
 

@@ -28,8 +28,14 @@ def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--params", action="append", help="name glob of tensors to read (repeatable; default all)"
     )
-    p.add_argument("--model", help="module:callable returning the checkpoints' nn.Module")
-    p.add_argument("--probe", help="torch.save'd probe batch; with --model, activations replayed")
+    p.add_argument(
+        "--model",
+        help="module:callable returning the checkpoints' nn.Module (default: none, weights only)",
+    )
+    p.add_argument(
+        "--probe",
+        help="torch.save'd probe batch; with --model, activations replayed (default: none)",
+    )
     p.add_argument("--codec", help="codec of float arrays (default: the Recorder's)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run store")
 
