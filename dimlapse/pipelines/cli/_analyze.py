@@ -82,7 +82,8 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out-dir",
-        help="a results folder holding analysis.zarr (overrides --run; default: <results-dir>/<run>/)",
+        help="a results folder holding analysis.zarr (overrides --run; "
+        "default: <results-dir>/<run>/)",
     )
 
 
