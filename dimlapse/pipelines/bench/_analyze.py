@@ -275,8 +275,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--base",
-        default="/tmp/basepath" if Path("/tmp/basepath/dimlapse").is_dir() else None,
-        help="PYTHONPATH holding a previous version's `dimlapse` package, timed beside this one",
+        help="PYTHONPATH holding a previous version's `dimlapse` package, timed beside this one "
+        "(default: none, this version alone)",
     )
     p.add_argument("--reps", type=int, default=1, help="end-to-end repetitions per version")
     p.add_argument(
