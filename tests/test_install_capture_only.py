@@ -66,7 +66,8 @@ RUN_IN_FRESH_ENV = """
 import importlib.util, sys
 import torch, zarr
 from dimlapse.capture import Recorder, every_n
-from dimlapse.capture.integrations import CaptureOptions  # importable without the frameworks
+from dimlapse.capture import CaptureOptions  # the options of the Recorder and both callbacks
+import dimlapse.capture.integrations  # importable without the frameworks
 
 torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
