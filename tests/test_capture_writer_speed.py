@@ -6,6 +6,7 @@ where the codec is deterministic, and corrupting one byte must fail the read. Sp
 asserted here: ``dimlapse bench capture`` prints it beside its controls.
 """
 
+import math
 import os
 
 import numpy as np
@@ -130,7 +131,9 @@ def test_per_mb_table_runs_every_arm(tmp_path):
     table = per_mb_table(x, codecs=("none", "lz4"), short=64, long=192, root=tmp_path)
     assert list(table) == ["none", "lz4", "none via zarr", "floor"]
     assert table["floor"]["x_floor"] == 1.0
-    assert all(r["ms_per_mb"] > 0 and r["mb_per_snapshot"] > 0.9 for r in table.values())
+    # a marginal CPU cost (long run minus short run) can come out at or below 0 on a busy
+    # machine: the test checks that every arm ran and measured, not the machine's speed
+    assert all(math.isfinite(r["ms_per_mb"]) and r["mb_per_snapshot"] > 0.9 for r in table.values())
     assert table["lz4"]["compression_ratio"] > table["none"]["compression_ratio"]
     text = "\n".join(format_per_mb(table))
     assert f"{'none via zarr':<18} {table['none via zarr']['ms_per_mb']:>7.3f}" in text
