@@ -1,6 +1,6 @@
 """transitions at every time scale: slow rises, staircases and reversals over seeds.
 
-Planted ground truth over 10 seeds each (issue 14.3): a slow rise (8 noise sd over 40
+Planted ground truth over 10 seeds each: a slow rise (8 noise sd over 40
 samples) and a grokking-like sigmoid (t50 1172, t99 1697 steps, sampled every 5 and every 10
 steps over 2,000) must be significant in at least 9 of 10 seeds with the default ladder; the
 default detector must find every step of a clear (6 sd) staircase in every seed; meanshift
@@ -58,7 +58,7 @@ def test_a_slow_rise_is_found_in_nine_of_ten_seeds(detector):
             10,
             marks=pytest.mark.xfail(
                 reason="8 of 10 seeds at every 10 steps (201 samples, ladder up to 100): below "
-                "the 9 of 10 of issue 14.3",
+                "the 9 of 10 required",
                 strict=True,
             ),
         ),

@@ -1,4 +1,4 @@
-"""Issue 19, capture: one line at start and one at close, seen without configuring logging,
+"""Capture says what it does: one line at start and one at close, seen without configuring logging,
 silenced by the logging level; the same through the callbacks' Recorder."""
 
 import logging

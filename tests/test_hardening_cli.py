@@ -1,4 +1,4 @@
-"""Issue 16, case 8 (last point): make variables reach the command quoted, never through the
+"""Make variables reach the command quoted, never through the
 shell. Run for real: the injected command would create a file."""
 
 import os

@@ -1,4 +1,4 @@
-"""Issue 16, cases 5 and 6: damaged stores are errors naming what is missing, and a live
+"""Damaged stores are errors naming what is missing, and a live
 store reads as the common complete prefix of its groups. Every store is damaged on disk."""
 
 import json

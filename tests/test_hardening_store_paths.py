@@ -1,4 +1,4 @@
-"""Issue 16, cases 1, 2 and 8 (capture side): paths, leases and arguments that must be
+"""Paths, leases and arguments that must be
 refused before anything is touched, on a real disk."""
 
 import json

@@ -1,4 +1,4 @@
-"""Issue 16, cases 3, 4 and 7: the writer process dies, stops or hangs; training never does.
+"""The writer process dies, stops or hangs; training never does.
 
 Every test kills (SIGKILL) or stops (SIGSTOP) the real writer process, or forks it while
 another thread holds a logging lock, and checks that training goes on, every wait ends within
