@@ -286,13 +286,13 @@ def _rung_scores(x, y, detect, opts, ctx, tw, base_tw, sharp=None):
         obs = detect(np.atleast_2d(x), opts, ctx)  # same candidates, rescored
         score = obs.score.copy()
         if sharp is not None and tw < base_tw:
-            score[_near_sharp(obs, *sharp, tw, base_tw)] = -np.inf
+            score[_near_sharp(obs, sharp[0], sharp[1], sharp[2], tw, base_tw)] = -np.inf
         return score, detect(y, opts, ctx).max_per_row(b)
     w = max(tw // 4, 2)
     obs = detect(np.atleast_2d(x), opts, NO_CONTEXT)  # candidates are placed on the values
     score = level_change(ctx.residual(np.atleast_2d(x)), obs, w, tw // 2)
     if sharp is not None:
-        score[_near_sharp(obs, *sharp, tw, base_tw)] = -np.inf
+        score[_near_sharp(obs, sharp[0], sharp[1], sharp[2], tw, base_tw)] = -np.inf
     ev = detect(y, opts, NO_CONTEXT)
     null = np.full(b, -np.inf)
     np.maximum.at(null, ev.row, level_change(ctx.residual(y), ev, w, tw // 2))
