@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import inspect
 import os
 import re
 import time
@@ -252,18 +251,9 @@ class _JobClock:
 
 
 @contextlib.contextmanager
-def _series_bar(
-    transitions: Callable[..., Any], series: xr.DataArray, *, progress: bool
-) -> Iterator[dict[str, Any]]:
-    """``{"progress": callback}`` for a ``transitions`` that reports series done, else ``{}``.
-
-    The callback receives the number of series calibrated so far; the bar counts the series of
-    `series` (every dim but ``step``). Older ``transitions`` without the argument get no inner
-    bar (checked by signature, so both versions run).
-    """
-    if "progress" not in inspect.signature(transitions).parameters:
-        yield {}
-        return
+def _series_bar(series: xr.DataArray, *, progress: bool) -> Iterator[Callable[[int], None]]:
+    """A callback for ``transitions(progress=...)``: it receives the number of series calibrated
+    so far; the bar counts the series of `series` (every dim but ``step``)."""
     total = int(np.prod([n for d, n in series.sizes.items() if d != "step"]))
     bar = tqdm(total=total, desc="transitions", unit="series", leave=False, disable=not progress)
 
@@ -271,7 +261,7 @@ def _series_bar(
         bar.update(max(0, int(done) - bar.n))
 
     try:
-        yield {"progress": advance}
+        yield advance
     finally:
         bar.close()
 
@@ -382,8 +372,8 @@ def analyze_run(
         dim.attrs["every"] = every if isinstance(every, int) else None
         chunked = _layers_chunked(dim)
         total = _total_steps(run, dim)
-        with _series_bar(transitions, chunked, progress=progress) as extra:
-            tr = transitions(chunked, detectors=tuple(detectors), alpha=alpha, **extra)
+        with _series_bar(chunked, progress=progress) as advance:
+            tr = transitions(chunked, detectors=tuple(detectors), alpha=alpha, progress=advance)
             results["transitions"] = compute_job(tr, "transitions", local=local, progress=progress)
         clock.done("transitions")
         trans = results["transitions"]
