@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 import tempfile
 import time
@@ -443,6 +444,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark from parsed arguments and print the report."""
+    # dozens of Recorders start and close here: their two log lines each would bury the report
+    logging.getLogger("dimlapse.capture").setLevel(logging.WARNING)
     for name in ("blocks", "steps", "every", "probe_size", "codec_steps", "feed_steps"):
         value = getattr(args, name)
         if value < 1:
