@@ -219,19 +219,26 @@ def level_change(resid: np.ndarray, ev, window: int, edge: int) -> np.ndarray:
     """|mean after - mean before| of ``resid`` (rows, n) around each event, shape (k,).
 
     Before: up to ``window`` samples ending at the event's ``start``; after: up to ``window``
-    samples from ``stop + 1``. An event that starts within ``edge`` samples of the first sample
-    or ends within ``edge`` of the last scores -inf (no event): a level change at this scale
-    needs the level before and after it, and near an edge the trend is extrapolated (a
-    loss-like decay from the first sample is no transition).
+    samples from ``stop + 1``; neither reads the outer ``edge - window`` samples of the series,
+    where the trend is extrapolated (a loss-like decay from the first sample is no transition).
+    An event scores -inf (no event) when its ``peak`` (where the detector fired hardest) lies
+    within ``edge`` samples of either end, or when either level has fewer than half a window of
+    samples: a level change at this scale needs the level before and after it. The peak, not the
+    footprint, is held to the edge: a detector's footprint of a slow change reaches into its
+    flat tails (PELT's outer change points), which would otherwise put a grokking-like rise
+    filling a quarter of the series out of reach of every wide rung.
     """
     rows, n = resid.shape
     c = np.concatenate([np.zeros((rows, 1)), np.cumsum(resid, axis=1)], axis=1)  # (rows, n+1)
-    a = ev.start.astype(np.int64)
-    b = np.minimum(ev.stop.astype(np.int64) + 1, n)
-    lo = np.maximum(a - window, 0)
-    hi = np.minimum(b + window, n)
+    margin = max(edge - window, 0)
+    a = np.clip(ev.start.astype(np.int64), 0, n)
+    b = np.clip(ev.stop.astype(np.int64) + 1, 0, n)
+    lo = np.minimum(np.maximum(a - window, margin), a)
+    hi = np.maximum(np.minimum(b + window, n - margin), b)
     nb, na = a - lo, hi - b
-    ok = (a >= edge) & (b <= n - edge) & (nb > 0) & (na > 0)
+    peak = ev.peak.astype(np.int64)
+    need = max(window / 2, 1)
+    ok = (peak >= edge) & (peak < n - edge) & (nb >= need) & (na >= need)
     before = (c[ev.row, a] - c[ev.row, lo]) / np.maximum(nb, 1)
     after = (c[ev.row, hi] - c[ev.row, b]) / np.maximum(na, 1)
     return np.where(ok, np.abs(after - before), -np.inf)
