@@ -171,8 +171,9 @@ def assemble(
     ds.attrs["ladder_definition"] = (
         "every candidate is tested at every rung of the ladder; rungs up to trend_window score "
         "the detector on the residual from the trend, wider rungs score the residual's level "
-        "change across the event (levels over a quarter of the rung's window either side, no "
-        "event within half a window of an edge); at every rung but trend_window, a candidate "
+        "change across the event (levels over a quarter of the rung's window either side, none "
+        "read from the outer quarter window, no event peaking within half a window of an "
+        "edge); at every rung but trend_window, a candidate "
         "within 0.75 rung windows of another candidate significant at trend_window and sharp "
         "(duration below max(rung, trend_window) / 8 samples) is not tested (a step's leftover "
         "in the residual of another window is no event of its neighbours); p_value = min(1, "
