@@ -278,8 +278,8 @@ def _rung_scores(x, y, detect, opts, ctx, tw, base_tw, sharp=None):
     At rungs up to ``base_tw`` the detector's own score on the residual (how sharp). At wider
     rungs a slow change leaves a wide, low leftover in the residual that a detector's short
     windows miss: the score is the residual's level change across the event, levels averaged
-    over ``tw // 4`` samples either side (``level_change``; none within ``tw // 2`` samples of
-    an edge), the same for the surrogates.
+    over ``tw // 4`` samples either side (``level_change``: no event peaking within ``tw // 2``
+    samples of an edge), the same for the surrogates.
 
     ``sharp`` (``(onset, end, accepted)`` of the observed candidates, (k,) each; accepted:
     significant at the base window) blocks, at every rung but the base, observed candidates
