@@ -49,16 +49,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tensorboard",
         metavar="DIR",
-        help="live log: a TensorBoard event file in DIR/<run>/ (view: tensorboard --logdir DIR)",
+        help="live log: a TensorBoard event file in DIR/<run>/, viewed with tensorboard --logdir "
+        "DIR (default: none)",
     )
     p.add_argument(
         "--wandb",
         nargs="?",
         const=WANDB_PROJECT,
         metavar="PROJECT",
-        help=f"live log: a W&B run in project PROJECT ({WANDB_PROJECT}), kept in "
-        "<results-dir>/<run>/wandb/; offline (no network) unless WANDB_MODE=online; needs "
-        "pip install 'dimlapse[wandb]'",
+        help=f"live log: a W&B run in project PROJECT ({WANDB_PROJECT} when the flag has no "
+        "value), kept in <results-dir>/<run>/wandb/; offline (no network) unless "
+        "WANDB_MODE=online; needs pip install 'dimlapse[wandb]' (default: none)",
     )
 
 
