@@ -16,6 +16,7 @@ import difflib
 import re
 import statistics
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -276,6 +277,12 @@ SOURCES = {
 }
 
 
+def _wrap(text: str) -> str:
+    """The caption (the text before the table) wrapped at 100 columns, like the README."""
+    caption, sep, table = text.partition("\n\n")
+    return textwrap.fill(caption, width=100, break_on_hyphens=False) + sep + table
+
+
 def _markers(name: str) -> tuple[str, str]:
     sources = ", ".join(f"docs/{s}" for s in SOURCES[name])
     begin = f"<!-- table:{name} (generated from {sources} by `make readme-tables`) -->"
@@ -284,7 +291,7 @@ def _markers(name: str) -> tuple[str, str]:
 
 def tables(docs: Path) -> dict[str, str]:
     """Every table, rendered from the outputs in `docs`."""
-    return {name: render_one(docs) for name, render_one in TABLES.items()}
+    return {name: _wrap(render_one(docs)) for name, render_one in TABLES.items()}
 
 
 def render(readme: str, docs: Path) -> str:
