@@ -305,9 +305,10 @@ def render(readme: str, docs: Path) -> str:
                              rf"{re.escape(name)} -->", re.S)  # fmt: skip
         if f"<!-- table:{name} " not in readme:
             continue
-        if not pattern.search(readme):
+        found = pattern.search(readme)
+        if found is None:
             raise SourceError(f"README.md has {begin!r} but not {end!r} after it")
-        readme = pattern.sub(lambda _m, b=begin, t=text, e=end: f"{b}\n{t}\n{e}", readme)
+        readme = readme[: found.start()] + f"{begin}\n{text}\n{end}" + readme[found.end() :]
     return readme
 
 

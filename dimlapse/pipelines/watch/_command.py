@@ -112,12 +112,12 @@ def main(args: argparse.Namespace) -> int:
                 dashboard=board,
                 log_to=_sinks(stack, args, store, CLIError) or None,
             )
-        print(
-            f"{store}: {result.stopped} ({result.status}), {result.snapshots} snapshots to step "
-            f"{result.last_step}, {len(result.alerts)} alert(s) in {result.alert_log}"
-            + (f"; {result.note}" if result.note else ""),
-            flush=True,
-        )
+            print(  # before the live logs close (the W&B run says where it is then)
+                f"{store}: {result.stopped} ({result.status}), {result.snapshots} snapshots to "
+                f"step {result.last_step}, {len(result.alerts)} alert(s) in {result.alert_log}"
+                + (f"; {result.note}" if result.note else ""),
+                flush=True,
+            )
         if board is not None and result.stopped in ("finished", "unknown-status"):
             _linger(board, None if args.timeout is None else start + args.timeout)
     except (ValueError, FileNotFoundError, OSError) as e:
@@ -163,7 +163,9 @@ def _sinks(
 @contextlib.contextmanager
 def _tensorboard(logdir: Path, name: str, error: type[Exception]) -> Iterator[Any]:
     try:
-        from dimlapse.analyze.exports import TensorBoardLog
+        from dimlapse.analyze import exports
+
+        tensorboard_log: Any = exports.TensorBoardLog  # imports tensorboard
     except ImportError as e:
         raise error(
             f"--tensorboard needs the tensorboard package ({e}): pip install 'dimlapse[export]'"
@@ -175,7 +177,7 @@ def _tensorboard(logdir: Path, name: str, error: type[Exception]) -> Iterator[An
             f"{folder} already holds TensorBoard event files ({', '.join(earlier)}): choose "
             "another --tensorboard folder, or remove them"
         )
-    with TensorBoardLog(folder, flush_secs=5.0) as log:
+    with tensorboard_log(folder, flush_secs=5.0) as log:
         print(f"live log: tensorboard --logdir {logdir}  (run {name})", flush=True)
         yield log
 
@@ -188,7 +190,7 @@ def _wandb(
         import wandb
     except ImportError as e:
         raise error(f"--wandb needs the wandb package ({e}): pip install 'dimlapse[wandb]'") from e
-    mode = os.environ.get("WANDB_MODE") or "offline"  # never the network unless asked for
+    mode: Any = os.environ.get("WANDB_MODE") or "offline"  # no network unless asked for
     folder.mkdir(parents=True, exist_ok=True)
     run = wandb.init(
         project=project,
