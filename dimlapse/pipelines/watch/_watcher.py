@@ -121,7 +121,9 @@ def watch(
         trackio run, a :class:`dimlapse.analyze.exports.TensorBoardLog`. Each gets, per
         step, ``dimensionality/<kind>/<layer>/<metric>``, ``scalars/<name>`` and an
         ``alerts`` Markdown table, in step order (see :class:`LiveLog`); rows still held
-        back when the watch ends are sent then. The caller finishes its runs.
+        back when the watch ends are sent then. The caller finishes its runs. Give the
+        watch runs of its own: it lags training, and W&B drops steps below the last one
+        logged, so a training loop logging to the same run would hide the watch's rows.
 
     Returns
     -------
