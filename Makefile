@@ -8,14 +8,19 @@ opt = $(if $($(1)),$(2) "$$$(1)")
 switch = $(if $($(1)),$(2))
 
 .PHONY: help setup test test-slow lint typecheck capture replay analyze report export watch study \
-        intervene bench-capture bench-analyze bench-transitions
+        intervene bench-capture bench-analyze bench-transitions readme-tables
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
 
-setup:  ## .venv with torch (CPU build) first, then dimlapse with every extra and the dev tools
+# torch's CPU build: on Linux from PyTorch's CPU index (PyPI's Linux wheel is the CUDA build,
+# gigabytes more); PyPI's macOS and Windows wheels are CPU builds already. Set TORCH to override
+# (e.g. TORCH=torch==2.13.0 for the CUDA build on Linux).
+TORCH ?= $(if $(filter Linux,$(shell uname -s)),torch==2.13.0+cpu --extra-index-url https://download.pytorch.org/whl/cpu,torch==2.13.0)
+
+setup:  ## .venv with torch (CPU build) first, then dimlapse with every extra and the dev tools: TORCH
 	python3 -m venv .venv
-	.venv/bin/pip install --quiet torch==2.13.0
+	.venv/bin/pip install --quiet $(TORCH)
 	.venv/bin/pip install --quiet -e '.[all,dev,ndtracker]'
 
 test:  ## the default suite (fast)
@@ -52,8 +57,9 @@ export:  ## an analysed run to TensorBoard / Parquet / CSV: RUN TO (default tens
 	$(DIMLAPSE) export $(call opt,RUN,) --to "$${TO:-tensorboard}" $(call opt,OUT,--out) \
 	  $(call switch,OVERWRITE,--overwrite)
 
-watch:  ## follow a run while it trains (default: the newest): RUN PORT TIMEOUT
-	$(DIMLAPSE) watch $(call opt,RUN,--run) $(call opt,PORT,--port) $(call opt,TIMEOUT,--timeout)
+watch:  ## follow a run while it trains (default: the newest): RUN PORT TIMEOUT TENSORBOARD WANDB
+	$(DIMLAPSE) watch $(call opt,RUN,--run) $(call opt,PORT,--port) $(call opt,TIMEOUT,--timeout) \
+	  $(call opt,TENSORBOARD,--tensorboard) $(call opt,WANDB,--wandb)
 
 study:  ## recipes over seeds, one comparison report: MODELS SEEDS STEPS REUSE OVERWRITE SCHEDULER
 	$(DIMLAPSE) study $(call opt,MODELS,--models) $(call opt,SEEDS,--seeds) \
@@ -73,3 +79,6 @@ bench-analyze:  ## the analysis jobs against a naive SVD loop
 
 bench-transitions:  ## detectors' false alarms and power: SEEDS
 	$(DIMLAPSE) bench transitions $(call opt,SEEDS,--seeds)
+
+readme-tables:  ## README's measured tables regenerated from the benchmark outputs in docs/
+	$(PY) -m dimlapse.pipelines.bench._readme_tables

@@ -198,3 +198,45 @@ def test_store_opens_with_the_analysis_reader(inline_run):
     acc = run.scalars["test_accuracy"].sel(step=[5, 10, 15, 20]).values
     assert np.isfinite(acc).all()
     assert run.attrs["config"]["model"] == "mlp"
+
+
+@pytest.mark.parametrize(
+    ("capture_log", "start", "close"),
+    [("all", True, True), ("start", True, False), ("none", False, False)],
+)
+def test_workflows_choose_which_recorder_lines_they_show(
+    tmp_path, caplog, capture_log, start, close
+):
+    import logging
+
+    from dimlapse.pipelines.training import train
+
+    logger = logging.getLogger("dimlapse.capture")
+    recipe = Recipe.default("mlp", data="digits", steps=10, every=5, probe_size=16)
+    with caplog.at_level(logging.INFO, logger="dimlapse.capture"):
+        result = train(
+            recipe, tmp_path / "r.zarr", progress=False, threads=1, capture_log=capture_log
+        )
+        assert logger.level == logging.INFO  # the level the caller had, restored
+    said = [r.getMessage() for r in caplog.records if r.name == "dimlapse.capture"]
+    assert any("recording into" in m for m in said) is start, said
+    assert any(" complete: 10 steps" in m for m in said) is close, said
+    assert result.snapshots == 3
+
+
+def test_capture_log_is_validated(tmp_path):
+    from dimlapse.pipelines.training import train
+
+    recipe = Recipe.default("mlp", data="digits", steps=5, every=5)
+    with pytest.raises(ValueError, match="Expected `capture_log` to be one of all, start, none"):
+        train(recipe, tmp_path / "x.zarr", progress=False, capture_log="some")
+
+
+def test_capture_command_shows_the_start_line_and_its_own_summary_once(tmp_path, capsys, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="dimlapse.capture"):
+        _capture(tmp_path, run="once")
+    said = [r.getMessage() for r in caplog.records if r.name == "dimlapse.capture"]
+    assert len(said) == 1 and "recording into" in said[0]  # no close line beside the summary
+    assert capsys.readouterr().out.count("5 snapshots") == 1

@@ -6,13 +6,16 @@ either one TensorBoard event file (tags in :mod:`._tensorboard`) or tidy tables,
 observation (columns in ``COLUMNS``). The run store and ``analysis.zarr`` stay the source:
 an export is a view of them, refused over an earlier one unless ``overwrite=True``.
 
-``TensorBoardLog`` appends the same tags while a run is being written (for live logging
-from watch). TensorBoard and Parquet need the ``export`` extra (``pip install
-'dimlapse[export]'``: tensorboard, pyarrow); tensorboard is imported only when asked for.
+``TensorBoardLog`` appends the same tags while a run is being written, and ``LiveLog``
+sends what a watch reads to it and to any W&B-style run (``run.log(dict, step=...)``: W&B,
+trackio), for live logging from watch. TensorBoard and Parquet need the ``export`` extra
+(``pip install 'dimlapse[export]'``: tensorboard, pyarrow), W&B the ``wandb`` extra;
+tensorboard is imported only when asked for, wandb never (the caller makes its run).
 """
 
 from ._api import FORMATS, Exported, ExportExistsError, export
 from ._source import NotAnalysedError
+from ._stream import LiveLog
 from ._tables import (
     COLUMNS,
     alerts_table,
@@ -27,6 +30,7 @@ __all__ = [
     "FORMATS",
     "ExportExistsError",
     "Exported",
+    "LiveLog",
     "NotAnalysedError",
     "TensorBoardLog",
     "alerts_table",

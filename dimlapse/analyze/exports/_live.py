@@ -3,6 +3,8 @@
 The offline export writes one file at the end; a live view appends as snapshots complete.
 The tags are the export's (``dimensionality/<kind>/<layer>/<metric>``, ``scalars/<name>``,
 ``alerts``), so a live log and a later export of the same run read alike in TensorBoard.
+``log(values, step=...)`` is the W&B run's call, so :class:`LiveLog` feeds this file and a
+W&B or trackio run alike.
 """
 
 from __future__ import annotations
@@ -74,6 +76,24 @@ class TensorBoardLog:
         """One ``alerts`` text (Markdown) at `step`; join several alerts of a step first."""
         now = time.time() if wall_time is None else wall_time
         self._writer.add_event(text_event("alerts", step, text, now))
+
+    def log(
+        self, values: Mapping[str, object], *, step: int, wall_time: float | None = None
+    ) -> None:
+        """Each ``tag: value`` at `step`: a number as a scalar, a string as a text (Markdown).
+
+        The call a W&B run takes (``run.log(values, step=...)``), with the keys as tags.
+        """
+        now = time.time() if wall_time is None else wall_time
+        for tag, value in values.items():
+            if isinstance(value, str):
+                self._writer.add_event(text_event(tag, step, value, now))
+            elif isinstance(value, int | float | np.number):
+                self._writer.add_event(scalar_event(tag, step, float(value), now))
+            else:
+                raise TypeError(
+                    f"Expected the value of {tag!r} to be a number or a string, got {value!r}"
+                )
 
     def flush(self) -> None:
         """Write every pending event to disk."""

@@ -32,6 +32,7 @@ from tensorboard.plugins.text.metadata import create_summary_metadata
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.util.tensor_util import make_tensor_proto
 
+from ._markdown import ALERT_COLUMNS, markdown_table
 from ._source import ExportSource
 
 __all__ = ["EVENT_FILE_PREFIX", "scalar_event", "text_event", "write_tensorboard"]
@@ -79,23 +80,14 @@ def _clock(source: ExportSource, scalars: pd.DataFrame | None) -> _Clock:
     return _Clock(created, wall["step"].to_numpy(np.float64), wall["value"].to_numpy(np.float64))
 
 
-def _cell(value: object) -> str:
-    if isinstance(value, float | np.floating):
-        return "nan" if np.isnan(value) else f"{value:.4g}"
-    return str(value).replace("|", "\\|")
-
-
 def _table(rows: pd.DataFrame, columns: list[str]) -> str:
     """A Markdown table of `columns` (those present) of `rows`."""
     cols = [c for c in columns if c in rows.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
-    lines += ["| " + " | ".join(_cell(v) for v in r) + " |" for r in rows[cols].itertuples(False)]
-    return "\n".join(lines)
+    return markdown_table(rows[cols].to_dict("records"), cols)
 
 
 EVENT_COLUMNS = ["kind", "layer", "metric", "step", "sign", "score", "p_value", "scale",
                  "duration", "effect", "episode"]  # fmt: skip
-ALERT_COLUMNS = ["severity", "kind", "layer", "metric", "message", "statistic", "threshold"]
 
 
 def _events(

@@ -33,7 +33,8 @@ class NewSnapshots:
     """What one poll found: new complete snapshots of one kind, and new scalar rows.
 
     ``steps`` are the new capture steps ``(k,)``; ``nonfinite`` maps an array (layer or
-    scalar name) to the new steps at which it held NaN or Inf.
+    scalar name) to the new steps at which it held NaN or Inf; ``kind`` says which matrices
+    the metrics describe (``activation`` or ``weight``; ``auto`` while a run has not said).
     """
 
     steps: np.ndarray
@@ -41,6 +42,7 @@ class NewSnapshots:
     nonfinite: dict[str, list[int]] = field(default_factory=dict)
     scalar_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     scalars: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (m,)
+    kind: str = "auto"
 
 
 def follow_metrics(s: np.ndarray, metrics: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -174,7 +176,7 @@ class Trajectories:
             for m, v in got.items():
                 layer[m] = np.concatenate([layer[m], v])
         scalar_steps, scalars = self._poll_scalars(nonfinite)
-        return NewSnapshots(steps, out, nonfinite, scalar_steps, scalars)
+        return NewSnapshots(steps, out, nonfinite, scalar_steps, scalars, kind=self.kind)
 
     def _poll_scalars(self, nonfinite: dict[str, list[int]]) -> tuple[np.ndarray, dict]:
         ds = self.run.scalars.isel(step=slice(self._seen_scalars, None))

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..store import NOT_FOUND, consolidate, open_root, stored_bytes, utcnow
+from ._chunks import quiet_numcodecs
 from ._work import Worker
 
 log = logging.getLogger("dimlapse.capture")
@@ -137,9 +138,10 @@ class Serve:
             prior: Any = sink.root.attrs.get("contents")
             contents = dict(prior) if isinstance(prior, dict) else {}
             if self.error is None:  # what a reader must find: every array, every row
-                contents["arrays"] = {
-                    n: sorted(g.group.array_keys()) for n, g in sink.groups.items()
-                }
+                with quiet_numcodecs():  # listing arrays parses a bitround codec's metadata
+                    contents["arrays"] = {
+                        n: sorted(g.group.array_keys()) for n, g in sink.groups.items()
+                    }
                 contents["rows"] = {n: g.rows for n, g in sink.groups.items()}
             sink.root.update_attributes(
                 {

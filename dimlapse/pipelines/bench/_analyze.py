@@ -65,7 +65,9 @@ def build_store(
 
     recipe = Recipe.default("mlp", data=data, steps=snapshots * every, every=every, seed=seed)
     t0 = time.perf_counter()
-    result = train(recipe, path, overwrite=True, progress=True, cache_dir="data/cache")
+    result = train(
+        recipe, path, overwrite=True, progress=True, cache_dir="data/cache", capture_log="start"
+    )
     print(result.summary())
     return time.perf_counter() - t0
 

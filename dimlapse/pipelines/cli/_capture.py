@@ -132,6 +132,7 @@ def run_capture(args: argparse.Namespace) -> int:
             device=args.device,
             threads=args.threads,
             cache_dir=args.cache_dir,
+            capture_log="start",  # where the run goes; the summary below replaces the close line
         )
     except RunExistsError as e:  # raised before training starts (remote stores)
         raise CLIError(f"{e}; pass --overwrite to replace it or --resume to continue it") from e

@@ -128,6 +128,7 @@ def run_interventions(
             intervention=hook,
             threads=threads,
             cache_dir=cache_dir,
+            capture_log="none",  # one line per run of its own, below
         )
         assert hook.model is not None  # set at every step
         if progress:

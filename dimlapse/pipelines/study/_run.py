@@ -198,7 +198,14 @@ def _one(
     if reuse and _reusable(store, analysis, recipe):
         tree = xr.open_datatree(analysis / "analysis.zarr", engine="zarr")
     else:  # bars for both long phases: training (steps) and the analysis (jobs)
-        train(recipe, store, overwrite=overwrite, progress=progress, cache_dir=dirs["cache"])
+        train(
+            recipe,
+            store,
+            overwrite=overwrite,
+            progress=progress,
+            cache_dir=dirs["cache"],
+            capture_log="none",  # the study reports its runs itself
+        )
         tree = analyze_run(
             store, analysis, metrics=["stable_rank"], n_boot=200, progress=progress, figures=False
         )

@@ -9,10 +9,12 @@ so ``scalars/test_accuracy`` is NaN except at capture steps).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,6 +144,24 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
         model.train(was_training)
 
 
+#: ``train(capture_log=...)``: which of the Recorder's two log lines (start, close) are shown.
+CAPTURE_LOGS = {"all": (True, True), "start": (True, False), "none": (False, False)}
+
+
+@contextlib.contextmanager
+def _capture_log(show: bool) -> Iterator[None]:
+    """The ``dimlapse.capture`` logger at WARNING while not `show` (errors still show), then
+    its own level again; a level the user set higher is never lowered."""
+    logger = logging.getLogger("dimlapse.capture")
+    before = logger.level
+    if not show and logger.getEffectiveLevel() < logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
 def train(
     recipe: Recipe,
     store: str | Path,
@@ -153,6 +173,7 @@ def train(
     threads: int | None = None,
     cache_dir: str | Path = DEFAULT_CACHE,
     intervention: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None,
+    capture_log: str = "all",
 ) -> RunResult:
     """Train ``recipe`` and capture it into ``store`` with a :class:`dimlapse.capture.Recorder`.
 
@@ -177,6 +198,10 @@ def train(
         Optional ``f(step, model, optimizer, x, y) -> (x, y)`` called before each step's forward
         with its mini-batch; it may change the batch or the model/optimizer settings (the
         disrupted runs of ``make intervene``).
+    capture_log
+        Which of the Recorder's log lines to show: ``all`` (start and close), ``start`` (a
+        caller that prints its own summary, like ``dimlapse capture``), ``none`` (workflows
+        that train many runs and report them their way). Warnings and errors always show.
 
     Returns
     -------
@@ -188,6 +213,11 @@ def train(
 
     from ._resume import last_snapshot
 
+    if capture_log not in CAPTURE_LOGS:
+        raise ValueError(
+            f"Expected `capture_log` to be one of {', '.join(CAPTURE_LOGS)}, got {capture_log!r}"
+        )
+    show_start, show_close = CAPTURE_LOGS[capture_log]
     threads = threads if threads is not None else default_threads()
     torch.set_num_threads(threads)
     dev = resolve_device(device)
@@ -213,22 +243,23 @@ def train(
     t_start = time.perf_counter()
     capture_s, snapshots, loss = 0.0, 0, torch.zeros(())
     t0 = time.perf_counter()
-    rec = Recorder(
-        model,
-        str(store),
-        every=recipe.every,
-        probe=x_test[idx],
-        probe_targets=y_test[idx],
-        options=recipe.capture_options(),
-        overwrite=overwrite,
-        resume=resume,
-        start_step=start if resume else None,
-        attrs=attrs,
-    )
+    with _capture_log(show_start):
+        rec = Recorder(
+            model,
+            str(store),
+            every=recipe.every,
+            probe=x_test[idx],
+            probe_targets=y_test[idx],
+            options=recipe.capture_options(),
+            overwrite=overwrite,
+            resume=resume,
+            start_step=start if resume else None,
+            attrs=attrs,
+        )
     capture_s += time.perf_counter() - t0
     bar = tqdm(total=recipe.steps, initial=start, disable=not progress, unit="step", leave=False)
     try:
-        with rec:
+        with _capture_log(show_close), rec:  # entered first, left last: covers the close
             model.train()
             for step in range(start + 1, recipe.steps + 1):
                 b = batch_indices(

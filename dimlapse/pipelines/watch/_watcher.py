@@ -3,8 +3,10 @@
 The monitor itself (incremental reading and diagnoses) is :mod:`dimlapse.analyze.watch`;
 this module adds what a person or a training script sees: a terminal view, the alert log
 ``<results>/<run>/alerts.jsonl`` (one JSON object per line), an ``on_alert`` hook, an
-``on_snapshot`` hook (the new metric values after each poll: where live logging to other
-tools plugs in) and the local web dashboard.
+``on_snapshot`` hook (the new metric values after each poll), live logging (``log_to``: a
+TensorBoard folder's log, W&B or trackio runs, through
+:class:`dimlapse.analyze.exports.LiveLog`) and the local web dashboard. The command is
+:mod:`._command`.
 
 Every wait is bounded: for a store that does not exist yet, by ``wait`` and ``timeout``
 (saying what it waits for); for a run, by its final status, ``timeout`` or ``stop``. A
@@ -14,7 +16,6 @@ change it, so the watch reads what is complete and stops, saying why.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import threading
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dimlapse import RESULTS_DIR, RUNS_DIR
+from dimlapse import RESULTS_DIR
 from dimlapse.analyze.watch import FINISHED, STATUSES
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ def watch(
     dashboard: Any = None,
     stop: threading.Event | None = None,
     wait: float = 30.0,
+    log_to: Any = None,
 ) -> WatchResult:
     """Follow a run store until its status is final, ``timeout`` passes or ``stop`` is set.
 
@@ -86,11 +88,11 @@ def watch(
         ``on_alert(alert)`` for every new alert, called on the watching thread. An exception
         it raises stops the watch and propagates.
     on_snapshot : callable, optional
-        ``on_snapshot(new)`` after every poll that read snapshots, with a
+        ``on_snapshot(new)`` after every poll that read snapshots or scalar rows, with a
         :class:`dimlapse.analyze.watch.NewSnapshots` (``steps (k,)`` and
-        ``metrics[layer][metric] (k,)``, plus the new scalar rows): the place to log
-        dimensionality live to another tool. Called on the watching thread, after
-        ``on_alert``; an exception it raises stops the watch and propagates.
+        ``metrics[layer][metric] (k,)``, ``kind``, plus the new scalar rows). Called on the
+        watching thread, after ``on_alert``; an exception it raises stops the watch and
+        propagates.
     interval : float
         Seconds between polls.
     timeout : float, optional
@@ -114,6 +116,14 @@ def watch(
         Seconds to wait for the store to become a readable run (a Recorder being
         constructed writes its root attrs last), at most ``timeout``; its last error, with
         the time waited, is raised after that.
+    log_to : object with ``log(dict, step=int)``, a sequence of them, or LiveLog, optional
+        Live logging: a W&B run (``wandb.init(mode="offline")`` writes no network), a
+        trackio run, a :class:`dimlapse.analyze.exports.TensorBoardLog`. Each gets, per
+        step, ``dimensionality/<kind>/<layer>/<metric>``, ``scalars/<name>`` and an
+        ``alerts`` Markdown table, in step order (see :class:`LiveLog`); rows still held
+        back when the watch ends are sent then. The caller finishes its runs. Give the
+        watch runs of its own: it lags training, and W&B drops steps below the last one
+        logged, so a training loop logging to the same run would hide the watch's rows.
 
     Returns
     -------
@@ -126,6 +136,12 @@ def watch(
     ...         for group in optimizer.param_groups:
     ...             group["lr"] *= 0.1
     >>> watch("data/runs/mlp-mnist1d-s0.zarr", on_alert=on_alert)  # doctest: +SKIP
+
+    Live logging to W&B, kept on disk (``wandb sync`` uploads it later):
+
+    >>> run = wandb.init(project="dimlapse", mode="offline")  # doctest: +SKIP
+    >>> watch("data/runs/mlp-mnist1d-s0.zarr", log_to=run)  # doctest: +SKIP
+    >>> run.finish()  # doctest: +SKIP
     """
     if not (isinstance(interval, int | float) and interval > 0):
         raise ValueError(
@@ -141,6 +157,7 @@ def watch(
         )
     if not (isinstance(wait, int | float) and wait >= 0):
         raise ValueError(f"Expected `wait` to be a number of seconds >= 0, got {wait!r}")
+    live = _live_log(log_to)
     start = time.monotonic()
     bound = wait if timeout is None else min(wait, timeout)
     monitor = _wait_for_run(store, options, kind, bound, interval, stop, view, dashboard)
@@ -154,7 +171,10 @@ def watch(
             status = monitor.status  # read before the poll: a final status is written last
             alerts = monitor.poll()
             _publish(monitor, alerts, path, on_alert, view, dashboard)
-            if on_snapshot is not None and monitor.last.steps.size:
+            read = monitor.last.steps.size or monitor.last.scalar_steps.size
+            if live is not None and (read or alerts):
+                live.update(monitor.last, alerts)
+            if on_snapshot is not None and read:
                 on_snapshot(monitor.last)
             if status not in STATUSES and not monitor.backlog:
                 stopped = "unknown-status"
@@ -181,6 +201,8 @@ def watch(
                 time.sleep(interval)
     except KeyboardInterrupt:
         stopped = "interrupted"
+    if live is not None:  # what waited for the other stream: the watch has read all it will
+        live.flush()
     if dashboard is not None:  # the page says the watch has ended, and why
         dashboard.publish({**monitor.state(), "ended": True, "stopped": stopped, "note": note})
     tr = monitor.trajectories
@@ -194,6 +216,20 @@ def watch(
         alert_log=None if path is None else str(path),
         note=note,
     )
+
+
+def _live_log(log_to: Any) -> Any:
+    """``log_to`` as a LiveLog (validated before the watch waits for anything), or None."""
+    if log_to is None:
+        return None
+    from dimlapse.analyze.exports import LiveLog
+
+    if isinstance(log_to, LiveLog):
+        return log_to
+    try:
+        return LiveLog(log_to)
+    except ValueError as e:
+        raise ValueError(str(e).replace("`sinks`", "`log_to`")) from e
 
 
 def _wait_for_run(
@@ -318,105 +354,3 @@ class Watcher:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of ``dimlapse watch``."""
-    p.add_argument("--run", help=f"run name, store path or URL (default: newest in {RUNS_DIR})")
-    p.add_argument("--runs-dir", default=RUNS_DIR, help=f"where runs are (default {RUNS_DIR})")
-    p.add_argument("--results-dir", default=RESULTS_DIR, help="alert log goes to <dir>/<run>/")
-    p.add_argument("--interval", type=float, default=1.0, help="seconds between polls (1)")
-    p.add_argument(
-        "--timeout",
-        type=float,
-        help="stop after this many seconds, waiting for the run included (default: none; a "
-        "run that ended keeps its dashboard until Ctrl-C)",
-    )
-    p.add_argument("--port", type=int, default=8765, help="dashboard port (8765; 0: any free)")
-    p.add_argument("--no-dashboard", action="store_true", help="no web dashboard")
-    p.add_argument("--plain", action="store_true", help="plain log lines, no redrawn panel")
-    p.add_argument("--kind", default="auto", help="auto (default), activation or weight")
-    p.add_argument(
-        "--wait",
-        type=float,
-        default=120.0,
-        help="seconds to wait for --run to appear (120; at most --timeout)",
-    )
-
-
-def _store_arg(run: str | None, runs_dir: str) -> str | None:
-    """``--run`` as a store path or URL, which may not exist yet (watch waits for it)."""
-    if not run:
-        return None
-    if "://" in run or Path(run).exists() or "/" in run:
-        return run
-    name = run if run.endswith(".zarr") else f"{run}.zarr"
-    if "://" in runs_dir:
-        return f"{runs_dir.rstrip('/')}/{name}"
-    return str(Path(runs_dir) / name)
-
-
-def main(args: argparse.Namespace) -> int:
-    """``watch``: follow a run until it ends (or Ctrl-C / --timeout), print a summary.
-
-    With the dashboard on, a run that ended keeps being served (its final state, marked as
-    ended) until Ctrl-C or the rest of ``--timeout``.
-    """
-    from ..cli import CLIError, resolve_store
-    from ._view import TerminalView
-    from .dashboard import Dashboard
-
-    if args.wait < 0:
-        raise CLIError(f"Expected `--wait` to be >= 0 seconds, got {args.wait!r}")
-    if args.timeout is not None and not args.timeout > 0:
-        raise CLIError(
-            f"Expected `--timeout` to be a positive number of seconds, got {args.timeout!r}"
-        )
-    start = time.monotonic()
-    store = _store_arg(args.run, args.runs_dir) or resolve_store(None, args.runs_dir)
-    view = TerminalView(live=False if args.plain else None)
-    board = None
-    try:
-        if not args.no_dashboard:
-            board = Dashboard(port=args.port)
-            print(f"dashboard: {board.url}  (Ctrl-C stops watching)", flush=True)
-        result = watch(
-            store,
-            interval=args.interval,
-            timeout=args.timeout,
-            results_dir=args.results_dir,
-            kind=args.kind,
-            wait=args.wait,
-            view=view,
-            dashboard=board,
-        )
-        print(
-            f"{store}: {result.stopped} ({result.status}), {result.snapshots} snapshots to step "
-            f"{result.last_step}, {len(result.alerts)} alert(s) in {result.alert_log}"
-            + (f"; {result.note}" if result.note else ""),
-            flush=True,
-        )
-        if board is not None and result.stopped in ("finished", "unknown-status"):
-            _linger(board, None if args.timeout is None else start + args.timeout)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        raise CLIError(str(e)) from e
-    finally:
-        if board is not None:
-            board.close()
-    return 0
-
-
-def _linger(board: Any, deadline: float | None) -> None:
-    """Keep serving the ended run's final state until Ctrl-C or ``deadline``."""
-    until = "Ctrl-C" if deadline is None else "Ctrl-C or the end of --timeout"
-    left = "" if deadline is None else f" ({max(0.0, deadline - time.monotonic()):.0f} s left)"
-    print(
-        f"run ended: the dashboard keeps serving its final state at {board.url} until "
-        f"{until}{left}",
-        flush=True,
-    )
-    try:
-        while deadline is None or time.monotonic() < deadline:
-            time.sleep(0.2 if deadline is None else min(0.2, max(0.0, deadline - time.monotonic())))
-    except KeyboardInterrupt:
-        pass
