@@ -13,15 +13,18 @@ switch = $(if $($(1)),$(2))
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
 
-# torch's CPU build: on Linux from PyTorch's CPU index (PyPI's Linux wheel is the CUDA build,
-# gigabytes more); PyPI's macOS and Windows wheels are CPU builds already. Set TORCH to override
-# (e.g. TORCH=torch==2.13.0 for the CUDA build on Linux).
-TORCH ?= $(if $(filter Linux,$(shell uname -s)),torch==2.13.0+cpu --extra-index-url https://download.pytorch.org/whl/cpu,torch==2.13.0)
+# torch 2.13.0: this project's registries serve its CPU build (2.13.0+cpu) under that pin, and CI
+# reaches no other index. Where PyPI serves the CUDA build instead (gigabytes more), take the CPU
+# build from PyTorch's own index:
+#   make setup TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+# `make setup` says which build it installed.
+TORCH ?= torch==2.13.0
 
 setup:  ## .venv with torch (CPU build) first, then dimlapse with every extra and the dev tools: TORCH
 	python3 -m venv .venv
 	.venv/bin/pip install --quiet $(TORCH)
 	.venv/bin/pip install --quiet -e '.[all,dev,ndtracker]'
+	@.venv/bin/python -c "import torch; b = 'CUDA ' + torch.version.cuda if torch.version.cuda else 'CPU'; print(f'torch {torch.__version__}: the {b} build')"
 
 test:  ## the default suite (fast)
 	$(PY) -m pytest -q
