@@ -157,3 +157,10 @@ def test_study_validation():
         run_study(["mlp"], seeds=0)
     with pytest.raises(ValueError, match="Unknown model"):
         run_study(["mlpx"], seeds=1)
+
+
+def test_a_study_too_short_to_analyse_is_refused_before_training(tmp_path):
+    # 40 steps every 5: 9 snapshots, one short of what the analysis needs; nothing is trained
+    with pytest.raises(ValueError, match=r"steps=40, every=5: 9.*--steps 50"):
+        run_study(["mlp"], seeds=1, steps=40, every=5, runs_dir=str(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()

@@ -271,6 +271,7 @@ def run_study(
     recipes = {
         (m, s): Recipe.default(m, data=data, steps=steps, seed=s, every=every) for m, s in jobs
     }
+    check_runnable(steps, recipes[jobs[0]].every)
     check_earlier(jobs, recipes, dirs, overwrite=overwrite, reuse=reuse)
     if scheduler:
         from distributed import Client
@@ -300,6 +301,19 @@ def run_study(
     )
     write_study(runs, summary, meta, out)
     return out
+
+
+def check_runnable(steps: int, every: int) -> None:
+    """ValueError before any training when a run would hold too few snapshots to analyse."""
+    from dimlapse.analyze.jobs import MIN_SAMPLES
+
+    snapshots = steps // every + 1  # steps 0, every, 2 every, ... up to steps
+    if snapshots < MIN_SAMPLES:
+        raise ValueError(
+            f"Expected `steps` / `every` to give at least {MIN_SAMPLES} snapshots per run (the "
+            f"analysis needs them), got steps={steps}, every={every}: {snapshots}. Use "
+            f"--steps {MIN_SAMPLES * every} or more (about {MIN_SNAPSHOTS * every} to conclude)"
+        )
 
 
 def caveats(seeds: int, snapshots: int) -> list[str]:
