@@ -84,7 +84,7 @@ class Serve:
     def _note_nonfinite(self) -> None:
         sink = self.worker.sink if self.worker else None
         if sink is not None and sink.nonfinite_dirty:  # a new array with NaN/Inf: say so now
-            sink.root.update_attributes({"nonfinite": sink.nonfinite})
+            sink.attrs_group.update_attributes({"nonfinite": sink.nonfinite})
             sink.nonfinite_dirty = False
 
     def fail(self, exc: BaseException, step: int | None) -> None:
@@ -99,7 +99,7 @@ class Serve:
             return
         self.worker.sink.flush_what_is_good()
         try:
-            self.worker.sink.root.update_attributes(
+            self.worker.sink.attrs_group.update_attributes(
                 {
                     "status": "degraded",
                     "errors": self.errors,
@@ -134,14 +134,14 @@ class Serve:
         raw, stored = stats_all.get("bytes_raw"), stats_all.get("bytes_stored")
         stats_all["compression_ratio"] = raw / stored if raw and stored else None
         try:
-            prior: Any = sink.root.attrs.get("contents")
+            prior: Any = sink.attrs_group.attrs.get("contents")
             contents = dict(prior) if isinstance(prior, dict) else {}
             if self.error is None:  # what a reader must find: every array, every row
                 contents["arrays"] = {
                     n: sorted(g.group.array_keys()) for n, g in sink.groups.items()
                 }
                 contents["rows"] = {n: g.rows for n, g in sink.groups.items()}
-            sink.root.update_attributes(
+            sink.attrs_group.update_attributes(
                 {
                     **attrs,
                     "contents": contents,
@@ -152,7 +152,10 @@ class Serve:
                     "stats": stats_all,
                 }
             )
-            if self.error is None:
+            if sink.shard is not None and sink.shard.rank == 0 and status != "complete":
+                sink.root.update_attributes({"status": status})  # a job ends complete only
+                # when every rank did: rank 0's Recorder says so after its closing barrier
+            if self.error is None and sink.shard is None:
                 consolidate(sink.root)
         except Exception as exc:
             log.error("dimlapse: could not finalise the store: %s", exc)
@@ -171,9 +174,10 @@ class Serve:
                 f"the run store vanished while being written (deleted or unmounted?): {exc}"
             ) from exc
         for name, group in sink.groups.items():
-            if name not in root or "step" not in root[name]:
+            where = group.group.path.removeprefix(sink.root.path).lstrip("/")
+            if where not in root or "step" not in root[where]:
                 raise FileNotFoundError(f"the store lost its {name!r} group while being written")
-            n = root[name]["step"].shape[0]
+            n = root[where]["step"].shape[0]
             if n != group.rows:
                 raise OSError(
                     f"the store's {name!r} group holds {n} rows, {group.rows} were written"
