@@ -51,30 +51,29 @@ def main(store, how):
     per = GLOBAL // world
     options = CaptureOptions(flush_every=2, average_scalars=how != "single")
     resume = how == "resume"
-    rec = Recorder(model, store, every=2, probe=probe, options=options, resume=resume)
-    start = rec.current_step
-    if resume:  # the weights of the step resumed from (a checkpoint would give them)
-        ref = build()
-        ropt = torch.optim.SGD(ref.parameters(), lr=0.1)
-        for step in range(1, start + 1):
+    with Recorder(model, store, every=2, probe=probe, options=options, resume=resume) as rec:
+        start = rec.current_step  # resumed: the last snapshot every rank completed
+        for step in range(1, STEPS + 1):
             x, y = data(step)
-            loss = (ref(x) - y).pow(2).mean()
-            ropt.zero_grad(); loss.backward(); ropt.step()
-        with torch.no_grad():
-            for p, q in zip(model.parameters(), ref.parameters()):
-                p.to_local().copy_(q[p.to_local().shape[0] and rank * -(-q.shape[0] // world):][: p.to_local().shape[0]])
-    for step in range(start + 1, STEPS + 1):
-        x, y = data(step)
-        x, y = x[rank * per:(rank + 1) * per], y[rank * per:(rank + 1) * per]
-        loss = (model(x) - y).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        rec.step(loss)
-        if how == "crash" and rank == 1 and step == 7:
-            os.kill(os.getpid(), signal.SIGKILL)
-    rec.close()
-    print("rank", rank, rec.status, flush=True)
+            x, y = x[rank * per:(rank + 1) * per], y[rank * per:(rank + 1) * per]
+            loss = (model(x) - y).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if step > start:  # before it: what loading the checkpoint of `start` would give
+                rec.step(loss)
+            if how == "crash" and rank == 1 and step == 5:
+                # rank 1 and its writer die once its first chunk (steps 0, 2) is in the
+                # store: its snapshot of step 4, still in the writer's buffer, never is
+                import time, zarr
+                for _ in range(600):
+                    index = zarr.open_group(store, mode="r")["shards/r1/weights/step"][:]
+                    if (index >= 0).sum() >= 2:
+                        break
+                    time.sleep(0.05)
+                os.kill(rec._session.handle.process.pid, signal.SIGKILL)
+                os.kill(os.getpid(), signal.SIGKILL)
+    print("rank", rank, rec.status, "from", start, flush=True)
     if how != "single":
         dist.destroy_process_group()
 
@@ -133,7 +132,7 @@ def test_fsdp2_two_ranks_equal_a_single_process_run_of_the_global_batch(tmp_path
     script.write_text(SCRIPT)
     out = _torchrun(script, tmp_path / "fsdp.zarr", "fsdp", 2)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "rank 0 complete" in out.stdout and "rank 1 complete" in out.stdout
+    assert "rank 0 complete from 0" in out.stdout and "rank 1 complete from 0" in out.stdout
     b = open_run(tmp_path / "fsdp.zarr")
     assert b.status == "complete"
     _assert_same_run(_single(tmp_path), b)
@@ -146,3 +145,33 @@ def test_fsdp2_two_ranks_equal_a_single_process_run_of_the_global_batch(tmp_path
     assert root["weights/2.weight"].chunks == (2, 2, 5)
     assert root["activations/0"].chunks == (2, 4, 5)  # 8 probe examples, 4 per rank
     assert [root[f"shards/r{r}"].attrs["status"] for r in range(2)] == ["complete"] * 2
+
+
+@pytest.mark.slow
+def test_fsdp2_a_killed_rank_leaves_a_crashed_run_that_every_rank_resumes(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    store = tmp_path / "fsdp.zarr"
+    out = _torchrun(script, store, "crash", 2)
+    assert out.returncode != 0  # rank 1 and its writer were killed at step 5
+    run = open_run(store)
+    assert run.status == "crashed"
+    root = zarr.open_group(store, mode="r")
+    n, last = last_complete(root)
+    # rank 0 flushed snapshots 0, 2, 4 as it went down; rank 1 only the chunk of 0, 2
+    assert list(root["weights/step"][:]) == [0, 2, 4]
+    assert list(root["shards/r1/weights/step"][:2]) == [0, 2]
+    assert (n, last) == (2, 2)
+    assert root["shards/r1"].attrs.get("status") != "complete"  # its writer was killed too
+    reference = _single(tmp_path)
+    assert run.weights.sizes["step"] == n
+    for name in reference.weights.data_vars:  # every rank's blocks of the readable prefix
+        np.testing.assert_allclose(run.weights[name].values,
+                                   reference.weights[name].values[:n], rtol=1e-5, atol=1e-6)
+    out = _torchrun(script, store, "resume", 2)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"rank 0 complete from {last}" in out.stdout
+    assert f"rank 1 complete from {last}" in out.stdout
+    resumed = open_run(store)
+    assert resumed.status == "complete"
+    _assert_same_run(reference, resumed)

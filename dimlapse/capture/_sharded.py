@@ -372,6 +372,7 @@ class ShardedSession(RunSession):
     def finish(self, final: dict[str, Any]) -> dict[str, Any]:
         """Close this rank's writer; then (a clean close) a barrier, and rank 0 marks the run
         complete when every rank's record says so."""
+        self.closing = str(final.get("status"))
         out = super().finish(final)
         if final.get("status") != "complete":
             return out  # a crash: no barrier (a peer may be dead); the writers said so
@@ -385,6 +386,19 @@ class ShardedSession(RunSession):
         if self.plan.rank == 0:
             self._finalise()
         return out
+
+    def mark_degraded(self, error: str | None) -> None:
+        """The writer died before its final attrs: this rank's record says so; rank 0's
+        root says ``crashed`` when the job was ending on an error (under ``torchrun`` a
+        failed peer's job is torn down, writers included), else ``degraded``."""
+        status = "crashed" if getattr(self, "closing", None) == "crashed" else "degraded"
+        try:
+            group = self.root.require_group(f"shards/r{self.plan.rank}")
+            group.update_attributes({"status": status, "errors": [error]})
+            if self.plan.rank == 0:
+                self.root.update_attributes({"status": status, "errors": [error]})
+        except Exception as exc:  # the store may be the thing that broke
+            log.error("dimlapse: could not mark the store %s: %s", status, exc)
 
     def _barrier(self) -> None:
         dist = torch.distributed

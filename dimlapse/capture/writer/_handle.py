@@ -195,7 +195,14 @@ def _writer_main(
     except OSError:
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the trainer, which closes us
-    signal.signal(signal.SIGTERM, _terminated)
+    if sink_kwargs.get("shard") is not None:
+        # a sharded job's launcher (torchrun) tears a failed job down by signalling each
+        # rank's whole process group: the writer outlives that SIGTERM to flush its rows and
+        # write its record (its trainer's close or end-of-file ends it; the launcher's SIGKILL
+        # after its grace period bounds it)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        signal.signal(signal.SIGTERM, _terminated)
     header[2] = os.getpid()
     _watch_orphan(header, grace=2 * timeout)
     if spec.shadow is not None:  # the child's own copy: the trainer's model is untouched
