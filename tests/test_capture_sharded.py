@@ -12,12 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import zarr
-from torch import nn
 
 from dimlapse.analyze import open_run
-from dimlapse.capture import CaptureOptions, Recorder, last_complete
+from dimlapse.capture import last_complete
 
 SCRIPT = """
 import os, signal, sys, torch
@@ -166,8 +164,9 @@ def test_fsdp2_a_killed_rank_leaves_a_crashed_run_that_every_rank_resumes(tmp_pa
     reference = _single(tmp_path)
     assert run.weights.sizes["step"] == n
     for name in reference.weights.data_vars:  # every rank's blocks of the readable prefix
-        np.testing.assert_allclose(run.weights[name].values,
-                                   reference.weights[name].values[:n], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            run.weights[name].values, reference.weights[name].values[:n], rtol=1e-5, atol=1e-6
+        )
     out = _torchrun(script, store, "resume", 2)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"rank 0 complete from {last}" in out.stdout

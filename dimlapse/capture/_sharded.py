@@ -108,8 +108,9 @@ def plan(model: nn.Module, *, rank: int, world: int, stored: list[str]) -> Plan:
         "world_size": world,
         "mesh_shape": mesh_shape,
         "placements": placements,
-        "shard_rows": {n: block_of(p.shape[0], rank=0, world=world).size
-                       for n, p in sharded.items()},
+        "shard_rows": {
+            n: block_of(p.shape[0], rank=0, world=world).size for n, p in sharded.items()
+        },
         "recorded_by": "every rank: its local shard (p.to_local()), no gather",
         "stored": [n for n in stored if n in sharded],
     }
@@ -343,8 +344,9 @@ class ShardedSession(RunSession):
             chunk=flush_every,
             codec=codec,
             attrs={n: {"layer": owner(n), "kind": "weight"} for n in weights},
-            dims={n: ("step", *(f"{n}.d{i}" for i in range(len(s)))) for n, (s, _) in
-                  weights.items()},
+            dims={
+                n: ("step", *(f"{n}.d{i}" for i in range(len(s)))) for n, (s, _) in weights.items()
+            },
         )
         if "activations" in spec.blocks:
             acts = {}
@@ -356,8 +358,15 @@ class ShardedSession(RunSession):
                 acts,
                 chunk=flush_every,
                 codec=codec,
-                attrs={n: {"layer": n, "kind": "activation", "probe_examples": n_probe,
-                           **(taps[n].meta or {})} for n in acts},
+                attrs={
+                    n: {
+                        "layer": n,
+                        "kind": "activation",
+                        "probe_examples": n_probe,
+                        **(taps[n].meta or {}),
+                    }
+                    for n in acts
+                },
                 dims={n: ("step", f"{n}.sample", f"{n}.feature") for n in acts},
             )
         for r in range(self.plan.world):
@@ -412,8 +421,10 @@ class ShardedSession(RunSession):
         root = run_store.open_root(self.store, mode="r+")
         records = [dict(root[f"shards/r{r}"].attrs) for r in range(self.plan.world)]
         statuses = [str(r.get("status", "crashed")) for r in records]
-        status = "complete" if all(s == "complete" for s in statuses) else (
-            "degraded" if "degraded" in statuses else "crashed"
+        status = (
+            "complete"
+            if all(s == "complete" for s in statuses)
+            else ("degraded" if "degraded" in statuses else "crashed")
         )
         mine = records[0]
         nonfinite: dict[str, list[int]] = {}
