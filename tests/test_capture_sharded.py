@@ -24,28 +24,50 @@ from torch import nn
 from dimlapse.capture import CaptureOptions, Recorder
 
 STEPS, GLOBAL = int(os.environ.get("STEPS", 8)), 12
+MODEL = os.environ.get("MODEL", "mlp")
 
 def data(step):
     g = torch.Generator().manual_seed(step)
+    if MODEL == "transformer":  # modular-addition-like tokens: a b =
+        return torch.randint(0, 12, (GLOBAL, 3), generator=g), torch.randint(0, 11, (GLOBAL,),
+                                                                             generator=g)
     return torch.randn(GLOBAL, 8, generator=g), torch.randn(GLOBAL, 3, generator=g)
 
 def build():
     torch.manual_seed(0)
+    if MODEL == "transformer":
+        from dimlapse.pipelines.zoo import DataSpec, Transformer
+        spec = DataSpec("modadd", "tokens", (3,), 11, vocab_size=12)
+        return Transformer(spec, d=16, heads=2, depth=2, ff=24)
     # 5 and 3 rows: neither divides evenly over 2 or 4 ranks (short and empty shards)
     return nn.Sequential(nn.Linear(8, 5), nn.Tanh(), nn.Linear(5, 3))
+
+def shard(model):
+    from torch.distributed.fsdp import fully_shard
+    for block in (model.blocks if MODEL == "transformer" else [model[0]]):
+        fully_shard(block)
+    fully_shard(model)
+
+def objective(out, y):
+    if MODEL == "transformer":
+        return torch.nn.functional.cross_entropy(out, y)
+    return (out - y).pow(2).mean()
+
+def the_probe():
+    if MODEL == "transformer":
+        return torch.arange(24).reshape(8, 3) % 12
+    return torch.linspace(-1, 1, 64).reshape(8, 8)
 
 def main(store, how):
     torch.set_num_threads(1)
     rank, world = 0, 1
     model = build()
     if how != "single":
-        from torch.distributed.fsdp import fully_shard
         dist.init_process_group("gloo")
         rank, world = dist.get_rank(), dist.get_world_size()
-        fully_shard(model[0])
-        fully_shard(model)
+        shard(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    probe = torch.linspace(-1, 1, 64).reshape(8, 8)
+    probe = the_probe()
     per = GLOBAL // world
     options = CaptureOptions(flush_every=2, average_scalars=how != "single")
     resume = how == "resume"
@@ -54,7 +76,7 @@ def main(store, how):
         for step in range(1, STEPS + 1):
             x, y = data(step)
             x, y = x[rank * per:(rank + 1) * per], y[rank * per:(rank + 1) * per]
-            loss = (model(x) - y).pow(2).mean()
+            loss = objective(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -97,16 +119,15 @@ def _torchrun(script, store, how, n, env=None):
     )  # fmt: skip
 
 
-def _single(tmp_path, steps=8):
+def _single(tmp_path, env=None):
     """The reference: the same script's single-process run, in this process."""
     single = tmp_path / "single.zarr"
     namespace = {"__name__": "reference"}
-    os.environ["STEPS"] = str(steps)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in (env or {}).items():
+            mp.setenv(key, value)
         exec(compile(SCRIPT, "train.py", "exec"), namespace)
         namespace["main"](str(single), "single")
-    finally:
-        del os.environ["STEPS"]
     return open_run(single)
 
 
@@ -117,7 +138,7 @@ def _assert_same_run(a, b):
         assert a.weights[name].shape == b.weights[name].shape
         np.testing.assert_allclose(b.weights[name].values, a.weights[name].values, rtol=1e-5,
                                    atol=1e-6)  # fmt: skip
-    assert set(a.activations.data_vars) == set(b.activations.data_vars)
+    assert set(a.activations.data_vars) == set(b.activations.data_vars) != set()
     for name in a.activations.data_vars:
         assert a.activations[name].shape == b.activations[name].shape
         np.testing.assert_allclose(b.activations[name].values, a.activations[name].values,
@@ -174,3 +195,20 @@ def test_fsdp2_a_killed_rank_leaves_a_crashed_run_that_every_rank_resumes(tmp_pa
     resumed = open_run(store)
     assert resumed.status == "complete"
     _assert_same_run(reference, resumed)
+
+
+@pytest.mark.slow
+def test_fsdp2_four_ranks_record_a_small_transformer_like_one_process(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    env = {"MODEL": "transformer", "STEPS": "6"}
+    out = _torchrun(script, tmp_path / "fsdp.zarr", "fsdp", 4, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert all(f"rank {r} complete from 0" in out.stdout for r in range(4))
+    run = open_run(tmp_path / "fsdp.zarr")
+    assert run.status == "complete"
+    _assert_same_run(_single(tmp_path, env), run)
+    root = zarr.open_group(tmp_path / "fsdp.zarr", mode="r")
+    assert root.attrs["sharded"]["world_size"] == 4
+    assert root["weights/pos"].chunks[1] == 1  # (1, 3, 16) over 4 ranks: ranks 1-3 hold none
+    assert root["weights/embed.weight"].chunks[1] == 3  # 12 rows, 3 per rank
