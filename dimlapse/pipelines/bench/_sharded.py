@@ -44,8 +44,7 @@ def _job(arm: str, world: int, args: argparse.Namespace, out: str) -> list[dict[
     if done.returncode != 0:
         raise RuntimeError(f"the {world}-rank {arm} job failed:\n{done.stderr[-3000:]}")
     return [
-        json.loads((Path(out) / f"{arm}-{world}-{rank}.json").read_text())
-        for rank in range(world)
+        json.loads((Path(out) / f"{arm}-{world}-{rank}.json").read_text()) for rank in range(world)
     ]
 
 

@@ -10,9 +10,9 @@ An MLP of ``layers`` square ``width x width`` Linear layers, each sharded with F
   parameter gathered whole (``full_tensor()``) and kept until the next capture.
 
 Writes one JSON file per rank (``<arm>-<world>-<rank>.json`` in ``out_dir``): ``full_mb``
-(the whole model's parameters), ``shard_mb`` (this rank's local shards), ``peak_mb`` (this process's peak RSS, ``ru_maxrss``) and, when recorded,
-``writer_growth_mb`` (the writer process's peak RSS, ``VmHWM``, before close, minus its RSS
-once started).
+(the whole model's parameters), ``shard_mb`` (this rank's local shards), ``peak_mb`` (this
+process's peak RSS, ``ru_maxrss``) and, when recorded, ``writer_growth_mb`` (the writer
+process's peak RSS, ``VmHWM``, before close, minus its RSS once started).
 """
 
 from __future__ import annotations
