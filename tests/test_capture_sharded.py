@@ -12,10 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import zarr
+from torch import nn
 
-from dimlapse.analyze import open_run
-from dimlapse.capture import last_complete
+from dimlapse.analyze import StoreIntegrityError, open_run
+from dimlapse.capture import CaptureOptions, ProbeError, Recorder, last_complete
+from dimlapse.capture.writer import block_of
 
 SCRIPT = """
 import os, signal, sys, torch
@@ -164,6 +167,102 @@ def test_fsdp2_two_ranks_equal_a_single_process_run_of_the_global_batch(tmp_path
     assert root["weights/2.weight"].chunks == (2, 2, 5)
     assert root["activations/0"].chunks == (2, 4, 5)  # 8 probe examples, 4 per rank
     assert [root[f"shards/r{r}"].attrs["status"] for r in range(2)] == ["complete"] * 2
+    # planted: rank 1's index loses its last 3 rows -> every reader shows the first 2 only
+    index = zarr.open_array(tmp_path / "fsdp.zarr", path="shards/r1/activations/step", mode="r+")
+    index[2:] = -1
+    root = zarr.open_group(tmp_path / "fsdp.zarr", mode="r+", use_consolidated=False)
+    assert last_complete(root) == (2, 2)
+    with pytest.raises(StoreIntegrityError, match="activations/step holds 2 complete rows, but"):
+        _ = open_run(tmp_path / "fsdp.zarr").activations  # a complete run lost rank 1's rows
+    contents = dict(root.attrs["contents"])
+    del contents["rows"]
+    root.update_attributes({"status": "crashed", "contents": contents})  # as a crash leaves it
+    assert open_run(tmp_path / "fsdp.zarr").activations.sizes["step"] == 2
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("length", [1, 3, 5, 8, 13])
+def test_blocks_are_fsdp2s_shards(length, world):
+    # the independent answer: FSDP2 shards dim 0 with torch.chunk, padding with empty shards
+    chunks = torch.arange(length).chunk(world)
+    expected = [c.tolist() for c in chunks] + [[]] * (world - len(chunks))
+    blocks = [block_of(length, rank=r, world=world) for r in range(world)]
+    assert [list(range(b.start, b.start + b.local)) for b in blocks] == expected
+    assert len({b.size for b in blocks}) == 1 and blocks[0].size == len(expected[0])
+
+
+@pytest.fixture
+def group_of_one():
+    """A gloo process group of one rank in this process (FSDP2 shards over one rank)."""
+    dist = torch.distributed
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def _sharded_mlp():
+    from torch.distributed.fsdp import fully_shard
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+    fully_shard(model)
+    return model
+
+
+def test_a_sharded_model_records_like_a_plain_one_in_a_group_of_one(tmp_path, group_of_one):
+    probe = torch.linspace(-1, 1, 24).reshape(6, 4)
+    runs = {}
+    for name, sharded in (("plain", False), ("sharded", True)):
+        model = _sharded_mlp() if sharded else _plain_mlp()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with Recorder(model, tmp_path / f"{name}.zarr", every=2, probe=probe,
+                      options=CaptureOptions(flush_every=2)) as rec:  # fmt: skip
+            for step in range(1, 6):
+                x = torch.randn(8, 4, generator=torch.Generator().manual_seed(step))
+                loss = model(x).pow(2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                rec.step(loss)
+        assert rec.status == "complete"
+        runs[name] = open_run(tmp_path / f"{name}.zarr")
+    _assert_same_run(runs["plain"], runs["sharded"])
+    assert runs["sharded"].attrs["sharded"]["world_size"] == 1
+
+
+def _plain_mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"options": CaptureOptions(backpressure="drop")}, ValueError,
+         "Expected backpressure='block' for a sharded model, got 'drop'"),
+        ({"options": CaptureOptions(mode="spectra")}, ValueError,
+         "Expected mode 'full' or 'weights' for a sharded model, got 'spectra'"),
+        ({"options": CaptureOptions(codec="bitround-10")}, ValueError,
+         "Expected a codec without filters for a sharded model, got 'bitround-10'"),
+        ({"probe": {"input": torch.zeros(4, 4), "attention_mask": torch.ones(4, 4)}},
+         ProbeError, "Expected a probe without `attention_mask` for a sharded model"),
+    ],
+)  # fmt: skip
+def test_sharded_models_refuse_what_cannot_stay_aligned(tmp_path, group_of_one, kwargs, error,
+                                                        match):  # fmt: skip
+    with pytest.raises(error, match=match):
+        Recorder(_sharded_mlp(), tmp_path / "r.zarr", **kwargs)
+    assert not (tmp_path / "r.zarr").exists()
+
+
+def test_fsdp1_is_refused_pointing_to_fully_shard(tmp_path):
+    class FullyShardedDataParallel(nn.Module):  # FSDP1's wrapper, by name
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Linear(2, 2)
+
+    with pytest.raises(ValueError, match=r"sharded with FSDP2 .*fully_shard.* got an FSDP1"):
+        Recorder(nn.Sequential(FullyShardedDataParallel()), tmp_path / "r.zarr")
 
 
 @pytest.mark.slow

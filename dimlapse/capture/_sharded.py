@@ -177,7 +177,7 @@ class ShardedHandOver(HandOver):
         return self.hand_over(step, snapshot=True, block=True)
 
 
-def check_options(opts: Any, mode: str, world: int) -> None:
+def check_options(opts: Any, mode: str) -> None:
     """Refuse what a sharded run cannot keep aligned across ranks."""
     if opts.backpressure != "block":
         raise ValueError(
@@ -189,8 +189,6 @@ def check_options(opts: Any, mode: str, world: int) -> None:
             "Expected mode 'full' or 'weights' for a sharded model, got 'spectra' (the "
             "spectrum of a sharded matrix needs every shard; analyse the stored shards instead)"
         )
-    if world < 2:
-        raise ValueError(f"Expected a sharded model in a job of 2 or more ranks, got {world}")
 
 
 def construct(rec: Any, model: nn.Module, store: Any, *, opts: Any, every: Any, probe: Any,
@@ -208,7 +206,7 @@ def construct(rec: Any, model: nn.Module, store: Any, *, opts: Any, every: Any, 
     rank, world = dist.get_rank(), dist.get_world_size()
     reshard(model)  # a model used before the Recorder may hold gathered root parameters
     mode = opts.mode
-    check_options(opts, mode, world)
+    check_options(opts, mode)
     if overwrite and resume:
         raise ValueError("Expected at most one of `overwrite`, `resume` to be True, got both")
     codec = opts.codec
