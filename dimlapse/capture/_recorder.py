@@ -75,7 +75,10 @@ class Recorder:
     Parameters
     ----------
     model : torch.nn.Module
-        The model being trained (DDP wrappers are unwrapped).
+        The model being trained (DDP wrappers are unwrapped). A model sharded with FSDP2
+        (``fully_shard``) is recorded by every rank of the job, each writing its local shards
+        and its slice of the probe into one run (``_sharded.py``); pass the full probe on
+        every rank.
     store : str, os.PathLike or zarr store
         Where the run goes: a local path or any fsspec URL. In-memory stores
         (``memory://``, store objects) are written from a thread instead of a process.

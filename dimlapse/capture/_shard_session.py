@@ -265,6 +265,18 @@ class ShardedSession(RunSession):
             for k, v in dict(r.get("nonfinite") or {}).items():
                 nonfinite[k] = sorted({*nonfinite.get(k, []), *v})
         contents = {**dict(root.attrs.get("contents") or {}), **dict(mine.get("contents") or {})}
+        stats = dict(mine.get("stats") or {})
+        raw = sum(int((r.get("stats") or {}).get("bytes_raw") or 0) for r in records)
+        groups = list(dict(root.attrs.get("contents") or {}).get("groups", []))
+        stored = run_store.stored_bytes(root, [*groups, "shards"])
+        stats.update(
+            bytes_raw=raw,
+            bytes_stored=stored,
+            compression_ratio=raw / stored if raw and stored else None,
+            writer_cpu_seconds=sum(
+                float((r.get("stats") or {}).get("writer_cpu_seconds") or 0) for r in records
+            ),
+        )
         root.update_attributes(
             {
                 "status": status,
@@ -273,7 +285,7 @@ class ShardedSession(RunSession):
                 "dropped_snapshots": mine.get("dropped_snapshots", 0),
                 "nonfinite": nonfinite,
                 "errors": [e for r in records for e in r.get("errors", [])],
-                "stats": {**dict(mine.get("stats") or {}), "rank_status": statuses},
+                "stats": {**stats, "rank_status": statuses},
             }
         )
         if status == "complete":

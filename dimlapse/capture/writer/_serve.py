@@ -125,7 +125,10 @@ class Serve:
         stats = {
             "snapshots": sink.snapshots,
             "bytes_raw": sink.bytes_raw,
-            "bytes_stored": stored_bytes(sink.root, list(sink.groups)),
+            # a sharded rank's groups hold every rank's chunks: rank 0 sizes the whole run
+            "bytes_stored": stored_bytes(sink.root, list(sink.groups))
+            if sink.shard is None
+            else None,
             "writer_cpu_seconds": self.cpu_time() - t0,
             "error": self.error,
         }
