@@ -287,6 +287,11 @@ def test_fsdp2_a_killed_rank_leaves_a_crashed_run_that_every_rank_resumes(tmp_pa
         np.testing.assert_allclose(
             run.weights[name].values, reference.weights[name].values[:n], rtol=1e-5, atol=1e-6
         )
+    out = _torchrun(script, store, "fsdp", 2)  # not resuming: refused on every rank
+    assert out.returncode != 0
+    assert "RunExistsError" in out.stderr
+    assert "rank 0 could not start the sharded run: RunExistsError" in out.stderr
+    assert last_complete(zarr.open_group(store, mode="r")) == (n, last)  # untouched
     out = _torchrun(script, store, "resume", 2)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"rank 0 complete from {last}" in out.stdout
