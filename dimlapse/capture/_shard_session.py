@@ -60,22 +60,22 @@ class ShardedSession(RunSession):
         error: str | None = None
         if plan.rank == 0:
             try:
-                self._layout(model=model, taps=taps, stored=stored, rows=rows, n_probe=n_probe,
-                             flush_every=flush_every, codec=codec,
-                             features={n: int(t.shape[-1]) for n, t in acts.items()})  # fmt: skip
-                root = self.root
-                prior: dict[str, Any] = dict(root.attrs) if resume else {}
+                prior: dict[str, Any] = dict(self.root.attrs) if resume else {}
                 if resume and prior.get("sharded", {}).get("world_size") != plan.world:
                     raise ValueError(
                         f"Expected the job to have the world size of the run being resumed "
                         f"({prior.get('sharded', {}).get('world_size')}), got {plan.world}"
                     )
+                self._layout(model=model, taps=taps, stored=stored, rows=rows, n_probe=n_probe,
+                             flush_every=flush_every, codec=codec,
+                             features={n: int(t.shape[-1]) for n, t in acts.items()})  # fmt: skip
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 self._broadcast(error)
                 raise
-        groups = self._groups(mode, taps)
-        spec = self._spec(stored=stored, taps=taps, rows=rows, model=model)
+        # full or weights mode (spectra is refused): no spectra/ groups
+        groups = ("scalars", "weights", "state") + (("activations",) if taps else ())
+        spec = self._spec(stored=stored, taps=taps, rows=rows)
         sink_kwargs: dict[str, Any] = {
             "chunk": flush_every,
             "scalar_chunk": scalar_chunk,
@@ -135,12 +135,7 @@ class ShardedSession(RunSession):
             run_store.add_pid(self.store, self.lease, proc.pid)
         return Started(mode=mode, taps=taps, resume_at=resume_at, recapture=recapture, t0=t0)
 
-    @staticmethod
-    def _groups(mode: str, taps: dict[str, Tap]) -> tuple[str, ...]:
-        return ("scalars", "weights", "state") + (("activations",) if taps else ())
-
-    def _spec(self, *, stored: list[str], taps: dict[str, Tap], rows: Block | None,
-              model: nn.Module) -> ShardSpec:  # fmt: skip
+    def _spec(self, *, stored: list[str], taps: dict[str, Tap], rows: Block | None) -> ShardSpec:
         plan = self.plan
         weights: dict[str, Block | None] = {
             n: block_of(plan.sharded[n].shape[0], rank=plan.rank, world=plan.world)
@@ -164,7 +159,7 @@ class ShardedSession(RunSession):
                 features: dict[str, int]) -> None:  # fmt: skip
         """Rank 0: every array any rank writes, with its logical shape and block grid."""
         root = self.root
-        spec = self._spec(stored=stored, taps=taps, rows=rows, model=model)
+        spec = self._spec(stored=stored, taps=taps, rows=rows)
         weights = {}
         for n in stored:
             p = self.plan.sharded.get(n)
