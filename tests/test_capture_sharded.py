@@ -255,6 +255,11 @@ def test_sharded_models_refuse_what_cannot_stay_aligned(tmp_path, group_of_one, 
     assert not (tmp_path / "r.zarr").exists()
 
 
+def test_sharded_models_refuse_a_store_only_one_process_can_open(group_of_one):
+    with pytest.raises(ValueError, match=r"Expected a store path or URL every rank can open"):
+        Recorder(_sharded_mlp(), "memory://sharded.zarr")
+
+
 def test_fsdp1_is_refused_pointing_to_fully_shard(tmp_path):
     class FullyShardedDataParallel(nn.Module):  # FSDP1's wrapper, by name
         def __init__(self):

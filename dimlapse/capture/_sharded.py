@@ -22,6 +22,7 @@ every rank completed.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,6 +205,11 @@ def construct(rec: Any, model: nn.Module, store: Any, *, opts: Any, every: Any, 
 
     dist = torch.distributed
     rank, world = dist.get_rank(), dist.get_world_size()
+    if not isinstance(store, str | os.PathLike) or str(store).startswith("memory://"):
+        raise ValueError(
+            f"Expected a store path or URL every rank can open for a sharded model, got "
+            f"{store!r} (an in-memory store lives in one process); pass e.g. 'data/runs/x.zarr'"
+        )
     reshard(model)  # a model used before the Recorder may hold gathered root parameters
     mode = opts.mode
     check_options(opts, mode)
