@@ -1,6 +1,6 @@
 """Per-rank memory of sharded (FSDP2) capture against the shard size, and against a gather.
 
-``dimlapse bench sharded [--ranks 2,4 --width 2048 --layers 4 --steps 12 --every 2]`` runs,
+``dimlapse bench sharded [--ranks 2,4 --width 4096 --layers 4 --steps 8 --every 2]`` runs,
 for each world size, three gloo jobs of the same shape (``torch.distributed.run``, one
 process per rank, ``_sharded_worker.py``): plain training, recorded training, and the control
 that gathers every parameter whole at the capture steps (what a recorder that gathers would
@@ -24,7 +24,7 @@ from typing import Any
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ranks", default="2,4", help="comma-separated world sizes (default 2,4)")
-    p.add_argument("--width", type=int, default=2048, help="Linear width (default 2048)")
+    p.add_argument("--width", type=int, default=4096, help="Linear width (default 4096)")
     p.add_argument("--layers", type=int, default=4, help="Linear layers (default 4)")
     p.add_argument("--steps", type=int, default=8, help="training steps (default 8)")
     p.add_argument("--every", type=int, default=2, help="capture interval (default 2)")
