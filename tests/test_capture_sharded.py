@@ -5,6 +5,7 @@ single-process run of the same model on the same global batch (FSDP2 averages gr
 ranks, so the weights agree to float tolerance).
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import zarr
 from torch import nn
 
 from dimlapse.analyze import StoreIntegrityError, open_run
-from dimlapse.capture import CaptureOptions, ProbeError, Recorder, last_complete
+from dimlapse.capture import Recorder, last_complete
 from dimlapse.capture.writer import block_of
 
 SCRIPT = """
@@ -191,73 +192,92 @@ def test_blocks_are_fsdp2s_shards(length, world):
     assert len({b.size for b in blocks}) == 1 and blocks[0].size == len(expected[0])
 
 
-@pytest.fixture
-def group_of_one():
-    """A gloo process group of one rank in this process (FSDP2 shards over one rank)."""
-    dist = torch.distributed
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
+# A gloo process group of one rank, in a fresh interpreter: a process group's threads must
+# not outlive it in the test process, whose later tests fork writers.
+GROUP_OF_ONE = """
+import json, sys, torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.fsdp import fully_shard
+from dimlapse.capture import CaptureOptions, Recorder
 
+out = sys.argv[1]
+dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
 
-def _sharded_mlp():
-    from torch.distributed.fsdp import fully_shard
-
+def mlp(sharded):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
-    fully_shard(model)
+    if sharded:
+        fully_shard(model)
     return model
 
+probe = torch.linspace(-1, 1, 24).reshape(6, 4)
+for name in ("plain", "sharded"):
+    model = mlp(name == "sharded")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Recorder(model, f"{out}/{name}.zarr", every=2, probe=probe,
+                  options=CaptureOptions(flush_every=2)) as rec:
+        for step in range(1, 6):
+            x = torch.randn(8, 4, generator=torch.Generator().manual_seed(step))
+            loss = model(x).pow(2).mean()
+            opt.zero_grad(); loss.backward(); opt.step()
+            rec.step(loss)
+    assert rec.status == "complete", rec.status
 
-def test_a_sharded_model_records_like_a_plain_one_in_a_group_of_one(tmp_path, group_of_one):
-    probe = torch.linspace(-1, 1, 24).reshape(6, 4)
-    runs = {}
-    for name, sharded in (("plain", False), ("sharded", True)):
-        model = _sharded_mlp() if sharded else _plain_mlp()
-        opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        with Recorder(model, tmp_path / f"{name}.zarr", every=2, probe=probe,
-                      options=CaptureOptions(flush_every=2)) as rec:  # fmt: skip
-            for step in range(1, 6):
-                x = torch.randn(8, 4, generator=torch.Generator().manual_seed(step))
-                loss = model(x).pow(2).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                rec.step(loss)
-        assert rec.status == "complete"
-        runs[name] = open_run(tmp_path / f"{name}.zarr")
-    _assert_same_run(runs["plain"], runs["sharded"])
-    assert runs["sharded"].attrs["sharded"]["world_size"] == 1
+cases = {
+    "drop": dict(options=CaptureOptions(backpressure="drop")),
+    "spectra": dict(options=CaptureOptions(mode="spectra")),
+    "bitround": dict(options=CaptureOptions(codec="bitround-10")),
+    "mask": dict(probe={"input": torch.zeros(4, 4), "attention_mask": torch.ones(4, 4)}),
+    "memory": dict(store="memory://sharded.zarr"),
+}
+refused = {}
+for key, kwargs in cases.items():
+    store = kwargs.pop("store", f"{out}/refused-{key}.zarr")
+    try:
+        Recorder(mlp(True), store, **kwargs)
+        refused[key] = None
+    except Exception as exc:
+        refused[key] = [type(exc).__name__, str(exc)]
+with open(f"{out}/refused.json", "w") as f:
+    json.dump(refused, f)
+dist.destroy_process_group()
+"""
 
 
-def _plain_mlp():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+@pytest.fixture(scope="module")
+def group_of_one(tmp_path_factory):
+    """Stores and refusals of sharded models in a gloo group of one (FSDP2 over one rank)."""
+    out = tmp_path_factory.mktemp("group-of-one")
+    subprocess.run([sys.executable, "-c", GROUP_OF_ONE, str(out)], check=True, timeout=300,
+                   env=_env())  # fmt: skip
+    return out
+
+
+def test_a_sharded_model_records_like_a_plain_one_in_a_group_of_one(group_of_one):
+    sharded = open_run(group_of_one / "sharded.zarr")
+    _assert_same_run(open_run(group_of_one / "plain.zarr"), sharded)
+    assert sharded.attrs["sharded"]["world_size"] == 1
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "error", "match"),
+    ("case", "error", "match"),
     [
-        ({"options": CaptureOptions(backpressure="drop")}, ValueError,
-         "Expected backpressure='block' for a sharded model, got 'drop'"),
-        ({"options": CaptureOptions(mode="spectra")}, ValueError,
+        ("drop", "ValueError", "Expected backpressure='block' for a sharded model, got 'drop'"),
+        ("spectra", "ValueError",
          "Expected mode 'full' or 'weights' for a sharded model, got 'spectra'"),
-        ({"options": CaptureOptions(codec="bitround-10")}, ValueError,
+        ("bitround", "ValueError",
          "Expected a codec without filters for a sharded model, got 'bitround-10'"),
-        ({"probe": {"input": torch.zeros(4, 4), "attention_mask": torch.ones(4, 4)}},
-         ProbeError, "Expected a probe without `attention_mask` for a sharded model"),
+        ("mask", "ProbeError", "Expected a probe without `attention_mask` for a sharded model"),
+        ("memory", "ValueError", "Expected a store path or URL every rank can open"),
     ],
 )  # fmt: skip
-def test_sharded_models_refuse_what_cannot_stay_aligned(tmp_path, group_of_one, kwargs, error,
-                                                        match):  # fmt: skip
-    with pytest.raises(error, match=match):
-        Recorder(_sharded_mlp(), tmp_path / "r.zarr", **kwargs)
-    assert not (tmp_path / "r.zarr").exists()
-
-
-def test_sharded_models_refuse_a_store_only_one_process_can_open(group_of_one):
-    with pytest.raises(ValueError, match=r"Expected a store path or URL every rank can open"):
-        Recorder(_sharded_mlp(), "memory://sharded.zarr")
+def test_sharded_models_refuse_what_cannot_stay_aligned(group_of_one, case, error, match):
+    refused = json.loads((group_of_one / "refused.json").read_text())
+    assert refused[case] is not None, f"{case} was not refused"
+    assert refused[case][0] == error
+    assert match in refused[case][1]
+    assert not (group_of_one / f"refused-{case}.zarr").exists()
 
 
 def test_fsdp1_is_refused_pointing_to_fully_shard(tmp_path):
