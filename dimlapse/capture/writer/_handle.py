@@ -197,9 +197,10 @@ def _writer_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the trainer, which closes us
     if sink_kwargs.get("shard") is not None:
         # a sharded job's launcher (torchrun) tears a failed job down by signalling each
-        # rank's whole process group: the writer outlives that SIGTERM to flush its rows and
-        # write its record (its trainer's close or end-of-file ends it; the launcher's SIGKILL
-        # after its grace period bounds it)
+        # rank's whole process group, SIGTERM then SIGKILL: the writer leaves that group so it
+        # outlives its trainer to flush its rows and write its record. Its trainer's close or
+        # end-of-file ends it, and the orphan watch below bounds it.
+        os.setsid()
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     else:
         signal.signal(signal.SIGTERM, _terminated)
