@@ -8,7 +8,7 @@ opt = $(if $($(1)),$(2) "$$$(1)")
 switch = $(if $($(1)),$(2))
 
 .PHONY: help setup test test-slow lint typecheck capture replay analyze report export watch study \
-        intervene bench-capture bench-analyze bench-transitions readme-tables
+        intervene bench-capture bench-analyze bench-transitions bench-sharded readme-tables
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
@@ -82,6 +82,9 @@ bench-analyze:  ## the analysis jobs against a naive SVD loop
 
 bench-transitions:  ## detectors' false alarms and power: SEEDS
 	$(DIMLAPSE) bench transitions $(call opt,SEEDS,--seeds)
+
+bench-sharded:  ## per-rank memory of sharded (FSDP2) capture against the shard and a gather
+	$(DIMLAPSE) bench sharded
 
 readme-tables:  ## README's measured tables regenerated from the benchmark outputs in docs/
 	$(PY) -m dimlapse.pipelines.bench._readme_tables

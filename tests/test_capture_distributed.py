@@ -102,6 +102,6 @@ def test_ddp_wrapper_is_unwrapped_and_fsdp_refused(tmp_path):
             super().__init__()
             self.w = nn.Linear(2, 2)
 
-    with pytest.raises(ValueError, match="fully sharded"):
+    with pytest.raises(ValueError, match="sharded with FSDP2"):
         Recorder(FullyShardedDataParallel(), tmp_path / "f.zarr")
     assert torch.distributed.is_available()

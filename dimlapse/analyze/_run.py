@@ -34,6 +34,18 @@ def _valid_prefix(steps: np.ndarray) -> int:
     return int(bad[0]) if bad.size else int(steps.size)
 
 
+def _rank_prefixes(root: zarr.Group, name: str) -> list[int]:
+    """Sharded runs: complete rows of the step index each other rank keeps of group ``name``
+    (``shards/r<rank>/<name>/step``); a row is complete when every rank wrote its blocks."""
+    if "shards" not in root:
+        return []
+    found = []
+    for _, rank in root["shards"].groups():  # type: ignore[union-attr]
+        if name in rank and "step" in rank[name]:  # type: ignore[operator]
+            found.append(_valid_prefix(np.asarray(rank[name]["step"][:])))  # type: ignore[index]
+    return found
+
+
 def _damaged(where: str, exc: Exception) -> StoreIntegrityError:
     return StoreIntegrityError(
         f"{where}: its metadata (zarr.json) cannot be read ({type(exc).__name__}: {exc}); the "
@@ -150,7 +162,7 @@ class Run:
                     "store from a copy or re-record the run"
                 )
             steps = np.asarray(CheckedArray(found["step"], f"{name}/step", steps)[:])
-            n = _valid_prefix(steps)
+            n = min([_valid_prefix(steps), *_rank_prefixes(root, name)])
         rows = (contents.get("rows") or {}).get(name)
         if rows is not None and n < rows:
             raise StoreIntegrityError(

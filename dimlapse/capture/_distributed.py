@@ -9,9 +9,12 @@ ranks (the global batch's loss for equal shards); this is one small collective p
 every rank, in the same order.
 
 ``DistributedDataParallel`` and ``DataParallel`` wrappers are unwrapped, so parameter and
-module names are those of a single-process run. Fully sharded models (FSDP) are refused: their
-full matrices exist on no single rank, and gathering them on one device is what sharding
-avoids (README, "Distributed training", says what to do instead).
+module names are those of a single-process run. Models sharded with FSDP2 (``fully_shard``,
+DTensor parameters) are recorded by every rank, each writing its local shard (``_sharded.py``).
+FSDP1 (``FullyShardedDataParallel``) is refused, pointing to FSDP2: its ranks hold flat
+parameters whose shards cut across parameter boundaries, and ``use_orig_params=True`` exposes
+per-parameter views of a rank's slice of that flat buffer (any part of a parameter, flattened,
+often empty), not a block of rows, so recording it would mean a gather or a second layout.
 """
 
 from __future__ import annotations
@@ -31,18 +34,16 @@ def rank_and_world() -> tuple[int, int]:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DDP / DataParallel; refuse fully sharded models."""
+    """The module inside DDP / DataParallel; refuse FSDP1 (``FullyShardedDataParallel``)."""
     if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
         model = model.module
-    sharded = type(model).__name__ in ("FullyShardedDataParallel", "FSDPModule") or any(
-        type(p).__name__ == "DTensor" or type(p.data).__name__ == "DTensor"
-        for p in model.parameters()
-    )
-    if sharded:
+    fsdp1 = any(type(m).__name__ == "FullyShardedDataParallel" for m in model.modules())
+    if fsdp1:
         raise ValueError(
-            "Expected `model` to hold full parameters, got a fully sharded (FSDP) model: its "
-            "matrices exist on no single rank. Record a replica (DDP), or record the unsharded "
-            "model in a separate evaluation process from checkpoints"
+            "Expected `model` to be sharded with FSDP2 (torch.distributed.fsdp.fully_shard), "
+            "got an FSDP1 FullyShardedDataParallel model: its flat-parameter shards cut across "
+            "parameters. Shard with fully_shard(module) instead (every rank then records its "
+            "own rows of each parameter), or record a DDP replica"
         )
     return model
 

@@ -59,6 +59,9 @@ class HandOver:
         self.handle: WriterHandle | None = None
         self.dropped = self.captured = self.dropped_rows = 0
         self.train_seconds = self.ring_wait = 0.0
+        # sharded models: run at every capture step on every rank, also with capture off
+        # (FSDP2's forward is a collective; ``_sharded.ShardedHandOver``)
+        self.lockstep: Any = None
 
     def bind(
         self, *, schedule: Schedule, backpressure: str, scalar_chunk: int, timeout: float = 60.0
@@ -111,6 +114,8 @@ class HandOver:
         self.current_step = step = self.current_step + 1
         if self.noop:
             return False
+        if self.lockstep is not None and self.schedule(step):
+            self.lockstep(step)
         if not self.active:
             return self.inactive()
         handle = self.handle

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import _distributed, _exit, _logs, _validate
+from . import _distributed, _exit, _logs, _sharded, _validate
 from . import store as run_store
 from ._handover import CaptureError, HandOver
 from ._options import CaptureOptions, check_options
@@ -75,7 +75,10 @@ class Recorder:
     Parameters
     ----------
     model : torch.nn.Module
-        The model being trained (DDP wrappers are unwrapped).
+        The model being trained (DDP wrappers are unwrapped). A model sharded with FSDP2
+        (``fully_shard``) is recorded by every rank of the job, each writing its local shards
+        and its slice of the probe into one run (``_sharded.py``); pass the full probe on
+        every rank.
     store : str, os.PathLike or zarr store
         Where the run goes: a local path or any fsspec URL. In-memory stores
         (``memory://``, store objects) are written from a thread instead of a process.
@@ -129,6 +132,16 @@ class Recorder:
             raise ValueError(f"Expected `model` to be a torch.nn.Module, got {model!r}")
         store = run_store.check_location(store)  # before anything is touched
         model = _distributed.unwrap(model)
+        if _sharded.is_sharded(model):  # FSDP2: every rank records its shards
+            _sharded.construct(
+                self, model, store, opts=opts, every=every, probe=probe,
+                probe_targets=probe_targets, attrs=attrs, overwrite=overwrite, resume=resume,
+                start_step=start_step,
+            )  # fmt: skip
+            _exit.watch_registrations(self._ho)
+            _exit.OPEN.add(self)
+            _exit.handle_sigterm()
+            return
         _validate.materialised(model)
         this_rank, world = _distributed.rank_and_world()
         rank = opts.rank

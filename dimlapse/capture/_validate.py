@@ -21,7 +21,7 @@ RESERVED_ATTRS = frozenset(
         "layout_version", "status", "every", "schedule", "model", "git_commit", "versions",
         "probe", "codec", "flush_every", "scalar_chunk", "modules", "params", "activations",
         "created", "finished", "nonfinite", "dropped_snapshots", "errors", "stats", "resumed",
-        "replayed", "mode", "full_every", "projected_bytes",
+        "replayed", "mode", "full_every", "projected_bytes", "sharded",
     }
 )  # fmt: skip
 MAX_SCALAR_NAME = 200  # an array folder's name: file systems allow 255 bytes

@@ -4,6 +4,9 @@ Each group's ``step`` index is written last at each flush, so its valid (>= 0) p
 the rows that are complete. A snapshot is complete when every snapshot group holds it:
 ``weights``, ``state``, ``activations`` and, in spectra mode, ``spectra/*``. Groups may be one
 chunk apart after a kill (flushes of different groups are not simultaneous); the shortest wins.
+In a sharded run every rank but 0 keeps its own step index of a group under
+``shards/r<rank>/<group>/step`` (rank 0's is the group's own): the shortest of all of them
+wins, so a snapshot is complete when every rank wrote its blocks of it.
 """
 
 from __future__ import annotations
@@ -68,8 +71,20 @@ def last_complete(root: Any) -> tuple[int, int | None]:
     if not groups:
         return 0, None
     steps = [np.asarray(root[g]["step"][:]) for g in groups]
-    n = min(valid_prefix(s) for s in steps)
+    n = min(valid_prefix(s) for s in [*steps, *rank_indexes(root, groups)])
     return n, (int(steps[0][n - 1]) if n else None)
+
+
+def rank_indexes(root: Any, groups: list[str]) -> list[np.ndarray]:
+    """The step indexes other ranks of a sharded run keep of ``groups`` (none otherwise)."""
+    if "shards" not in root:
+        return []
+    found = []
+    for _, rank in root["shards"].groups():
+        for g in groups:
+            if _has_step(rank, g):
+                found.append(np.asarray(rank[g]["step"][:]))
+    return found
 
 
 def trim_for_resume(sink: _Groups, start_step: int | None) -> tuple[int, bool]:

@@ -195,7 +195,15 @@ def _writer_main(
     except OSError:
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the trainer, which closes us
-    signal.signal(signal.SIGTERM, _terminated)
+    if sink_kwargs.get("shard") is not None:
+        # a sharded job's launcher (torchrun) tears a failed job down by signalling each
+        # rank's whole process group, SIGTERM then SIGKILL: the writer leaves that group so it
+        # outlives its trainer to flush its rows and write its record. Its trainer's close or
+        # end-of-file ends it, and the orphan watch below bounds it.
+        os.setsid()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        signal.signal(signal.SIGTERM, _terminated)
     header[2] = os.getpid()
     _watch_orphan(header, grace=2 * timeout)
     if spec.shadow is not None:  # the child's own copy: the trainer's model is untouched

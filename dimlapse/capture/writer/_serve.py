@@ -85,7 +85,7 @@ class Serve:
     def _note_nonfinite(self) -> None:
         sink = self.worker.sink if self.worker else None
         if sink is not None and sink.nonfinite_dirty:  # a new array with NaN/Inf: say so now
-            sink.root.update_attributes({"nonfinite": sink.nonfinite})
+            sink.attrs_group.update_attributes({"nonfinite": sink.nonfinite})
             sink.nonfinite_dirty = False
 
     def fail(self, exc: BaseException, step: int | None) -> None:
@@ -100,7 +100,7 @@ class Serve:
             return
         self.worker.sink.flush_what_is_good()
         try:
-            self.worker.sink.root.update_attributes(
+            self.worker.sink.attrs_group.update_attributes(
                 {
                     "status": "degraded",
                     "errors": self.errors,
@@ -126,7 +126,10 @@ class Serve:
         stats = {
             "snapshots": sink.snapshots,
             "bytes_raw": sink.bytes_raw,
-            "bytes_stored": stored_bytes(sink.root, list(sink.groups)),
+            # a sharded rank's groups hold every rank's chunks: rank 0 sizes the whole run
+            "bytes_stored": stored_bytes(sink.root, list(sink.groups))
+            if sink.shard is None
+            else None,
             "writer_cpu_seconds": self.cpu_time() - t0,
             "error": self.error,
         }
@@ -135,7 +138,7 @@ class Serve:
         raw, stored = stats_all.get("bytes_raw"), stats_all.get("bytes_stored")
         stats_all["compression_ratio"] = raw / stored if raw and stored else None
         try:
-            prior: Any = sink.root.attrs.get("contents")
+            prior: Any = sink.attrs_group.attrs.get("contents")
             contents = dict(prior) if isinstance(prior, dict) else {}
             if self.error is None:  # what a reader must find: every array, every row
                 with quiet_numcodecs():  # listing arrays parses a bitround codec's metadata
@@ -143,7 +146,7 @@ class Serve:
                         n: sorted(g.group.array_keys()) for n, g in sink.groups.items()
                     }
                 contents["rows"] = {n: g.rows for n, g in sink.groups.items()}
-            sink.root.update_attributes(
+            sink.attrs_group.update_attributes(
                 {
                     **attrs,
                     "contents": contents,
@@ -154,7 +157,10 @@ class Serve:
                     "stats": stats_all,
                 }
             )
-            if self.error is None:
+            if sink.shard is not None and sink.shard.rank == 0 and status != "complete":
+                sink.root.update_attributes({"status": status})  # a job ends complete only
+                # when every rank did: rank 0's Recorder says so after its closing barrier
+            if self.error is None and sink.shard is None:
                 consolidate(sink.root)
         except Exception as exc:
             log.error("dimlapse: could not finalise the store: %s", exc)
@@ -173,9 +179,10 @@ class Serve:
                 f"the run store vanished while being written (deleted or unmounted?): {exc}"
             ) from exc
         for name, group in sink.groups.items():
-            if name not in root or "step" not in root[name]:
+            where = group.group.path.removeprefix(sink.root.path).lstrip("/")
+            if where not in root or "step" not in root[where]:
                 raise FileNotFoundError(f"the store lost its {name!r} group while being written")
-            n = root[name]["step"].shape[0]
+            n = root[where]["step"].shape[0]
             if n != group.rows:
                 raise OSError(
                     f"the store's {name!r} group holds {n} rows, {group.rows} were written"

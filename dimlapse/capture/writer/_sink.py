@@ -15,6 +15,7 @@ import numpy as np
 import zarr
 
 from ._chunks import ChunkedGroup
+from ._shards import ShardGroup, ShardSpec
 
 log = logging.getLogger("dimlapse.capture")
 
@@ -64,6 +65,9 @@ class SnapshotSink:
     sparse_chunk : int, optional
         Rows per chunk of the snapshot groups when they are written on a sparse schedule
         (spectra mode); default ``chunk``.
+    shard : ShardSpec, optional
+        A sharded run (``_shards.py``): the groups in ``shard.blocks`` get this rank's blocks of
+        arrays rank 0 declared; the writer's attrs go to this rank's ``shards/r<rank>`` group.
     """
 
     def __init__(
@@ -76,8 +80,14 @@ class SnapshotSink:
         probe_examples: int,
         groups: tuple[str, ...] = ("scalars", "weights", "activations", "state"),
         sparse_chunk: int | None = None,
+        shard: ShardSpec | None = None,
     ) -> None:
         self.root = root
+        self.shard = shard
+        # where the writer's own attrs (status, stats, nonfinite) go
+        self.attrs_group: zarr.Group = (
+            root if shard is None else root.require_group(shard.attrs_path)
+        )
         self.probe_examples = probe_examples
         self.groups: dict[str, ChunkedGroup] = {}
         for name in groups:
@@ -89,6 +99,16 @@ class SnapshotSink:
                 size = chunk
             lossless = name in ("scalars", "state") or name.startswith("spectra")
             group_codec = "zstd" if lossless else codec
+            if shard is not None and name in shard.blocks:
+                self.groups[name] = ShardGroup(
+                    root.require_group(name),
+                    index_group=root.require_group(shard.index_path(name)),
+                    blocks=shard.blocks[name],
+                    owner=shard.rank == 0,
+                    chunk=size,
+                    codec=group_codec,
+                )
+                continue
             self.groups[name] = ChunkedGroup(
                 root.require_group(name), chunk=size, codec=group_codec
             )

@@ -37,6 +37,9 @@ class WorkSpec:
     probe: Any = None  # the probe batch on the writer's device (tensor, dict or tuple)
     device: str = "cpu"
     forward: ProbeForward | None = None  # runs the probe through the shadow with the taps
+    # a sharded run: the trainer ran the probe (every rank in lockstep) and put each tap's
+    # (rows, feature) output in the slot as ``activations/<module>``; no shadow, no forward
+    slot_activations: list[str] = field(default_factory=list)
 
 
 def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -81,7 +84,7 @@ class Worker:
         self.spec, self.ring, self.sink = spec, ring, sink
         self.names = list(ring.layout.names)
         self._targets: list[torch.Tensor] = []
-        if spec.shadow is not None:
+        if spec.shadow is not None and not spec.slot_activations:
             shadow = {**dict(spec.shadow.named_parameters()), **dict(spec.shadow.named_buffers())}
             self._targets = [shadow[n] for n in self.names]
         self._on_device = spec.device != "cpu"
@@ -101,7 +104,10 @@ class Worker:
         """One capture step from slot ``slot``."""
         spec = self.spec
         snap = dict(zip(self.names, self.ring.views[slot], strict=True))
-        acts = self._forward(snap) if spec.taps else None
+        if spec.slot_activations:
+            acts = {n: snap[f"activations/{n}"] for n in spec.slot_activations}
+        else:
+            acts = self._forward(snap) if spec.taps else None
         full = spec.mode != "spectra" or (
             step == 0 or (spec.full_every and step % spec.full_every == 0)
         )

@@ -7,6 +7,7 @@ in one run (the machines are shared and noisy), never a timed unit test.
 ``transitions``  detectors' false alarms on null series and power on planted events
 ``integrations`` the Hugging Face and Lightning callbacks' overhead
 ``gpu``          capture on a CUDA device (ResNet-18, a small ViT)
+``sharded``      per-rank memory of sharded (FSDP2) capture against the shard, and a gather
 ===============  ======================================================================
 """
 
@@ -23,6 +24,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "transitions": ("._transitions", "detector calibration and power"),
     "integrations": ("._integrations", "trainer callbacks' overhead"),
     "gpu": (".gpu", "capture on a CUDA device"),
+    "sharded": ("._sharded", "per-rank memory of sharded (FSDP2) capture"),
 }
 
 

@@ -1,0 +1,287 @@
+"""The run session of one rank of a sharded (FSDP2) job: rank 0 lays the run out, one
+broadcast releases every rank, each starts its own writer; at close a barrier, then rank 0
+marks the run ``complete`` when every rank's record says so (``_sharded.py`` says why).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from . import store as run_store
+from ._session import RunSession, Started
+from ._taps import Tap
+from .writer import (
+    Block,
+    Ring,
+    ShardSpec,
+    SlotLayout,
+    SnapshotSink,
+    WorkSpec,
+    block_of,
+    declare_sharded,
+    owner,
+    slot_count,
+    start_writer,
+)
+
+if TYPE_CHECKING:
+    from ._sharded import Plan
+
+log = logging.getLogger("dimlapse.capture")
+
+
+class ShardedSession(RunSession):
+    """The run session of one rank of a sharded job (``RunSession`` on rank 0, plus the
+    start-up broadcast and the closing barrier)."""
+
+    def __init__(self, store: Any, plan: Plan, *, timeout: float) -> None:
+        super().__init__(store)
+        self.plan, self.timeout = plan, timeout
+
+    def open(self, **kwargs: Any) -> None:
+        if self.plan.rank == 0:
+            super().open(**kwargs)
+
+    def start_sharded(self, *, model: nn.Module, schedule: Any, mode: str,
+                      taps: dict[str, Tap], stored: list[str], layout: SlotLayout, probe: Any,
+                      targets: Any, n_probe: int, rows: Block | None, codec: str,
+                      flush_every: int, scalar_chunk: int, resume: bool,
+                      start_step: int | None, user_attrs: dict[str, Any],
+                      max_buffer_bytes: int, writer: str, projected: dict[str, Any],
+                      cuda: bool, acts: dict[str, torch.Tensor]) -> Started:  # fmt: skip
+        """Rank 0 lays the run out; a broadcast releases every rank; each starts its writer."""
+        plan = self.plan
+        error: str | None = None
+        if plan.rank == 0:
+            try:
+                prior: dict[str, Any] = dict(self.root.attrs) if resume else {}
+                if resume and prior.get("sharded", {}).get("world_size") != plan.world:
+                    raise ValueError(
+                        f"Expected the job to have the world size of the run being resumed "
+                        f"({prior.get('sharded', {}).get('world_size')}), got {plan.world}"
+                    )
+                self._layout(model=model, taps=taps, stored=stored, rows=rows, n_probe=n_probe,
+                             flush_every=flush_every, codec=codec,
+                             features={n: int(t.shape[-1]) for n, t in acts.items()})  # fmt: skip
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                self._broadcast(error)
+                raise
+        # full or weights mode (spectra is refused): no spectra/ groups
+        groups = ("scalars", "weights", "state") + (("activations",) if taps else ())
+        spec = self._spec(stored=stored, taps=taps, rows=rows)
+        sink_kwargs: dict[str, Any] = {
+            "chunk": flush_every,
+            "scalar_chunk": scalar_chunk,
+            "codec": codec,
+            "probe_examples": n_probe,
+            "groups": groups if plan.rank == 0 else tuple(spec.blocks),
+            "shard": spec,
+        }
+        if plan.rank == 0:
+            sink = SnapshotSink(self.root, **sink_kwargs)
+            resume_at, recapture = (
+                run_store.trim_for_resume(sink, start_step) if resume else (None, True)
+            )
+            created = prior.get("created", self.created)
+            attrs = run_store.root_attrs(
+                model=model, schedule=schedule, probe=probe, has_targets=targets is not None,
+                codec=codec, flush_every=flush_every, scalar_chunk=scalar_chunk,
+                modules=list(taps), params=stored, user_attrs=user_attrs, prior=prior,
+                created=created, mode=mode, full_every=0, projected=projected, groups=groups,
+            )  # fmt: skip
+            attrs["sharded"] = {**plan.attrs, "probe_examples_per_rank": rows.size if rows else 0}
+            if resume:
+                attrs["resumed"] = [*prior.get("resumed", []), {"at_step": resume_at}]
+            self.prior_dropped = int(prior.get("dropped_snapshots", 0))
+            self.root.update_attributes(attrs)
+            if probe is not None and not (resume and "probe" in self.root):
+                run_store.write_probe(self.root, probe, targets)
+            self._broadcast(None)
+        else:
+            error = self._broadcast(None)
+            if error is not None:
+                raise RuntimeError(f"rank 0 could not start the sharded run: {error}")
+            self.root = run_store.open_root(self.store, mode="r+")
+            created = str(self.root.attrs.get("created", run_store.utcnow()))
+            sink = SnapshotSink(self.root, **sink_kwargs)
+            resume_at, recapture = (
+                run_store.trim_for_resume(sink, start_step) if resume else (None, True)
+            )
+        t0 = time.perf_counter() - (time.time() - dt.datetime.fromisoformat(created).timestamp())
+        ring = Ring(layout, slot_count(layout, max_buffer_bytes))
+        if cuda:
+            ring.pin()
+        work = WorkSpec(
+            stored=[n for n in stored if n in plan.sharded or plan.rank == 0],
+            state=[n for n in plan.whole if n not in stored] if plan.rank == 0 else [],
+            mode=mode,
+            full_every=0,
+            taps=taps,
+            slot_activations=list(taps),
+        )
+        self.handle = start_writer(
+            store=self.store, root=self.root, ring=ring, spec=work, sink_kwargs=sink_kwargs,
+            prefer=writer, cuda=cuda, shadow=lambda kind: (None, None), timeout=self.timeout,
+        )  # fmt: skip
+        proc = getattr(self.handle, "process", None)
+        if proc is not None and proc.pid is not None and self.lease is not None:
+            run_store.add_pid(self.store, self.lease, proc.pid)
+        return Started(mode=mode, taps=taps, resume_at=resume_at, recapture=recapture, t0=t0)
+
+    def _spec(self, *, stored: list[str], taps: dict[str, Tap], rows: Block | None) -> ShardSpec:
+        plan = self.plan
+        weights: dict[str, Block | None] = {
+            n: block_of(plan.sharded[n].shape[0], rank=plan.rank, world=plan.world)
+            for n in stored
+            if n in plan.sharded
+        }
+        if plan.rank == 0:
+            weights.update({n: None for n in stored if n not in plan.sharded})
+        blocks: dict[str, dict[str, Block | None]] = {"weights": weights}
+        if taps and rows is not None:
+            blocks["activations"] = {n: self._act_block(t, rows) for n, t in taps.items()}
+        return ShardSpec(rank=plan.rank, world=plan.world, blocks=blocks)
+
+    def _act_block(self, tap: Tap, rows: Block) -> Block:
+        per = int((tap.meta or {}).get("rows_per_example", 1))
+        n = rows.length
+        return Block(length=n * per, size=rows.size * per, index=self.plan.rank)
+
+    def _layout(self, *, model: nn.Module, taps: dict[str, Tap], stored: list[str],
+                rows: Block | None, n_probe: int, flush_every: int, codec: str,
+                features: dict[str, int]) -> None:  # fmt: skip
+        """Rank 0: every array any rank writes, with its logical shape and block grid."""
+        root = self.root
+        spec = self._spec(stored=stored, taps=taps, rows=rows)
+        weights = {}
+        for n in stored:
+            p = self.plan.sharded.get(n)
+            if p is None:
+                p = dict(model.named_parameters())[n]
+            weights[n] = (tuple(p.shape), spec.blocks["weights"].get(n))
+        declare_sharded(
+            root.require_group("weights"),
+            weights,
+            chunk=flush_every,
+            codec=codec,
+            attrs={n: {"layer": owner(n), "kind": "weight"} for n in weights},
+            dims={
+                n: ("step", *(f"{n}.d{i}" for i in range(len(s)))) for n, (s, _) in weights.items()
+            },
+        )
+        if "activations" in spec.blocks:
+            acts = {}
+            for n, tap in taps.items():
+                per = int((tap.meta or {}).get("rows_per_example", 1))
+                acts[n] = ((n_probe * per, features[n]), self._act_block(tap, rows))
+            declare_sharded(
+                root.require_group("activations"),
+                acts,
+                chunk=flush_every,
+                codec=codec,
+                attrs={
+                    n: {
+                        "layer": n,
+                        "kind": "activation",
+                        "probe_examples": n_probe,
+                        **(taps[n].meta or {}),
+                    }
+                    for n in acts
+                },
+                dims={n: ("step", f"{n}.sample", f"{n}.feature") for n in acts},
+            )
+        for r in range(self.plan.world):
+            root.require_group(f"shards/r{r}")
+
+    def _broadcast(self, error: str | None) -> str | None:
+        """Rank 0's verdict on the start (None: go) to every rank; the start-up barrier."""
+        box = [error]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def finish(self, final: dict[str, Any]) -> dict[str, Any]:
+        """Close this rank's writer; then (a clean close) a barrier, and rank 0 marks the run
+        complete when every rank's record says so."""
+        self.closing = str(final.get("status"))
+        out = super().finish(final)
+        if final.get("status") != "complete":
+            return out  # a crash: no barrier (a peer may be dead); the writers said so
+        try:
+            self._barrier()
+        except Exception as exc:  # a peer died before closing: the run is not complete
+            log.error("dimlapse: a rank did not close the sharded run: %s", exc)
+            if self.plan.rank == 0:
+                run_store.update_attrs(self.store, {"status": "crashed"})
+            return out
+        if self.plan.rank == 0:
+            self._finalise()
+        return out
+
+    def mark_degraded(self, error: str | None) -> None:
+        """The writer died before its final attrs: this rank's record says so; rank 0's
+        root says ``crashed`` when the job was ending on an error (under ``torchrun`` a
+        failed peer's job is torn down, writers included), else ``degraded``."""
+        status = "crashed" if getattr(self, "closing", None) == "crashed" else "degraded"
+        try:
+            group = self.root.require_group(f"shards/r{self.plan.rank}")
+            group.update_attributes({"status": status, "errors": [error]})
+            if self.plan.rank == 0:
+                self.root.update_attributes({"status": status, "errors": [error]})
+        except Exception as exc:  # the store may be the thing that broke
+            log.error("dimlapse: could not mark the store %s: %s", status, exc)
+
+    def _barrier(self) -> None:
+        dist = torch.distributed
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=dt.timedelta(seconds=self.timeout))
+        else:
+            dist.barrier()
+
+    def _finalise(self) -> None:
+        """Rank 0, after every rank closed: the root's status from every rank's record."""
+        root = run_store.open_root(self.store, mode="r+")
+        records = [dict(root[f"shards/r{r}"].attrs) for r in range(self.plan.world)]
+        statuses = [str(r.get("status", "crashed")) for r in records]
+        status = (
+            "complete"
+            if all(s == "complete" for s in statuses)
+            else ("degraded" if "degraded" in statuses else "crashed")
+        )
+        mine = records[0]
+        nonfinite: dict[str, list[int]] = {}
+        for r in records:
+            for k, v in dict(r.get("nonfinite") or {}).items():
+                nonfinite[k] = sorted({*nonfinite.get(k, []), *v})
+        contents = {**dict(root.attrs.get("contents") or {}), **dict(mine.get("contents") or {})}
+        stats = dict(mine.get("stats") or {})
+        raw = sum(int((r.get("stats") or {}).get("bytes_raw") or 0) for r in records)
+        groups = list(dict(root.attrs.get("contents") or {}).get("groups", []))
+        stored = run_store.stored_bytes(root, [*groups, "shards"])
+        stats.update(
+            bytes_raw=raw,
+            bytes_stored=stored,
+            compression_ratio=raw / stored if raw and stored else None,
+            writer_cpu_seconds=sum(
+                float((r.get("stats") or {}).get("writer_cpu_seconds") or 0) for r in records
+            ),
+        )
+        root.update_attributes(
+            {
+                "status": status,
+                "finished": run_store.utcnow(),
+                "contents": contents,
+                "dropped_snapshots": mine.get("dropped_snapshots", 0),
+                "nonfinite": nonfinite,
+                "errors": [e for r in records for e in r.get("errors", [])],
+                "stats": {**stats, "rank_status": statuses},
+            }
+        )
+        if status == "complete":
+            run_store.consolidate(root)

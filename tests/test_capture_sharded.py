@@ -1,0 +1,343 @@
+"""Sharded (FSDP2) capture: every rank writes its local shards into one logical run.
+
+The job is a real ``torch.distributed.run`` of gloo processes; the reference is a
+single-process run of the same model on the same global batch (FSDP2 averages gradients over
+ranks, so the weights agree to float tolerance).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from torch import nn
+
+from dimlapse.analyze import StoreIntegrityError, open_run
+from dimlapse.capture import Recorder, last_complete
+from dimlapse.capture.writer import block_of
+
+SCRIPT = """
+import os, signal, sys, torch
+import torch.distributed as dist
+from torch import nn
+from dimlapse.capture import CaptureOptions, Recorder
+
+STEPS, GLOBAL = int(os.environ.get("STEPS", 8)), 12
+MODEL = os.environ.get("MODEL", "mlp")
+
+def data(step):
+    g = torch.Generator().manual_seed(step)
+    if MODEL == "transformer":  # modular-addition-like tokens: a b =
+        return torch.randint(0, 12, (GLOBAL, 3), generator=g), torch.randint(0, 11, (GLOBAL,),
+                                                                             generator=g)
+    return torch.randn(GLOBAL, 8, generator=g), torch.randn(GLOBAL, 3, generator=g)
+
+def build():
+    torch.manual_seed(0)
+    if MODEL == "transformer":
+        from dimlapse.pipelines.zoo import DataSpec, Transformer
+        spec = DataSpec("modadd", "tokens", (3,), 11, vocab_size=12)
+        return Transformer(spec, d=16, heads=2, depth=2, ff=24)
+    # 5 and 3 rows: neither divides evenly over 2 or 4 ranks (short and empty shards)
+    return nn.Sequential(nn.Linear(8, 5), nn.Tanh(), nn.Linear(5, 3))
+
+def shard(model):
+    from torch.distributed.fsdp import fully_shard
+    for block in (model.blocks if MODEL == "transformer" else [model[0]]):
+        fully_shard(block)
+    fully_shard(model)
+
+def objective(out, y):
+    if MODEL == "transformer":
+        return torch.nn.functional.cross_entropy(out, y)
+    return (out - y).pow(2).mean()
+
+def the_probe():
+    if MODEL == "transformer":
+        return torch.arange(24).reshape(8, 3) % 12
+    return torch.linspace(-1, 1, 64).reshape(8, 8)
+
+def main(store, how):
+    torch.set_num_threads(1)
+    rank, world = 0, 1
+    model = build()
+    if how != "single":
+        dist.init_process_group("gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        shard(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    probe = the_probe()
+    per = GLOBAL // world
+    options = CaptureOptions(flush_every=2, average_scalars=how != "single")
+    resume = how == "resume"
+    with Recorder(model, store, every=2, probe=probe, options=options, resume=resume) as rec:
+        start = rec.current_step  # resumed: the last snapshot every rank completed
+        for step in range(1, STEPS + 1):
+            x, y = data(step)
+            x, y = x[rank * per:(rank + 1) * per], y[rank * per:(rank + 1) * per]
+            loss = objective(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if step > start:  # before it: what loading the checkpoint of `start` would give
+                rec.step(loss)
+            if how == "crash" and rank == 1 and step == 5:
+                # rank 1 and its writer die once its first chunk (steps 0, 2) is in the
+                # store: its snapshot of step 4, still in the writer's buffer, never is
+                import time, zarr
+                for _ in range(600):
+                    index = zarr.open_group(store, mode="r")["shards/r1/weights/step"][:]
+                    if (index >= 0).sum() >= 2:
+                        break
+                    time.sleep(0.05)
+                os.kill(rec._session.handle.process.pid, signal.SIGKILL)
+                os.kill(os.getpid(), signal.SIGKILL)
+    print("rank", rank, rec.status, "from", start, flush=True)
+    if how != "single":
+        dist.destroy_process_group()
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
+"""
+
+
+# the subprocesses import this checkout's dimlapse, whatever is installed
+ROOT = str(Path(__file__).resolve().parents[1])
+
+
+def _env(extra=None):
+    path = os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])
+    return {**os.environ, "PYTHONPATH": path, **(extra or {})}
+
+
+def _torchrun(script, store, how, n, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+         str(n), str(script), str(store), how],
+        capture_output=True, text=True, timeout=300, env=_env(env),
+    )  # fmt: skip
+
+
+def _single(tmp_path, env=None):
+    """The reference: the same script's single-process run, in this process."""
+    single = tmp_path / "single.zarr"
+    namespace = {"__name__": "reference"}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in (env or {}).items():
+            mp.setenv(key, value)
+        exec(compile(SCRIPT, "train.py", "exec"), namespace)
+        namespace["main"](str(single), "single")
+    return open_run(single)
+
+
+def _assert_same_run(a, b):
+    np.testing.assert_array_equal(a.weights["step"].values, b.weights["step"].values)
+    assert set(a.weights.data_vars) == set(b.weights.data_vars)
+    for name in a.weights.data_vars:
+        assert a.weights[name].shape == b.weights[name].shape
+        np.testing.assert_allclose(b.weights[name].values, a.weights[name].values, rtol=1e-5,
+                                   atol=1e-6)  # fmt: skip
+    assert set(a.activations.data_vars) == set(b.activations.data_vars) != set()
+    for name in a.activations.data_vars:
+        assert a.activations[name].shape == b.activations[name].shape
+        np.testing.assert_allclose(b.activations[name].values, a.activations[name].values,
+                                   rtol=1e-5, atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(b.scalars["loss"].values, a.scalars["loss"].values, rtol=1e-5)
+
+
+def test_fsdp2_two_ranks_equal_a_single_process_run_of_the_global_batch(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    out = _torchrun(script, tmp_path / "fsdp.zarr", "fsdp", 2)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "rank 0 complete from 0" in out.stdout and "rank 1 complete from 0" in out.stdout
+    b = open_run(tmp_path / "fsdp.zarr")
+    assert b.status == "complete"
+    _assert_same_run(_single(tmp_path), b)
+    root = zarr.open_group(tmp_path / "fsdp.zarr", mode="r")
+    sharded = root.attrs["sharded"]
+    assert sharded["world_size"] == 2 and sharded["mesh_shape"] == [2]
+    assert sharded["placements"]["0.weight"] == ["Shard(dim=0)"]
+    # the chunk grid follows the shards: 5 rows -> 3 + 2, 3 rows -> 2 + 1
+    assert root["weights/0.weight"].chunks == (2, 3, 8)
+    assert root["weights/2.weight"].chunks == (2, 2, 5)
+    assert root["activations/0"].chunks == (2, 4, 5)  # 8 probe examples, 4 per rank
+    assert [root[f"shards/r{r}"].attrs["status"] for r in range(2)] == ["complete"] * 2
+    # planted: rank 1's index loses its last 3 rows -> every reader shows the first 2 only
+    index = zarr.open_array(tmp_path / "fsdp.zarr", path="shards/r1/activations/step", mode="r+")
+    index[2:] = -1
+    root = zarr.open_group(tmp_path / "fsdp.zarr", mode="r+", use_consolidated=False)
+    assert last_complete(root) == (2, 2)
+    with pytest.raises(StoreIntegrityError, match="activations/step holds 2 complete rows, but"):
+        _ = open_run(tmp_path / "fsdp.zarr").activations  # a complete run lost rank 1's rows
+    contents = dict(root.attrs["contents"])
+    del contents["rows"]
+    root.update_attributes({"status": "crashed", "contents": contents})  # as a crash leaves it
+    assert open_run(tmp_path / "fsdp.zarr").activations.sizes["step"] == 2
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("length", [1, 3, 5, 8, 13])
+def test_blocks_are_fsdp2s_shards(length, world):
+    # the independent answer: FSDP2 shards dim 0 with torch.chunk, padding with empty shards
+    chunks = torch.arange(length).chunk(world)
+    expected = [c.tolist() for c in chunks] + [[]] * (world - len(chunks))
+    blocks = [block_of(length, rank=r, world=world) for r in range(world)]
+    assert [list(range(b.start, b.start + b.local)) for b in blocks] == expected
+    assert len({b.size for b in blocks}) == 1 and blocks[0].size == len(expected[0])
+
+
+# A gloo process group of one rank, in a fresh interpreter: a process group's threads must
+# not outlive it in the test process, whose later tests fork writers.
+GROUP_OF_ONE = """
+import json, sys, torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.fsdp import fully_shard
+from dimlapse.capture import CaptureOptions, Recorder
+
+out = sys.argv[1]
+dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+
+def mlp(sharded):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+    if sharded:
+        fully_shard(model)
+    return model
+
+probe = torch.linspace(-1, 1, 24).reshape(6, 4)
+for name in ("plain", "sharded"):
+    model = mlp(name == "sharded")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Recorder(model, f"{out}/{name}.zarr", every=2, probe=probe,
+                  options=CaptureOptions(flush_every=2)) as rec:
+        for step in range(1, 6):
+            x = torch.randn(8, 4, generator=torch.Generator().manual_seed(step))
+            loss = model(x).pow(2).mean()
+            opt.zero_grad(); loss.backward(); opt.step()
+            rec.step(loss)
+    assert rec.status == "complete", rec.status
+
+cases = {
+    "drop": dict(options=CaptureOptions(backpressure="drop")),
+    "spectra": dict(options=CaptureOptions(mode="spectra")),
+    "bitround": dict(options=CaptureOptions(codec="bitround-10")),
+    "mask": dict(probe={"input": torch.zeros(4, 4), "attention_mask": torch.ones(4, 4)}),
+    "memory": dict(store="memory://sharded.zarr"),
+}
+refused = {}
+for key, kwargs in cases.items():
+    store = kwargs.pop("store", f"{out}/refused-{key}.zarr")
+    try:
+        Recorder(mlp(True), store, **kwargs)
+        refused[key] = None
+    except Exception as exc:
+        refused[key] = [type(exc).__name__, str(exc)]
+with open(f"{out}/refused.json", "w") as f:
+    json.dump(refused, f)
+dist.destroy_process_group()
+"""
+
+
+@pytest.fixture(scope="module")
+def group_of_one(tmp_path_factory):
+    """Stores and refusals of sharded models in a gloo group of one (FSDP2 over one rank)."""
+    out = tmp_path_factory.mktemp("group-of-one")
+    subprocess.run([sys.executable, "-c", GROUP_OF_ONE, str(out)], check=True, timeout=300,
+                   env=_env())  # fmt: skip
+    return out
+
+
+def test_a_sharded_model_records_like_a_plain_one_in_a_group_of_one(group_of_one):
+    sharded = open_run(group_of_one / "sharded.zarr")
+    _assert_same_run(open_run(group_of_one / "plain.zarr"), sharded)
+    assert sharded.attrs["sharded"]["world_size"] == 1
+
+
+@pytest.mark.parametrize(
+    ("case", "error", "match"),
+    [
+        ("drop", "ValueError", "Expected backpressure='block' for a sharded model, got 'drop'"),
+        ("spectra", "ValueError",
+         "Expected mode 'full' or 'weights' for a sharded model, got 'spectra'"),
+        ("bitround", "ValueError",
+         "Expected a codec without filters for a sharded model, got 'bitround-10'"),
+        ("mask", "ProbeError", "Expected a probe without `attention_mask` for a sharded model"),
+        ("memory", "ValueError", "Expected a store path or URL every rank can open"),
+    ],
+)  # fmt: skip
+def test_sharded_models_refuse_what_cannot_stay_aligned(group_of_one, case, error, match):
+    refused = json.loads((group_of_one / "refused.json").read_text())
+    assert refused[case] is not None, f"{case} was not refused"
+    assert refused[case][0] == error
+    assert match in refused[case][1]
+    assert not (group_of_one / f"refused-{case}.zarr").exists()
+
+
+def test_fsdp1_is_refused_pointing_to_fully_shard(tmp_path):
+    class FullyShardedDataParallel(nn.Module):  # FSDP1's wrapper, by name
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Linear(2, 2)
+
+    with pytest.raises(ValueError, match=r"sharded with FSDP2 .*fully_shard.* got an FSDP1"):
+        Recorder(nn.Sequential(FullyShardedDataParallel()), tmp_path / "r.zarr")
+
+
+@pytest.mark.slow
+def test_fsdp2_a_killed_rank_leaves_a_crashed_run_that_every_rank_resumes(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    store = tmp_path / "fsdp.zarr"
+    out = _torchrun(script, store, "crash", 2)
+    assert out.returncode != 0  # rank 1 and its writer were killed at step 5
+    run = open_run(store)
+    assert run.status == "crashed"
+    root = zarr.open_group(store, mode="r")
+    n, last = last_complete(root)
+    # rank 0 flushed snapshots 0, 2, 4 as it went down; rank 1 only the chunk of 0, 2
+    assert list(root["weights/step"][:]) == [0, 2, 4]
+    assert list(root["shards/r1/weights/step"][:2]) == [0, 2]
+    assert (n, last) == (2, 2)
+    assert root["shards/r1"].attrs.get("status") != "complete"  # its writer was killed too
+    reference = _single(tmp_path)
+    assert run.weights.sizes["step"] == n
+    for name in reference.weights.data_vars:  # every rank's blocks of the readable prefix
+        np.testing.assert_allclose(
+            run.weights[name].values, reference.weights[name].values[:n], rtol=1e-5, atol=1e-6
+        )
+    out = _torchrun(script, store, "fsdp", 2)  # not resuming: refused on every rank
+    assert out.returncode != 0
+    assert "RunExistsError" in out.stderr
+    assert "rank 0 could not start the sharded run: RunExistsError" in out.stderr
+    assert last_complete(zarr.open_group(store, mode="r")) == (n, last)  # untouched
+    out = _torchrun(script, store, "resume", 2)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"rank 0 complete from {last}" in out.stdout
+    assert f"rank 1 complete from {last}" in out.stdout
+    resumed = open_run(store)
+    assert resumed.status == "complete"
+    _assert_same_run(reference, resumed)
+
+
+@pytest.mark.slow
+def test_fsdp2_four_ranks_record_a_small_transformer_like_one_process(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    env = {"MODEL": "transformer", "STEPS": "6"}
+    out = _torchrun(script, tmp_path / "fsdp.zarr", "fsdp", 4, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert all(f"rank {r} complete from 0" in out.stdout for r in range(4))
+    run = open_run(tmp_path / "fsdp.zarr")
+    assert run.status == "complete"
+    _assert_same_run(_single(tmp_path, env), run)
+    root = zarr.open_group(tmp_path / "fsdp.zarr", mode="r")
+    assert root.attrs["sharded"]["world_size"] == 4
+    assert root["weights/pos"].chunks[1] == 1  # (1, 3, 16) over 4 ranks: ranks 1-3 hold none
+    assert root["weights/embed.weight"].chunks[1] == 3  # 12 rows, 3 per rank
