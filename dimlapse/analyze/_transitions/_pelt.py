@@ -136,9 +136,9 @@ def _ramp_like(
     means of up to ``window`` samples before ``cps[i]`` and after ``cps[i+1]``: ramp iff
     ``b * g > g * g / 2`` (the line with slope ``g`` fits it better than a constant).
     Only segments where ``todo`` (k - 1,) is True are tested (the rest are False): merge
-    candidates, at most ``merge_gap`` samples long, all fitted at once on a padded
-    (segment, sample) grid. Each segment is taken relative to its first sample (the centred
-    abscissa sums to 0, so the slope is the same and cancels less).
+    candidates. The fit stays a loop of ``u @ seg`` (BLAS dot) per segment: a vectorised sum
+    rounds differently, and on a series that is constant up to rounding (a frozen layer's
+    metric) that flips merge decisions.
     """
     a, b = cps[:-1], cps[1:]
     lo = np.maximum(a - window, bounds[:-3])
@@ -148,18 +148,12 @@ def _ramp_like(
     dist = (b + hi) / 2.0 - (lo + a) / 2.0
     g = (m_right - m_left) / dist  # (k - 1,) slope the neighbours imply
     out = np.zeros(a.size, dtype=bool)
-    i = np.flatnonzero(todo)
-    if i.size == 0:
-        return out
-    size = (b[i] - a[i])[:, None]  # (m, 1) segment lengths
-    j = np.arange(int(size.max()))[None, :]  # (1, longest)
-    inside = j < size  # (m, longest)
-    u = np.where(inside, j - (size - 1) / 2.0, 0.0)  # centred abscissa, 0 beyond the end
-    seg = x[np.minimum(a[i][:, None] + j, x.size - 1)] - x[a[i]][:, None]
-    uu = (u * u).sum(axis=1)  # (m,) exact: multiples of 1/4
-    num = (u * np.where(inside, seg, 0.0)).sum(axis=1)
-    slope = np.divide(num, uu, out=np.zeros_like(num), where=uu > 0)
-    out[i] = slope * g[i] > 0.5 * g[i] * g[i]
+    for i in np.flatnonzero(todo):
+        seg = x[a[i] : b[i]]
+        u = np.arange(seg.size) - (seg.size - 1) / 2.0
+        uu = float(u @ u)
+        slope = float(u @ seg) / uu if uu > 0 else 0.0
+        out[i] = slope * g[i] > 0.5 * g[i] * g[i]
     return out
 
 
