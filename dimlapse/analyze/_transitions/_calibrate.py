@@ -21,6 +21,7 @@ from ._noise import event_component
 from ._ramp import locate
 from ._registry import DETECTORS
 from ._resolution import effects, is_constant, series_level, series_resolution
+from ._sequential import reuse_observed, rung_pvalues
 from ._smoother import smoother_sparse
 from ._spec import NO_CONTEXT, Calibration, Context
 from ._surrogates import surrogates
@@ -309,6 +310,10 @@ def _rung_scores(x, y, detect, opts, ctx, tw, base_tw, sharp=None):
 def _ladder(x, todo, options, nsur, cal, key, out, alpha) -> None:
     """``p_ladder`` of every candidate at each trend window of the ladder (base included).
 
+    A rung stops drawing on its surrogates once no candidate can reach ``p < 1 / rungs`` there
+    (``_sequential``: the ladder's p-values and scales are unchanged; such entries are lower
+    bounds).
+
     Rungs other than the base are run only for detectors with a candidate the data can resolve
     (the others can change no answer); elsewhere those columns stay 1.
     """
@@ -336,7 +341,14 @@ def _ladder(x, todo, options, nsur, cal, key, out, alpha) -> None:
                 known=out[d].known,
             )  # fmt: skip
             ctx = Context(smoother_sparse(x.size, tw, cal.trend_degree))
-            score, null_max = _rung_scores(
-                x, y, DETECTORS[d].detect, options[d], ctx, tw, cal.trend_window, accepted[d]
+
+            detect = reuse_observed(DETECTORS[d].detect, x)  # observed: once per rung
+
+            def scores(rows, d=d, ctx=ctx, tw=tw, detect=detect):  # on some surrogate rows
+                return _rung_scores(
+                    x, rows, detect, options[d], ctx, tw, cal.trend_window, accepted[d]
+                )
+
+            out[d].p_ladder[:, j] = rung_pvalues(
+                scores, y, rungs=len(ladder), sequential=DETECTORS[d].rowwise
             )
-            out[d].p_ladder[:, j] = tail_pvalues(score, null_max, fit_tail(null_max))[0]

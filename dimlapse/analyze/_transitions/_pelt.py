@@ -37,7 +37,7 @@ import ruptures as rpt
 
 from .._validate import check_positive_int
 from ._events import Events, concat_events
-from ._noise import low_quantile_sd
+from ._noise import Q_LOW, Z_LOW, low_quantile_sd
 from ._spec import DIRECTIONS, NO_CONTEXT, Context, check_choice, check_positive
 
 
@@ -77,30 +77,68 @@ def long_run_sd(x: np.ndarray, window: int) -> float:
     rest are events: a dense staircase does not inflate it. Short series fall back to the
     differences of single samples.
     """
-    n, w = x.size, window
+    return float(long_run_sds(np.atleast_2d(np.asarray(x, dtype=np.float64)), window)[0])
+
+
+def _low_quantile_sds(d: np.ndarray) -> np.ndarray:
+    """``low_quantile_sd(d[r][None, :])[0]`` of every row ``r`` of ``d`` (rows, m), batched.
+
+    The quantile is taken along each row whatever the batch; the rms fallback (rows whose
+    lower quartile is 0) is a mean whose rounding depends on the batch's shape, so those rows
+    are taken one at a time, as a lone row.
+    """
+    dev = np.abs(d - np.median(d, axis=1, keepdims=True))
+    s = np.quantile(dev, Q_LOW, axis=1) / Z_LOW  # (rows,)
+    for r in np.flatnonzero(~(s > 0)):
+        s[r] = low_quantile_sd(d[r][None, :])[0]
+    return s
+
+
+def long_run_sds(x: np.ndarray, window: int) -> np.ndarray:
+    """:func:`long_run_sd` of every row of ``x`` (rows, n), shape (rows,).
+
+    One numpy call per step for the whole batch (a series and its surrogates share ``n``):
+    per row this was the largest Python cost of PELT after ruptures itself. Row by row the
+    arithmetic is the same as one row at a time (reductions along the contiguous last axis),
+    so the values are identical; only rows whose jump mask leaves a ragged subset are
+    finished one at a time.
+    """
+    rows, n = x.shape
+    w = window
     if n <= 3:
-        return 0.0
+        return np.zeros(rows)
     if n < 5 * w:
-        return float(low_quantile_sd(np.diff(x, n=2)[None, :])[0] / np.sqrt(6.0))
-    d1 = np.diff(x)
-    dev = np.abs(d1 - np.median(d1))  # (n - 1,)
-    s1 = float(low_quantile_sd(dev[None, :])[0])
-    jumps = np.concatenate([[0], np.cumsum(dev > JUMP_SD * s1)]) if s1 > 0 else np.zeros(n)
-    c = np.concatenate([[0.0], np.cumsum(x - x.mean())])
+        return _low_quantile_sds(np.diff(x, n=2, axis=1)) / np.sqrt(6.0)
+    d1 = np.diff(x, axis=1)  # (rows, n - 1)
+    dev = np.abs(d1 - np.median(d1, axis=1, keepdims=True))
+    s1 = _low_quantile_sds(dev)  # (rows,)
+    jumps = np.zeros((rows, n), dtype=np.int64)
+    np.cumsum(dev > JUMP_SD * s1[:, None], axis=1, out=jumps[:, 1:])
+    jumps[~(s1 > 0)] = 0  # no robust scale: no jumps
+    c = np.zeros((rows, n + 1))
+    np.cumsum(x - x.mean(axis=1, keepdims=True), axis=1, out=c[:, 1:])
     t = np.arange(w, n - 2 * w + 1)  # second block starts
-    d2 = (c[t + 2 * w] - c[t + w] - 2 * (c[t + w] - c[t]) + (c[t] - c[t - w])) / w  # (m,)
-    clean = jumps[t + 2 * w - 1] - jumps[t - w] == 0  # no jump among the increments spanned
-    if clean.sum() >= 3 * w:
-        d2 = d2[clean]
-    return float(low_quantile_sd(d2[None, :])[0] * np.sqrt(w / 6.0))
+    d2 = (c[:, t + 2 * w] - c[:, t + w] - 2 * (c[:, t + w] - c[:, t]) + (c[:, t] - c[:, t - w])) / w
+    clean = jumps[:, t + 2 * w - 1] - jumps[:, t - w] == 0  # (rows, m): no jump spanned
+    ragged = (clean.sum(axis=1) >= 3 * w) & ~clean.all(axis=1)
+    out = _low_quantile_sds(d2)  # rows that keep every second difference
+    for r in np.flatnonzero(ragged):
+        out[r] = low_quantile_sd(d2[r, clean[r]][None, :])[0]
+    return out * np.sqrt(w / 6.0)
 
 
-def _ramp_like(x: np.ndarray, c: np.ndarray, cps: np.ndarray, bounds: np.ndarray, window: int):
+def _ramp_like(
+    x: np.ndarray, c: np.ndarray, cps: np.ndarray, bounds: np.ndarray, window: int, todo: np.ndarray
+) -> np.ndarray:
     """Whether each segment between adjacent change points continues a ramp, shape (k - 1,).
 
     Segment ``i`` spans ``cps[i]:cps[i+1]``; its LS slope ``b`` against the slope ``g`` from the
     means of up to ``window`` samples before ``cps[i]`` and after ``cps[i+1]``: ramp iff
     ``b * g > g * g / 2`` (the line with slope ``g`` fits it better than a constant).
+    Only segments where ``todo`` (k - 1,) is True are tested (the rest are False): merge
+    candidates. The fit stays a loop of ``u @ seg`` (BLAS dot) per segment: a vectorised sum
+    rounds differently, and on a series that is constant up to rounding (a frozen layer's
+    metric) that flips merge decisions.
     """
     a, b = cps[:-1], cps[1:]
     lo = np.maximum(a - window, bounds[:-3])
@@ -110,7 +148,7 @@ def _ramp_like(x: np.ndarray, c: np.ndarray, cps: np.ndarray, bounds: np.ndarray
     dist = (b + hi) / 2.0 - (lo + a) / 2.0
     g = (m_right - m_left) / dist  # (k - 1,) slope the neighbours imply
     out = np.zeros(a.size, dtype=bool)
-    for i in range(a.size):
+    for i in np.flatnonzero(todo):
         seg = x[a[i] : b[i]]
         u = np.arange(seg.size) - (seg.size - 1) / 2.0
         uu = float(u @ u)
@@ -165,8 +203,10 @@ def _split_runs(
     size = np.diff(bounds).astype(np.float64)  # (k + 1,) segment lengths
     se = s * np.sqrt(1.0 / size[:-1] + 1.0 / size[1:])
     starts = np.flatnonzero(new)
-    for a, e in zip(starts, np.append(starts[1:], new.size), strict=True):
-        out[a:e] |= _humps(step[a:e] * jump[a], se[a:e])  # runs of < 3: nothing to split
+    ends = np.append(starts[1:], new.size)
+    for a, e in zip(starts, ends, strict=True):
+        if e - a >= 3:  # runs of < 3: nothing to split (most runs; a call each was the cost)
+            out[a:e] |= _humps(step[a:e] * jump[a], se[a:e])
     return out
 
 
@@ -210,24 +250,32 @@ def _pelt_row(
         close = np.diff(cps) <= opts.merge_gap
         same = jump[1:] == jump[:-1]
         cand = close & same
-        ramp = np.zeros(cand.size, dtype=bool)
-        if cand.any():
-            ramp = _ramp_like(x, c, cps, bounds, w)
+        ramp = _ramp_like(x, c, cps, bounds, w, cand)
         new[1:] = ~(cand & ramp)
         new = _split_runs(means, bounds, jump, new, s)
     first = np.flatnonzero(new)
     last = np.append(first[1:], cps.size) - 1
-    best = np.array([f + np.argmax(cp_score[f : e + 1]) for f, e in zip(first, last, strict=True)])
+    best = _first_argmax(cp_score, first)
     return cps[first], cps[last], cps[best], cp_score[best], jump[first]
+
+
+def _first_argmax(v: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Index of the first largest value of each group of ``v`` (k,); groups start at ``first``
+    (ascending, ``first[0] == 0``). The same as ``np.argmax`` per group, without the loop."""
+    top = np.repeat(np.maximum.reduceat(v, first), np.diff(np.append(first, v.size)))
+    at = np.flatnonzero(v == top)  # (>= groups,) ascending
+    group = np.searchsorted(first, at, side="right") - 1
+    return at[np.unique(group, return_index=True)[1]]
 
 
 def pelt(x: np.ndarray, opts: PeltOptions, ctx: Context = NO_CONTEXT) -> Events:
     """PELT change points (ruptures) grouped into events; see the module docstring."""
     x = np.atleast_2d(np.asarray(x, dtype=np.float64))
     resid = ctx.residual(x)  # (rows, n); x itself without a smoother
+    sds = long_run_sds(x, opts.window)  # (rows,)
     parts = []
     for r, row in enumerate(x):
-        s = long_run_sd(row, opts.window)
+        s = float(sds[r])
         a, stop, peak, score, sign = _pelt_row(row, row if resid is x else resid[r], opts, s)
         keep = {"both": sign != 0, "up": sign > 0, "down": sign < 0}[opts.direction]
         k = int(keep.sum())

@@ -28,6 +28,7 @@ DETECTORS: dict[str, DetectorSpec] = {
         DetectorSpec(
             "pelt", pelt, PeltOptions, lambda o: 2 * o.min_size, 50,
             "PELT optimal segmentation of the mean (Killick et al. 2012), ramps merged",
+            rowwise=True,  # one ruptures fit per row; the noise scale per row (_pelt)
         ),
     )
 }  # fmt: skip

