@@ -111,6 +111,8 @@ class Recorder:
     3
     """
 
+    _ho: HandOver  # the hand-over to the writer (set by __init__, or by _sharded.construct)
+
     def __init__(
         self,
         model: nn.Module,

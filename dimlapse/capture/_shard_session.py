@@ -177,10 +177,10 @@ class ShardedSession(RunSession):
             },
         )
         if "activations" in spec.blocks:
-            acts = {}
+            acts: dict[str, tuple[tuple[int, ...], Block | None]] = {}
             for n, tap in taps.items():
                 per = int((tap.meta or {}).get("rows_per_example", 1))
-                acts[n] = ((n_probe * per, features[n]), self._act_block(tap, rows))
+                acts[n] = ((n_probe * per, features[n]), spec.blocks["activations"][n])
             declare_sharded(
                 root.require_group("activations"),
                 acts,
@@ -247,7 +247,10 @@ class ShardedSession(RunSession):
     def _finalise(self) -> None:
         """Rank 0, after every rank closed: the root's status from every rank's record."""
         root = run_store.open_root(self.store, mode="r+")
-        records = [dict(root[f"shards/r{r}"].attrs) for r in range(self.plan.world)]
+        records: list[dict[str, Any]] = [
+            dict(root[f"shards/r{r}"].attrs) for r in range(self.plan.world)
+        ]  # each rank's writer record (JSON)
+        root_attrs: dict[str, Any] = dict(root.attrs)
         statuses = [str(r.get("status", "crashed")) for r in records]
         status = (
             "complete"
@@ -259,10 +262,10 @@ class ShardedSession(RunSession):
         for r in records:
             for k, v in dict(r.get("nonfinite") or {}).items():
                 nonfinite[k] = sorted({*nonfinite.get(k, []), *v})
-        contents = {**dict(root.attrs.get("contents") or {}), **dict(mine.get("contents") or {})}
+        contents = {**dict(root_attrs.get("contents") or {}), **dict(mine.get("contents") or {})}
         stats = dict(mine.get("stats") or {})
         raw = sum(int((r.get("stats") or {}).get("bytes_raw") or 0) for r in records)
-        groups = list(dict(root.attrs.get("contents") or {}).get("groups", []))
+        groups = list(dict(root_attrs.get("contents") or {}).get("groups", []))
         stored = run_store.stored_bytes(root, [*groups, "shards"])
         stats.update(
             bytes_raw=raw,

@@ -104,6 +104,7 @@ class Worker:
         """One capture step from slot ``slot``."""
         spec = self.spec
         snap = dict(zip(self.names, self.ring.views[slot], strict=True))
+        acts: dict[str, torch.Tensor] | None
         if spec.slot_activations:
             acts = {n: snap[f"activations/{n}"] for n in spec.slot_activations}
         else:

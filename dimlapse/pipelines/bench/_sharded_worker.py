@@ -22,6 +22,7 @@ import resource
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -30,6 +31,11 @@ from torch import nn
 from dimlapse.capture import CaptureOptions, Recorder
 
 MB = 2**20
+
+
+def _dt(p: torch.Tensor) -> Any:
+    """A parameter that ``fully_shard`` made a DTensor (typed as a Parameter)."""
+    return p
 
 
 def _peak() -> float:
@@ -60,7 +66,7 @@ def main(arm: str, width: int, layers: int, steps: int, every: int, out_dir: str
     for layer in model:
         fully_shard(layer)
     fully_shard(model)
-    shard = sum(p.to_local().numel() * 4 for p in model.parameters()) / MB
+    shard = sum(_dt(p).to_local().numel() * 4 for p in model.parameters()) / MB
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     x = torch.randn(8, width)
     rec = None
@@ -79,7 +85,7 @@ def main(arm: str, width: int, layers: int, steps: int, every: int, out_dir: str
         if rec is not None:
             rec.step(loss)
         elif arm == "gather" and step % every == 0:  # what a recorder that gathers holds
-            held = [p.full_tensor().clone() for p in model.parameters()]
+            held = [_dt(p).full_tensor().clone() for p in model.parameters()]
             held[0].sum().item()  # the gathered values are really there
     writer = None
     if rec is not None:
