@@ -61,7 +61,9 @@ class RunResult:
             f"{self.bytes_stored / 1e6:.1f} MB written ({self.bytes_raw / 1e6:.1f} MB raw, "
             f"compression {self.compression_ratio:.2f}x), capture overhead "
             f"{100 * self.overhead:.1f}% ({self.capture_seconds:.2f} s in the Recorder of "
-            f"{self.seconds:.1f} s), final loss {self.final_loss:.4f}, "
+            f"{self.seconds:.1f} s, its start-up and waits for the writer included; "
+            "`dimlapse bench capture` isolates the per-step cost), "
+            f"final loss {self.final_loss:.4f}, "
             f"held-out accuracy {self.test_accuracy:.3f}, {self.threads} torch thread(s) "
             f"(one core left for the capture writer)"
         )
