@@ -12,10 +12,11 @@ Sub-packages, one per workflow:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dimlapse import RUNS_DIR
+
+from ._lazy import lazy_names
 
 if TYPE_CHECKING:  # static tools see the names eagerly
     from .training import RunResult, model_from_store, replay_run, train
@@ -64,17 +65,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value  # once
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 __all__ = [
     "CNN",
