@@ -110,14 +110,16 @@ def singular_values(x: np.ndarray, *, center: bool) -> np.ndarray:
             DegenerateSpectrumWarning,
             stacklevel=2,
         )
-        x = np.where(bad[..., None, None], 0.0, x)
     # float64 copies of a whole chunk (hundreds of MB) cost more in page faults than the
     # arithmetic (x4-5 CPU on a 64-step chunk of 1536 x 512 activations): a few MB of matrices
     # at a time, the same per-matrix arithmetic, so the same bits
-    flat = x.reshape(-1, n, d)
+    flat, flat_bad = x.reshape(-1, n, d), bad.reshape(-1)
     per = max(1, _BATCH_BYTES // (8 * n * d))
     s = np.concatenate(
-        [_finite_spectra(flat[i : i + per], center) for i in range(0, len(flat), per)]
+        [
+            _finite_spectra(flat[i : i + per], flat_bad[i : i + per], center)
+            for i in range(0, len(flat), per)
+        ]
     )
     s = s.reshape(*lead, -1)
     if bad.any():
@@ -125,9 +127,12 @@ def singular_values(x: np.ndarray, *, center: bool) -> np.ndarray:
     return s
 
 
-def _finite_spectra(x: np.ndarray, center: bool) -> np.ndarray:
-    """(k, n, d) finite -> (k, min(n, d)) descending singular values (``singular_values``)."""
+def _finite_spectra(x: np.ndarray, bad: np.ndarray, center: bool) -> np.ndarray:
+    """(k, n, d) -> (k, min(n, d)) descending singular values (``singular_values``); the
+    matrices flagged in ``bad`` (k,) are zeroed first (their spectra are set to NaN later)."""
     x = x.astype(np.float64, copy=False)
+    if bad.any():  # only this batch is copied, not the whole chunk
+        x = np.where(bad[:, None, None], 0.0, x)
     n, d = x.shape[-2:]
     if center:
         x = x - x.mean(axis=-2, keepdims=True)
