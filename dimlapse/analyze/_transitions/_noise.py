@@ -180,8 +180,11 @@ def _highpass_moments(w: np.ndarray, lags: tuple[int, ...]) -> np.ndarray:
     spec = (1.0 - h) ** 2 / (1.0 - 2.0 * phi * np.cos(freq)[None, :] + phi**2)  # (phi, freq)
     k = np.asarray(lags, dtype=np.float64)[:, None]
     gain = 2.0 * (1.0 - np.cos(k * freq[None, :]))  # (lag, freq): the k-difference filter
-    # variance = (1/pi) * integral over [0, pi] of the spectrum, unit innovations
-    return np.trapezoid(spec[:, None, :] * gain[None, :, :], freq, axis=2) / np.pi
+    # variance = (1/pi) * integral over [0, pi] of the spectrum, unit innovations; one lag at a
+    # time: the (phi, lag, freq) product is 63 MB, whose fresh pages cost more than the
+    # arithmetic on this kind of machine, and each (phi, freq) row is summed alike either way
+    out = [np.trapezoid(spec * g[None, :], freq, axis=1) for g in gain]  # (phi,) per lag
+    return np.stack(out, axis=1) / np.pi
 
 
 _MOMENTS: dict[tuple, np.ndarray] = {}

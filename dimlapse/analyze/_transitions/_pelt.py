@@ -136,9 +136,13 @@ def _ramp_like(
     means of up to ``window`` samples before ``cps[i]`` and after ``cps[i+1]``: ramp iff
     ``b * g > g * g / 2`` (the line with slope ``g`` fits it better than a constant).
     Only segments where ``todo`` (k - 1,) is True are tested (the rest are False): merge
-    candidates. The fit stays a loop of ``u @ seg`` (BLAS dot) per segment: a vectorised sum
-    rounds differently, and on a series that is constant up to rounding (a frozen layer's
-    metric) that flips merge decisions.
+    candidates.
+
+    The decision is that of the slope from a BLAS dot ``u @ seg`` per segment: on a series
+    that is constant up to rounding (a frozen layer's metric) another summation order flips
+    merge decisions. The dots of all segments are first summed at once; a decision whose
+    margin exceeds that sum's rounding bound is the dot's decision too, and only the rest
+    (close calls) take the per-segment dot.
     """
     a, b = cps[:-1], cps[1:]
     lo = np.maximum(a - window, bounds[:-3])
@@ -148,12 +152,38 @@ def _ramp_like(
     dist = (b + hi) / 2.0 - (lo + a) / 2.0
     g = (m_right - m_left) / dist  # (k - 1,) slope the neighbours imply
     out = np.zeros(a.size, dtype=bool)
-    for i in np.flatnonzero(todo):
+    idx = np.flatnonzero(todo)
+    if idx.size == 0:
+        return out
+    ta, tb = a[idx], b[idx]
+    m = (tb - ta).astype(np.float64)  # (t,) segment lengths, >= 1
+    # u: each sample's centred position in its segment (the segments one after another)
+    size = tb - ta
+    starts = np.concatenate([[0], np.cumsum(size)[:-1]])  # (t,) where each begins in `pos`
+    within = np.arange(int(size.sum())) - np.repeat(starts, size)  # 0 .. m - 1 per segment
+    pos = within + np.repeat(ta, size)
+    u = within - np.repeat((m - 1) / 2.0, size)
+    prod = u * x[pos]
+    dot = np.add.reduceat(prod, starts)  # (t,) u @ seg in another order
+    absdot = np.add.reduceat(np.abs(prod), starts)
+    uu = m * (m * m - 1) / 12.0  # sum of u^2, exact in float64 for these lengths
+    gi = g[idx]
+    ok = uu > 0
+    slope = np.where(ok, dot / np.where(ok, uu, 1.0), 0.0)
+    lhs, rhs = slope * gi, 0.5 * gi * gi
+    eps = np.finfo(np.float64).eps
+    # |dot - BLAS dot| <= 2 (m + 1) eps sum|u seg| (both orders' error bounds), and the two
+    # products' own roundings; a factor 4 on both for safety
+    bound = 8 * (m + 1) * eps * absdot / np.where(ok, uu, 1.0) * np.abs(gi)
+    bound += 8 * eps * (np.abs(lhs) + np.abs(rhs))
+    sure = np.abs(lhs - rhs) > bound
+    out[idx[sure]] = lhs[sure] > rhs[sure]
+    for i in idx[~sure]:  # close calls: the per-segment dot decides
         seg = x[a[i] : b[i]]
-        u = np.arange(seg.size) - (seg.size - 1) / 2.0
-        uu = float(u @ u)
-        slope = float(u @ seg) / uu if uu > 0 else 0.0
-        out[i] = slope * g[i] > 0.5 * g[i] * g[i]
+        uv = np.arange(seg.size) - (seg.size - 1) / 2.0
+        uuv = float(uv @ uv)
+        s = float(uv @ seg) / uuv if uuv > 0 else 0.0
+        out[i] = s * g[i] > 0.5 * g[i] * g[i]
     return out
 
 
