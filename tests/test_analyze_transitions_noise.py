@@ -10,6 +10,7 @@ from dimlapse.analyze._transitions._noise import (
     excise_events,
     fit_ar1,
     low_quantile_sd,
+    low_quantile_sds_masked,
     robust_sd,
 )
 from dimlapse.analyze._transitions._smoother import smoother_matrix
@@ -195,6 +196,21 @@ def test_low_quantile_sd_survives_a_majority_of_events():
     # the lower quartile of the deviations is the clean half's median: 0.674 / 0.319 = 2.1
     assert np.all(low_quantile_sd(d) < 2.4)
     assert np.all(robust_sd(d) > 4.0)  # a MAD breaks down
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 7, 60, 1501])
+def test_low_quantile_sds_masked_equals_row_by_row_bit_for_bit(m):
+    # the second algorithm is numpy's own median and quantile on each row's kept values
+    rng = np.random.default_rng(m)
+    d = rng.standard_normal((40, m)) * rng.choice([1e-9, 1.0, 1e6], size=(40, 1))
+    d[:5] = np.round(d[:5])  # ties and zeros
+    d[5] = 3.0  # a constant row: the quantile is 0, the rms fallback answers
+    keep = rng.random((40, m)) < rng.uniform(0.2, 1.0, size=(40, 1))
+    keep[:, 0] = True  # every row keeps a value
+    keep[6] = True  # and one row keeps them all
+    want = np.array([low_quantile_sd(d[r, keep[r]][None, :])[0] for r in range(40)])
+    got = low_quantile_sds_masked(d, keep)
+    assert np.array_equal(got, want)
 
 
 def test_planted_surrogates_carry_the_known_events_sharp():
