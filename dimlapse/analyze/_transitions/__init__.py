@@ -38,6 +38,7 @@ from ._detectors import MeanShiftOptions, ZScoreOptions
 from ._episodes import EPISODE_SAMPLES, episodes
 from ._events import Events
 from ._pelt import PeltOptions
+from ._pool import worker_cpu_seconds
 from ._registry import ALL_DETECTORS, DEFAULT_DETECTOR, DETECTORS
 from ._spec import Calibration, DetectorSpec
 
@@ -57,4 +58,5 @@ __all__ = [
     "calibrate_series",
     "episodes",
     "transitions",
+    "worker_cpu_seconds",
 ]

@@ -56,6 +56,26 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     return _POOL[workers]
 
 
+def worker_cpu_seconds() -> float:
+    """CPU seconds (user + system) used so far by the live workers of every pool, or 0.
+
+    The pool's workers outlive each call, so their CPU never reaches the parent's
+    ``RUSAGE_CHILDREN``; a job's clock reads this before and after instead. Linux only
+    (``/proc``); elsewhere 0.
+    """
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0.0
+    for pool in _POOL.values():
+        for pid in list(getattr(pool, "_processes", None) or {}):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:  # not Linux, or the worker has gone
+                continue
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
 def _one(task: tuple) -> dict[str, SeriesResult]:
     x, options, cal, i, alpha, floor = task
     return calibrate_series(x, options, cal, (cal.seed, i), alpha, noise_floor=floor)
