@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dimlapse.pipelines.bench._capture import format_report, interleave, run_benchmark, summarise
@@ -123,3 +124,51 @@ def test_analyze_end_to_end_times_every_job_of_a_real_run(tiny_run_store):
     # no probe labels in this run: no formation job, so dimensionality has its own entry
     assert {"dimensionality", "transitions", "sampling"} <= set(new["jobs"])
     assert new["jobs_cpu"].keys() == new["jobs"].keys()
+
+
+def test_analyze_gap_lines_say_each_cause_and_its_control():
+    from dimlapse.pipelines.bench._analyze_gap import format_gap
+
+    g = {
+        "cores": 2,
+        "first_pass": {"spectra + metrics": (10.0, 18.0), "formation": (6.0, 11.0)},
+        "transitions": {
+            "wall": 50.0,
+            "cpu": 48.0,
+            "fits": 1000.0,
+            "ruptures_cpu": 12.0,
+            "bare_ms_per_fit": 11.5,
+            "n": 1601.0,
+            "series": 54.0,
+        },
+        "imports": (2.0, 1.8),
+        "figures": (5.0, 4.9),
+    }
+    text = "\n".join(format_gap("default", g))
+    assert "CPU / 2 cores" in text and "floor on 2 cores 24.0 s" in text
+    # 12 s of 48 s in the C fits, 12 ms per fit in the job against 11.5 ms replayed bare
+    assert "1000 fits of 1601 samples over 54 series, 12.0 s CPU (25 %), 12.00 ms" in text
+    assert "replayed on bare KernelCPD: 11.50 ms per fit" in text
+    assert re.search(r"first pass, formation\s+wall\s+6\.0 s\s+CPU\s+11\.0 s", text)
+
+
+@pytest.mark.slow
+def test_analyze_gap_controls_run_on_a_real_result(tiny_run_store, tmp_path):
+    from dimlapse.pipelines.bench._analyze_e2e import compare
+    from dimlapse.pipelines.bench._analyze_gap import gap
+
+    res = compare({"small": tiny_run_store}, base=None, work=tmp_path)["small"]
+    g = gap(tiny_run_store, res["new"][0]["out"] / "analysis.zarr")
+    t = g["transitions"]
+    # every PELT fit of the serial rerun is counted, and its C time is part of the job's CPU
+    assert t["fits"] > 0 and 0 < t["ruptures_cpu"] <= t["cpu"] and t["bare_ms_per_fit"] > 0
+    assert t["series"] == float(np.prod([n for d, n in _dims(res).items() if d != "step"]))
+    assert {"spectra + metrics", "TwoNN"} <= set(g["first_pass"])
+    assert all(w > 0 and c > 0 for w, c in (g["imports"], g["figures"]))
+
+
+def _dims(res) -> dict[str, int]:
+    import xarray as xr
+
+    tree = xr.open_datatree(res["new"][0]["out"] / "analysis.zarr", engine="zarr")
+    return dict(tree["dimensionality"].to_dataset()["dimensionality"].sizes)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -280,6 +281,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="PYTHONPATH holding a previous version's `dimlapse` package, timed beside this one "
         "(default: none, this version alone)",
     )
+    p.add_argument(
+        "--transformer-run",
+        default="data/runs/transformer-modadd-s0.zarr",
+        help="the default transformer run (`dimlapse capture --model transformer`), timed end "
+        "to end when present",
+    )
+    p.add_argument(
+        "--no-gap",
+        action="store_true",
+        help="skip the control arms that explain a missed end-to-end target",
+    )
     p.add_argument("--reps", type=int, default=1, help="end-to-end repetitions per version")
     p.add_argument(
         "--only-end-to-end", action="store_true", help="skip the spectra stages (naive, dask)"
@@ -301,7 +313,8 @@ def main(args: argparse.Namespace) -> int:
             flag = name.replace("_", "-")
             raise SystemExit(f"Expected `--{flag}` to be a positive int, got {value!r}")
     if not args.no_end_to_end:
-        from ._analyze_e2e import compare, format_comparison
+        from ._analyze_e2e import compare, format_comparison, missed
+        from ._analyze_gap import format_gap, gap
 
         # the default run's recipe (MNIST-1D), 100 steps: what a first `capture` gives
         small = Path(args.out_dir) / f"mlp-mnist1d-20x{args.every}-s{args.seed}.zarr"
@@ -311,8 +324,16 @@ def main(args: argparse.Namespace) -> int:
             stores = {"default": Path(args.default_run), **stores}
         else:
             print(f"(no default run at {args.default_run}: `dimlapse capture --model mlp`)")
-        results = compare(stores, base=args.base, reps=args.reps)
-        print(format_comparison(results, stores))
+        if Path(args.transformer_run).exists():
+            stores = {**stores, "transformer": Path(args.transformer_run)}
+        with tempfile.TemporaryDirectory(prefix="bench-analyze-") as work:
+            results = compare(stores, base=args.base, reps=args.reps, work=Path(work))
+            print(format_comparison(results, stores))
+            if not args.no_gap:
+                for label in missed(results):
+                    print(f"  {label}: controls for the missed target (this version)")
+                    g = gap(stores[label], results[label]["new"][0]["out"] / "analysis.zarr")
+                    print("\n".join(format_gap(label, g)))
     if args.only_end_to_end:
         return 0
     res = run_benchmark(

@@ -24,8 +24,9 @@ from typing import Any
 import xarray as xr
 
 #: Targets of ``dimlapse analyze`` wall time (seconds) by run: the default MLP run
-#: (1,601 snapshots) and a run of about 20 snapshots, on a quiet 2-core machine.
-TARGETS = {"default": 30.0, "small": 5.0}
+#: (1,601 snapshots), the default transformer run (801 snapshots) and a run of about 20
+#: snapshots, on a quiet 2-core machine.
+TARGETS = {"default": 30.0, "transformer": 90.0, "small": 5.0}
 #: Group the previous version timed apart and this one computes in one pass.
 FIRST_PASS = ("dimensionality", "formation")
 
@@ -72,23 +73,39 @@ def _grouped(jobs: dict[str, float]) -> dict[str, float]:
 
 
 def compare(
-    stores: dict[str, Path], *, base: str | None, reps: int = 1
+    stores: dict[str, Path], *, base: str | None, reps: int = 1, work: Path | None = None
 ) -> dict[str, dict[str, list]]:
-    """``{label: {"new": [...], "base": [...]}}``, one entry per rep, versions alternating."""
+    """``{label: {"new": [...], "base": [...]}}``, one entry per rep, versions alternating.
+
+    Results go under ``work`` (default: a temporary folder removed on return); each entry's
+    ``"out"`` is its results folder."""
     out: dict[str, dict[str, list]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-analyze-") as tmp:
+        root = Path(tmp) if work is None else Path(work)
         for label, store in stores.items():
             out[label] = {"new": [], "base": []}
             for rep in range(reps):
                 arms = [("base", base), ("new", None)] if base else [("new", None)]
                 for arm, path in arms if rep % 2 == 0 else arms[::-1]:
+                    dest = root / f"{label}-{arm}-{rep}"
                     try:
-                        res = _analyze(store, Path(tmp) / f"{label}-{arm}-{rep}", pythonpath=path)
+                        res = _analyze(store, dest, pythonpath=path)
                     except RuntimeError as exc:  # say it, time the other arm
                         print(f"  {label} {arm}: {str(exc).splitlines()[-1]}")
                         continue
-                    out[label][arm].append(res)
+                    out[label][arm].append({**res, "out": dest})
     return out
+
+
+def missed(results: dict[str, dict[str, list]]) -> list[str]:
+    """Labels whose median wall time (this version) misses its target."""
+    return [
+        label
+        for label, arms in results.items()
+        if arms["new"]
+        and label in TARGETS
+        and _median([r["wall"] for r in arms["new"]]) > TARGETS[label]
+    ]
 
 
 def _median(values: list[float]) -> float:

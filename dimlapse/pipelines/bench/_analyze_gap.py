@@ -129,8 +129,9 @@ def import_seconds() -> tuple[float, float]:
     )
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", code])
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
+    _, status, usage = os.wait4(proc.pid, 0)  # reaped here, with its CPU time
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
         raise RuntimeError(f"importing dimlapse failed: {sys.executable} -c {code!r}")
     return time.perf_counter() - t, usage.ru_utime + usage.ru_stime
 
