@@ -13,6 +13,7 @@ from test_capture_sharded import _torchrun
 from dimlapse.analyze import (
     SPECTRAL_METRICS,
     DegenerateSpectrumWarning,
+    blas_single_thread,
     dimensionality,
     open_run,
     singular_values,
@@ -20,6 +21,15 @@ from dimlapse.analyze import (
 )
 from dimlapse.analyze._dimensionality import numerical_rank_rtol
 from dimlapse.analyze._row_blocks import row_block_spectra, splits_over_rows
+
+
+@pytest.fixture(autouse=True)
+def _pinned():
+    """Every compute here pinned from this thread, as callers do (``blas_single_thread``): a
+    pool thread that sets and restores the BLAS limit itself leaves OpenBLAS reporting other
+    thread counts to later tests (test_analyze_spectra.py's pin test failed after these)."""
+    with blas_single_thread():
+        yield
 
 
 def svd(x, *, center):
@@ -134,8 +144,9 @@ def test_a_nan_in_one_block_gives_that_step_a_nan_spectrum_and_the_same_warning(
 def test_spectra_splits_where_the_gram_side_allows_it_and_merges_otherwise():
     rng = np.random.default_rng(4)
     tall = rng.standard_normal((6, 50, 8)).astype(np.float32)  # 16 * 8^2 < 50 * 8 * 4
+    wide = rng.standard_normal((6, 8, 50)).astype(np.float32)
     square = rng.standard_normal((6, 30, 30)).astype(np.float32)  # its Gram outweighs it
-    for x, splits in ((tall, True), (square, False)):
+    for x, splits in ((tall, True), (wide, True), (square, False)):
         data = row_blocked(x, (x.shape[1] // 2, x.shape[1] - x.shape[1] // 2), steps=3)
         assert splits_over_rows(data) is splits
         da = xr.DataArray(data, dims=("step", "a", "b"), coords={"step": np.arange(6)})
@@ -143,7 +154,27 @@ def test_spectra_splits_where_the_gram_side_allows_it_and_merges_otherwise():
         assert s.chunks == ((3, 3), (min(x.shape[1:]),))
         assert (whole_blocks(s.data, [x.shape[1:]]) == []) is splits
         ref = spectra(da.compute(), center=True)
-        xr.testing.assert_allclose(s.compute(), ref, rtol=1e-9)
+        # atol: the wide matrix's centred tail value is Gram rounding noise (~1e-8 s_1)
+        xr.testing.assert_allclose(s.compute(), ref, rtol=1e-9, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("n", "d", "dtype", "splits"),
+    [
+        (33, 8, np.float32, True),  # long side > 4x the short: two float64 pieces are smaller
+        (32, 8, np.float32, False),  # exactly 4x: the pieces weigh as much as the matrix
+        (8, 33, np.float32, True),
+        (17, 8, np.float64, True),  # float64 storage: > 2x suffices
+        (16, 8, np.float64, False),
+        (64, 64, np.float32, False),
+    ],
+)
+def test_the_gram_side_allows_splitting_when_its_pieces_are_smaller_than_the_matrix(
+    n, d, dtype, splits
+):
+    data = row_blocked(np.zeros((2, n, d), dtype), (n // 2, n - n // 2))
+    assert splits_over_rows(data) is splits
+    assert not splits_over_rows(data.rechunk({1: -1}))  # one row chunk: nothing to split
 
 
 def test_an_array_in_one_row_chunk_keeps_the_merged_path_bit_for_bit():
