@@ -12,6 +12,7 @@ import numpy as np
 import xarray as xr
 
 from ._metrics import SPECTRAL_METRICS, epsilon_rank, numerical_rank
+from ._row_blocks import row_block_spectra, splits_over_rows
 from ._spectra import blas_single_thread, singular_values, squeeze_leading
 from ._stored_spectra import spectrum_layer_metrics, stored_spectra
 from ._twonn import twonn
@@ -32,6 +33,13 @@ def _metric_block(
     block = block.reshape(*block.shape[:2], -1)  # conv kernels: out x (in * k...)
     with blas_single_thread():
         s = singular_values(block, center=center)  # (step, rank)
+    return _spectrum_metrics(s, funcs=funcs)
+
+
+def _spectrum_metrics(
+    s: np.ndarray, *, funcs: Sequence[tuple[Metric, dict[str, Any]]]
+) -> np.ndarray:
+    """(step, rank) spectra -> (step, metric)."""
     return np.stack([np.asarray(f(s, **kw), dtype=np.float64) for f, kw in funcs], axis=-1)
 
 
@@ -41,14 +49,15 @@ def _twonn_block(block: np.ndarray, *, discard_fraction: float) -> np.ndarray:
         return np.array([twonn(x, discard_fraction=discard_fraction) for x in block])
 
 
-def step_chunked(da: xr.DataArray) -> dsa.Array:
+def step_chunked(da: xr.DataArray, *, keep_rows: bool = False) -> dsa.Array:
     """Dask data of `da`, one chunk over the non-step dims, 16-64 steps per chunk.
 
     Chunks smaller than 16 steps are merged in whole multiples, so task boundaries stay
-    aligned with the store's chunks; larger chunks are left as they are.
+    aligned with the store's chunks; larger chunks are left as they are. ``keep_rows`` keeps
+    the chunks of dim 1 (the row blocks of a sharded run) and merges only the dims after it.
     """
     data = da.data if isinstance(da.data, dsa.Array) else dsa.from_array(da.data, chunks=-1)
-    data = data.rechunk({i: -1 for i in range(1, data.ndim)})
+    data = data.rechunk({i: -1 for i in range(2 if keep_rows else 1, data.ndim)})
     first = data.chunks[0][0] if data.chunks[0] else 1
     if first < _MIN_CHUNK:
         data = data.rechunk({0: first * max(1, _MAX_CHUNK // first)})
@@ -119,17 +128,29 @@ def _layer_metrics(
         epsilon_rank: {"epsilon": epsilon, "n_samples": n if center else 1},
     }
     funcs = [(f, special.get(f, {})) for f in metrics.values()]
-    data = step_chunked(da)
-    out = dsa.map_blocks(
-        _metric_block,
-        data,
-        center=center,
-        funcs=funcs,
-        dtype=np.float64,
-        drop_axis=list(range(2, data.ndim)),
-        chunks=(data.chunks[0], (len(funcs),)),
-        meta=np.empty((0, 0), dtype=np.float64),
-    )  # (step, metric)
+    data = step_chunked(da, keep_rows=True)
+    if splits_over_rows(data):  # a sharded run's row blocks: Gram pieces, no whole matrix per task
+        s = row_block_spectra(data, center=center)  # (step, rank)
+        out = dsa.map_blocks(
+            _spectrum_metrics,
+            s,
+            funcs=funcs,
+            dtype=np.float64,
+            chunks=(s.chunks[0], (len(funcs),)),
+            meta=np.empty((0, 0), dtype=np.float64),
+        )
+    else:
+        data = data.rechunk({1: -1})  # unsharded arrays have one row chunk: no rechunk
+        out = dsa.map_blocks(
+            _metric_block,
+            data,
+            center=center,
+            funcs=funcs,
+            dtype=np.float64,
+            drop_axis=list(range(2, data.ndim)),
+            chunks=(data.chunks[0], (len(funcs),)),
+            meta=np.empty((0, 0), dtype=np.float64),
+        )  # (step, metric)
     return xr.DataArray(
         out, dims=("step", "metric"), coords={"step": da["step"].values, "metric": list(metrics)}
     )

@@ -207,7 +207,9 @@ class Run:
         for key, arr in arrays.items():
             store_chunk = arr.chunks[0]
             step_chunk = store_chunk * max(1, _TARGET_STEP_CHUNK // store_chunk)
-            chunks = (step_chunk, *arr.shape[1:])
+            # dim 1 keeps the store's blocks: one per rank in a sharded run, whose spectra are
+            # summed over them (analyze/_row_blocks.py); one block in any other run
+            chunks = (step_chunk, *arr.chunks[1:2], *arr.shape[2:])
             lazy = da.from_array(
                 _checked(arr, f"{name}/{key}", steps, n),
                 chunks=chunks,

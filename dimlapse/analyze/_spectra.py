@@ -61,6 +61,17 @@ def blas_single_thread() -> Iterator[None]:
                 _blas_limiter = None
 
 
+def warn_degenerate(bad: np.ndarray, *, stacklevel: int = 2) -> None:
+    """The :class:`DegenerateSpectrumWarning` for the matrices flagged in ``bad`` (any shape)."""
+    if bad.any():
+        warnings.warn(
+            f"singular_values: {int(bad.sum())} of {bad.size} matrices hold NaN/Inf; "
+            "their spectra are NaN",
+            DegenerateSpectrumWarning,
+            stacklevel=stacklevel + 1,
+        )
+
+
 _BATCH_BYTES = 16 << 20  # float64 working set per batch of matrices in ``singular_values``
 
 
@@ -103,13 +114,7 @@ def singular_values(x: np.ndarray, *, center: bool) -> np.ndarray:
     if min(n, d) == 0:
         return np.zeros((*lead, 0))
     bad = ~np.isfinite(x).all(axis=(-2, -1))  # (...)
-    if bad.any():
-        warnings.warn(
-            f"singular_values: {int(bad.sum())} of {bad.size} matrices hold NaN/Inf; "
-            "their spectra are NaN",
-            DegenerateSpectrumWarning,
-            stacklevel=2,
-        )
+    warn_degenerate(bad)
     # float64 copies of a whole chunk (hundreds of MB) cost more in page faults than the
     # arithmetic (x4-5 CPU on a 64-step chunk of 1536 x 512 activations): a few MB of matrices
     # at a time, the same per-matrix arithmetic, so the same bits
@@ -176,7 +181,10 @@ def spectra(da: xr.DataArray, *, center: bool) -> xr.DataArray:
         dims beyond the third are flattened into the columns (conv kernels become
         ``out x (in * k...)``) after leading singleton dims are dropped
         (:func:`squeeze_leading`). Dask-backed arrays stay lazy: one task per ``step`` chunk
-        (other dims are merged into one chunk), each running with one BLAS thread.
+        (other dims are merged into one chunk), each running with one BLAS thread. Arrays
+        chunked along ``a`` (the row blocks of a sharded run) whose Gram side is small enough
+        are not merged: their Gram matrix is summed over blocks, so no task reads a whole
+        matrix (``_row_blocks``; equal to float tolerance, not bit for bit).
     center : bool
         Sample-centre each matrix (columns minus their mean over rows); ``True`` for
         activations, ``False`` for weights.
@@ -187,6 +195,8 @@ def spectra(da: xr.DataArray, *, center: bool) -> xr.DataArray:
         Descending float64 singular values (see :func:`singular_values`), chunked like
         ``da`` along ``step``; ``component`` runs over ``min(a, b * ...)``.
     """
+    from ._row_blocks import row_block_spectra, splits_over_rows  # built on this module
+
     if not isinstance(da, xr.DataArray) or da.ndim < 3:
         raise ValueError(
             "Expected `da` to be an xarray.DataArray with dims (step, a, b, ...), got "
@@ -198,7 +208,10 @@ def spectra(da: xr.DataArray, *, center: bool) -> xr.DataArray:
     d = int(np.prod(da.shape[2:]))
     r = min(n, d)
     data = da.data
-    if isinstance(data, dsa.Array):
+    s: dsa.Array | np.ndarray
+    if isinstance(data, dsa.Array) and splits_over_rows(data):
+        s = row_block_spectra(data, center=center)  # sharded: no task reads a whole matrix
+    elif isinstance(data, dsa.Array):
         data = data.rechunk({i: -1 for i in range(1, da.ndim)})
         s = dsa.map_blocks(
             _block_spectra,
