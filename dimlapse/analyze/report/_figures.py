@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing as mp
 import os
 import warnings
@@ -257,9 +258,16 @@ def figures_started(
     _TREE = tree
     try:
         with ProcessPoolExecutor(w, mp_context=mp.get_context("fork")) as pool:
-            with warnings.catch_warnings():  # Python >= 3.12 warns on forking with threads
-                warnings.filterwarnings("ignore", r".*multi-threaded.*fork", DeprecationWarning)
-                futures = {n: pool.submit(_render, n, paths[n]) for n in names}  # forks here
+            # objects that exist before the fork are left out of the workers' garbage
+            # collections, which would otherwise write to (and so copy) every page holding one
+            # (measured: about half the page faults)
+            gc.freeze()
+            try:
+                with warnings.catch_warnings():  # Python >= 3.12 warns on forking with threads
+                    warnings.filterwarnings("ignore", r".*multi-threaded.*fork", DeprecationWarning)
+                    futures = {n: pool.submit(_render, n, paths[n]) for n in names}  # forks here
+            finally:
+                gc.unfreeze()
             _TREE = None
             yield lambda: {n: futures[n].result() for n in order}
     finally:
