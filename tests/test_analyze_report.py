@@ -278,6 +278,8 @@ def test_figures_in_forked_workers_are_the_same_bytes_as_in_one_process(tree, tm
     for name, path in serial.items():
         assert forked[name].parent == tmp_path / "two"
         assert path.read_bytes() == forked[name].read_bytes(), name
+    with pytest.raises(ValueError, match="`workers`"):
+        render_figures(tree, tmp_path / "three", workers=0)
 
 
 def test_short_run_warning_accuracy_window_and_formation(tree, tmp_path):

@@ -213,11 +213,16 @@ def save_tree(tree: xr.DataTree, path: str | os.PathLike[str]) -> None:
             var.encoding = {}
         clean[node.path] = ds
     out = xr.DataTree.from_dict(clean)
+    import zarr
     from zarr.errors import ZarrUserWarning
 
+    # consolidated once, at the end: ``to_zarr(consolidated=True)`` re-consolidates the whole
+    # store after every group (11 times, each reading every group written so far), and only
+    # the last one stays; the files are the same bytes
+    out.to_zarr(str(path), mode="w", consolidated=False)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=ZarrUserWarning)
-        out.to_zarr(str(path), mode="w", consolidated=True)
+        zarr.consolidate_metadata(str(path), zarr_format=3)
 
 
 def _intervals(intervals: Sequence[int] | None, every: object) -> Sequence[int]:

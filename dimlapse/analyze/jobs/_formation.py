@@ -143,16 +143,16 @@ def ridge_cv_accuracies(
     In kernel form when ``d > n`` (:func:`_kernel_accuracies`). Otherwise every fold and every
     target from one pass over the rows of a step: the step is centred by its mean over all rows
     (ridge with an intercept does not depend on a constant shift of ``x``), and each fold's
-    block ``G_k = Xc_k^T Xc_k`` (d, d), column sums ``s_k`` and cross products ``B_k = Xc_k^T
-    Y_k`` are formed once; fold ``k``'s centred training Gram is then ``G - G_k - m mu mu^T``
-    with ``G = sum_k G_k``, ``m`` the training rows and ``mu`` their mean, and its right-hand
-    side ``(B - B_k) - m mu ybar^T``; a Cholesky solve gives the weights of every target. The
-    Grams cost one pass over the rows instead of two, and no fold copies its training rows. With
-    a single ``alpha`` there is no grid to share a decomposition across, and each fold's Gram
-    differs from the full one by a rank-``t`` downdate, so one eigendecomposition per step
-    (about 3x the five Cholesky solves at d = 256, 1.8x at d = 384 with 97 targets, measured)
-    would not pay. Steps are looped, not batched: a step's (d, d) blocks stay in cache, where
-    (step, d, d) stacks were 2-3x slower on a busy machine.
+    block ``G_k = Xc_k^T Xc_k`` (d, d), column sums ``s_k`` and cross products
+    ``B_k = Xc_k^T Y_k`` are formed once; fold ``k``'s centred training Gram is then
+    ``G - G_k - m mu mu^T`` with ``G = sum_k G_k``, ``m`` the training rows and ``mu`` their
+    mean, and its right-hand side ``(B - B_k) - m mu ybar^T``; a Cholesky solve gives the
+    weights of every target. The Grams cost one pass over the rows instead of two, and no fold
+    copies its training rows. With a single ``alpha`` there is no grid to share a decomposition
+    across, and each fold's Gram differs from the full one by a rank-``t`` downdate, so one
+    eigendecomposition per step (about 3x the five Cholesky solves at d = 256, 1.8x at d = 384
+    with 97 targets, measured) would not pay. Steps are looped, not batched: a step's (d, d)
+    blocks stay in cache, where (step, d, d) stacks were 2-3x slower on a busy machine.
 
     ``G`` is the sample-centred Gram whose eigenvalues are the squared singular values of the
     dimensionality job (:func:`dimlapse.analyze.singular_values` with ``center=True``); pass

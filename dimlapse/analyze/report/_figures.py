@@ -221,6 +221,13 @@ def _render(name: str, path: Path) -> Path:
 
 
 def _workers(workers: int | None, n: int) -> int:
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+    ):
+        raise ValueError(
+            f"Expected `workers` to be a positive int (1 draws the figures in this process) "
+            f"or None (the usable cores), got {workers!r}"
+        )
     if workers is None:
         try:
             workers = len(os.sched_getaffinity(0))
