@@ -12,9 +12,6 @@ from ._metrics import DegenerateSpectrumWarning
 __all__ = ["two_nearest_distances", "twonn"]
 
 _BLOCK_ROWS = 1024  # rows per distance block: 1024 x n float64 stays small
-#: Up to this many points the inner products come from one symmetric product ``x @ x.T``
-#: (BLAS syrk: half the multiply-adds of the row blocks; 3,000^2 float64 is 72 MB).
-_ONE_PRODUCT_ROWS = 3000
 _CANDIDATES = 4  # neighbours re-measured exactly after the BLAS distance pass
 
 
@@ -30,12 +27,9 @@ def two_nearest_distances(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sq = np.einsum("ij,ij->i", x, x)  # (n,)
     r1 = np.empty(n)
     r2 = np.empty(n)
-    block = n if n <= _ONE_PRODUCT_ROWS else _BLOCK_ROWS
-    gram = x @ x.T if block == n else None  # (n, n), symmetric: numpy calls syrk
-    for start in range(0, n, block):
-        rows = slice(start, min(start + block, n))
-        dots = gram if gram is not None else x[rows] @ x.T  # (block, n)
-        d2 = sq[rows, None] + sq[None, :] - 2.0 * dots  # (block, n)
+    for start in range(0, n, _BLOCK_ROWS):
+        rows = slice(start, min(start + _BLOCK_ROWS, n))
+        d2 = sq[rows, None] + sq[None, :] - 2.0 * (x[rows] @ x.T)  # (block, n)
         idx = np.arange(rows.start, rows.stop)
         d2[idx - start, idx] = np.inf  # never one's own neighbour
         cand = np.argpartition(d2, k - 1, axis=1)[:, :k]  # (block, k)
