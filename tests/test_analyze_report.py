@@ -271,6 +271,17 @@ def test_figures_and_report_round_trip_through_zarr(tree, tmp_path):
     assert sorted(linked) == sorted(p.stem for p in paths.values())  # every figure, no other
 
 
+def test_figures_in_forked_workers_are_the_same_bytes_as_in_one_process(tree, tmp_path):
+    serial = render_figures(tree, tmp_path / "one", workers=1)
+    forked = render_figures(tree, tmp_path / "two", workers=2)
+    assert list(forked) == list(serial) == list(FIGURES)  # the documented order
+    for name, path in serial.items():
+        assert forked[name].parent == tmp_path / "two"
+        assert path.read_bytes() == forked[name].read_bytes(), name
+    with pytest.raises(ValueError, match="`workers`"):
+        render_figures(tree, tmp_path / "three", workers=0)
+
+
 def test_short_run_warning_accuracy_window_and_formation(tree, tmp_path):
     steps = STEPS.astype(float)
     opt = np.arange(1, 8001)

@@ -211,6 +211,35 @@ def test_fold_gram_kernel_equals_the_per_fold_reference(relative):
     np.testing.assert_allclose(gram[0], xc.T @ xc, rtol=1e-12)
 
 
+@pytest.mark.parametrize("relative", [True, False])
+def test_kernel_form_stack_equals_the_primal_reference(relative):
+    """d > n: the batched kernel form (one kernel per step, a Cholesky solve per fold) against
+    the primal d x d solve of the reference, steps with growing signal, scale, constant
+    features and NaN included."""
+    from dimlapse.analyze.jobs._formation import ridge_cv_accuracies
+
+    rng = np.random.default_rng(11)
+    n, d, steps = 60, 90, 8
+    y = rng.integers(0, 5, n)
+    scale = np.logspace(-2, 2, steps)[:, None, None]
+    x = scale * (
+        rng.normal(size=(steps, n, d))
+        + np.linspace(0, 2.0, steps)[:, None, None] * np.eye(5, d)[y]
+        - 3.0
+    )
+    x[2] = -1.5  # constant features: the intercept alone predicts
+    x[6, 4, 9] = np.inf
+    folds = fold_indices(n, 5, seed=2)
+    alpha = 0.2 if relative else 0.5
+    got = ridge_cv_accuracies(x, y, folds, alpha=alpha, relative=relative)
+    ref = [_reference_ridge_cv_accuracy(b, y, folds, alpha=alpha, relative=relative) for b in x]
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+    assert np.isnan(got[6]) and len(set(np.round(got[~np.isnan(got)], 6))) > 3  # not constant
+    assert ridge_cv_accuracy(x[5], y, folds, alpha=alpha, relative=relative) == got[5]
+    with pytest.raises(ValueError, match="gram_out"):
+        ridge_cv_accuracies(x, y, folds, alpha=alpha, relative=relative, gram_out=np.empty(1))
+
+
 def test_formation_equals_the_reference_on_planted_layers_with_positions():
     ds, y = _planted([40, 90], rows=3, seed=4)  # 3 rows per example: (n, 18) per step
     out = formation(ds, targets=y).compute()

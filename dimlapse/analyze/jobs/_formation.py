@@ -58,38 +58,75 @@ def ridge_cv_accuracy(
     Each fold centres its training rows and one-hot targets, solves the ridge normal equations
     and predicts ``argmax`` on the held-out rows. ``lambda = alpha`` when not ``relative``,
     else ``alpha * trace(Xc^T Xc) / d`` (alpha in units of the training Gram's mean eigenvalue,
-    so the fit does not depend on the activation scale). In primal form (``d <= n``) this is
-    :func:`ridge_cv_accuracies` of one matrix; in dual form each fold centres a block of the
-    kernel ``X X^T``, formed once. Non-finite input gives NaN. Contract: labels are
-    non-negative ints, every fold non-empty.
+    so the fit does not depend on the activation scale). This is :func:`ridge_cv_accuracies`
+    of one matrix (primal form when ``d <= n``, else kernel form). Non-finite input gives NaN.
+    Contract: labels are non-negative ints, every fold non-empty.
     """
     x = np.asarray(x, dtype=np.float64)
-    n, d = x.shape
-    if d <= n:
-        return float(ridge_cv_accuracies(x[None], y, test_folds, alpha=alpha, relative=relative)[0])
-    if not np.all(np.isfinite(x)):
-        return float("nan")
+    return float(ridge_cv_accuracies(x[None], y, test_folds, alpha=alpha, relative=relative)[0])
+
+
+def _kernel_accuracies(
+    x: np.ndarray, y: np.ndarray, test_folds: Sequence[np.ndarray], *, alpha: float, relative: bool
+) -> np.ndarray:
+    """:func:`ridge_cv_accuracies` in kernel form, for ``d > n``: (step, n, d) -> (step,).
+
+    Per step the kernel ``K = X X^T`` (n, n) is formed once; each fold centres its training
+    block ``K[train, train]`` (m, m) and the test rows' block ``K[test, train]`` by the training
+    mean, and a Cholesky solve of the penalised block gives the dual weights of every target
+    (the block is symmetric positive definite for ``lambda > 0``; LU where rounding breaks
+    that). An eigendecomposition of ``K`` shared by the folds would not pay: each fold's block
+    is a different submatrix, re-centred, with its own relative penalty, and the
+    eigendecomposition alone costs about 3x the five Cholesky solves (n = 512, measured).
+    """
+    from scipy.linalg import cho_factor, cho_solve
+
+    steps, n, d = np.shape(x)
     classes, codes = np.unique(y, return_inverse=True)
     onehot = np.eye(classes.size)[codes]  # (n, C)
-    gram = x @ x.T  # (n, n)
-    scores = []
+    everything = np.arange(n)
+    per_fold = []
     for test in test_folds:
-        train = np.setdiff1d(np.arange(n), test, assume_unique=True)
+        train = np.setdiff1d(everything, test, assume_unique=True)
         ybar = onehot[train].mean(0)  # (C,)
-        k = gram[np.ix_(train, train)]  # (m, m)
-        kr = k.mean(0)
-        gc = k - kr[:, None] - kr[None, :] + kr.mean()  # centred training kernel
-        kt = gram[np.ix_(test, train)]  # (t, m)
-        cross = kt - kt.mean(1, keepdims=True) - kr[None, :] + kr.mean()  # (t, m)
-        scale = float(np.trace(gc))
-        lam = alpha * scale / d if relative else alpha
-        if scale <= 0.0:  # constant features: the intercept alone predicts
-            pred = np.broadcast_to(ybar, (test.size, classes.size))
-        else:
-            w = np.linalg.solve(gc + lam * np.eye(gc.shape[0]), onehot[train] - ybar)  # (m, C)
-            pred = cross @ w + ybar
-        scores.append(np.mean(np.argmax(pred, axis=1) == codes[test]))
-    return float(np.mean(scores))
+        per_fold.append((test, train, ybar, onehot[train] - ybar, codes[test]))
+    out = np.full(steps, np.nan)
+    for i in range(steps):
+        xi = np.asarray(x[i], dtype=np.float64)  # (n, d)
+        if not np.isfinite(xi).all():
+            continue
+        gram = xi @ xi.T  # (n, n)
+        score = 0.0
+        for test, train, ybar, rhs, ck in per_fold:
+            k = gram[np.ix_(train, train)]  # (m, m), a copy
+            kr = k.mean(0)
+            kbar = kr.mean()
+            k -= kr[:, None]  # centred training kernel, in place
+            k -= kr[None, :]
+            k += kbar
+            kt = gram[np.ix_(test, train)]  # (t, m)
+            cross = kt - kt.mean(1, keepdims=True) - kr[None, :] + kbar  # (t, m)
+            scale = float(np.trace(k))
+            lam = alpha * scale / d if relative else alpha
+            if scale <= 0.0:  # constant features: the intercept alone predicts
+                pred = np.broadcast_to(ybar, (test.size, classes.size))
+            else:
+                diag = np.einsum("ii->i", k)  # a writable view of the diagonal
+                diag += lam
+                try:
+                    w = cho_solve(
+                        cho_factor(k, check_finite=False, overwrite_a=True),
+                        rhs,
+                        check_finite=False,
+                    )
+                except np.linalg.LinAlgError:  # a penalty below rounding: not numerically PD
+                    gc = gram[np.ix_(train, train)]
+                    gc = gc - kr[:, None] - kr[None, :] + kbar + lam * np.eye(train.size)
+                    w = np.linalg.solve(gc, rhs)
+                pred = cross @ w + ybar  # (t, C)
+            score += float(np.mean(np.argmax(pred, axis=1) == ck))
+        out[i] = score / len(test_folds)
+    return out
 
 
 def ridge_cv_accuracies(
@@ -101,20 +138,21 @@ def ridge_cv_accuracies(
     relative: bool,
     gram_out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """:func:`ridge_cv_accuracy` of a stack of matrices ``x`` (step, n, d), ``d <= n``: (step,).
+    """:func:`ridge_cv_accuracy` of a stack of matrices ``x`` (step, n, d): (step,).
 
-    Every fold and every target from one pass over the rows of a step: the step is centred by
-    its mean over all rows (ridge with an intercept does not depend on a constant shift of
-    ``x``), and each fold's block ``G_k = Xc_k^T Xc_k`` (d, d), column sums ``s_k`` and cross
-    products ``B_k = Xc_k^T Y_k`` are formed once; fold ``k``'s centred training Gram is then
+    In kernel form when ``d > n`` (:func:`_kernel_accuracies`). Otherwise every fold and every
+    target from one pass over the rows of a step: the step is centred by its mean over all rows
+    (ridge with an intercept does not depend on a constant shift of ``x``), and each fold's
+    block ``G_k = Xc_k^T Xc_k`` (d, d), column sums ``s_k`` and cross products
+    ``B_k = Xc_k^T Y_k`` are formed once; fold ``k``'s centred training Gram is then
     ``G - G_k - m mu mu^T`` with ``G = sum_k G_k``, ``m`` the training rows and ``mu`` their
     mean, and its right-hand side ``(B - B_k) - m mu ybar^T``; a Cholesky solve gives the
-    weights of every target. The Grams cost one pass over the rows instead of two, and no
-    fold copies its training rows. With a single ``alpha`` there is no grid to share a
-    decomposition across, and each fold's Gram differs from the full one by a rank-``t``
-    downdate, so one eigendecomposition per step (about 3x the five Cholesky solves at
-    d = 256, measured) would not pay. Steps are looped, not batched: a step's (d, d) blocks
-    stay in cache, where (step, d, d) stacks were 2-3x slower on a busy machine.
+    weights of every target. The Grams cost one pass over the rows instead of two, and no fold
+    copies its training rows. With a single ``alpha`` there is no grid to share a decomposition
+    across, and each fold's Gram differs from the full one by a rank-``t`` downdate, so one
+    eigendecomposition per step (about 3x the five Cholesky solves at d = 256, 1.8x at d = 384
+    with 97 targets, measured) would not pay. Steps are looped, not batched: a step's (d, d)
+    blocks stay in cache, where (step, d, d) stacks were 2-3x slower on a busy machine.
 
     ``G`` is the sample-centred Gram whose eigenvalues are the squared singular values of the
     dimensionality job (:func:`dimlapse.analyze.singular_values` with ``center=True``); pass
@@ -123,6 +161,12 @@ def ridge_cv_accuracies(
     from scipy.linalg import cho_factor, cho_solve
 
     steps, n, d = np.shape(x)
+    if d > n:
+        if gram_out is not None:
+            raise ValueError(
+                f"Expected `gram_out` only for d <= n (the primal form), got d = {d} > n = {n}"
+            )
+        return _kernel_accuracies(x, y, test_folds, alpha=alpha, relative=relative)
     classes, codes = np.unique(y, return_inverse=True)
     onehot = np.eye(classes.size)[codes]  # (n, C)
     fold_y = [(onehot[t], onehot[t].sum(0), codes[t]) for t in test_folds]  # (t, C), (C,), (t,)
@@ -176,12 +220,7 @@ def _block(
     n = y.size
     x = block.reshape(block.shape[0], n, -1)  # (step, n, rows_per_example * feature)
     with blas_single_thread():
-        if x.shape[2] <= n:
-            return ridge_cv_accuracies(x, y, folds, alpha=alpha, relative=relative)
-        return np.array(
-            [ridge_cv_accuracy(b, y, folds, alpha=alpha, relative=relative) for b in x],
-            dtype=np.float64,
-        )
+        return ridge_cv_accuracies(x, y, folds, alpha=alpha, relative=relative)
 
 
 def formation_times(

@@ -15,6 +15,7 @@ __all__ = [
     "FIGURES",
     "claims_table",
     "default_detector",
+    "figures_started",
     "formation_figure",
     "headline",
     "node",
@@ -30,6 +31,10 @@ def __getattr__(name: str) -> Any:
         from ._figures import render_figures
 
         return render_figures
+    if name == "figures_started":
+        from ._figures import figures_started
+
+        return figures_started
     if name == "formation_figure":
         from ._formation_plot import formation_figure
 
