@@ -144,8 +144,8 @@ def figures_seconds(analysis: Path) -> tuple[float, float]:
     with tempfile.TemporaryDirectory(prefix="bench-figures-") as tmp:
         _, wall, cpu = _timed(
             lambda: (
-                render_figures(tree, Path(tmp) / "figures"),
-                write_report(tree, Path(tmp) / "r.md"),
+                render_figures(tree, Path(tmp) / "figures"),  # type: ignore[operator]
+                write_report(tree, Path(tmp) / "r.md"),  # type: ignore[operator]
             )
         )
     return wall, cpu
