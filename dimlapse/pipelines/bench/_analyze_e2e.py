@@ -141,7 +141,7 @@ def format_comparison(results: dict[str, dict[str, list]], stores: dict[str, Pat
             lines.append(row(f"  {job}", bj.get(job), n))
         if new[0].get("jobs_cpu"):  # the control per job: CPU seconds of this process
             cpu = ", ".join(f"{k} {v:.1f}" for k, v in new[0]["jobs_cpu"].items())
-            lines.append(f"    this version's CPU s per job (pool workers not counted): {cpu}")
+            lines.append(f"    this version's CPU s per job (transitions pool included): {cpu}")
         rest_n = nw - sum(nj.values())
         rest_b = (bw - sum(bj.values())) if bw is not None else None
         lines.append(row("  imports, save, figures", rest_b, rest_n))
