@@ -28,6 +28,7 @@ from ._transitions import (
     MeanShiftOptions,
     PeltOptions,
     ZScoreOptions,
+    default_workers,
     episodes,
     transitions,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "blas_single_thread",
     "comparison",
     "coupling",
+    "default_workers",
     "dimensionality",
     "episodes",
     "export",

@@ -38,7 +38,7 @@ from ._detectors import MeanShiftOptions, ZScoreOptions
 from ._episodes import EPISODE_SAMPLES, episodes
 from ._events import Events
 from ._pelt import PeltOptions
-from ._pool import worker_cpu_seconds
+from ._pool import default_workers, worker_cpu_seconds
 from ._registry import ALL_DETECTORS, DEFAULT_DETECTOR, DETECTORS
 from ._spec import Calibration, DetectorSpec
 
@@ -56,6 +56,7 @@ __all__ = [
     "SeriesResult",
     "ZScoreOptions",
     "calibrate_series",
+    "default_workers",
     "episodes",
     "transitions",
     "worker_cpu_seconds",

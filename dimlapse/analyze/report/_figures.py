@@ -229,10 +229,9 @@ def _workers(workers: int | None, n: int) -> int:
             f"or None (the usable cores), got {workers!r}"
         )
     if workers is None:
-        try:
-            workers = len(os.sched_getaffinity(0))
-        except AttributeError:  # macOS, Windows
-            workers = os.cpu_count() or 1
+        from .._transitions import default_workers
+
+        workers = default_workers()
     forkable = "fork" in mp.get_all_start_methods() and not mp.current_process().daemon
     return max(1, min(int(workers), n)) if forkable else 1
 

@@ -46,10 +46,9 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 
 
 def _cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+    from dimlapse.analyze import default_workers
+
+    return default_workers()
 
 
 def first_pass(store: Path) -> dict[str, tuple[float, float]]:
