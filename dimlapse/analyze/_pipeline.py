@@ -329,9 +329,9 @@ def analyze_run(
         Saved to ``<out_dir>/analysis.zarr`` (``xr.open_datatree(path, engine="zarr")``).
         Root attrs ``nonfinite`` (arrays -> steps holding NaN/Inf) and ``excluded`` (series ->
         steps left out because their spectra are NaN) say what was not analysed.
-        ``job_seconds`` and ``job_cpu_seconds``: wall and this process's CPU seconds per job
-        (one ``dimensionality+formation`` entry for their shared pass; the transitions pool's
-        worker processes are not in the CPU figure); the returned tree's
+        ``job_seconds`` and ``job_cpu_seconds``: wall and CPU seconds per job, this process's
+        and the transitions pool's workers' (one ``dimensionality+formation`` entry for their
+        shared pass); the returned tree's
         ``figures_seconds`` (not saved) times the figures, the report and the save, which
         overlap (the figures render in forked processes meanwhile).
 

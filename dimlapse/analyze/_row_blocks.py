@@ -26,11 +26,9 @@ from __future__ import annotations
 import dask.array as dsa
 import numpy as np
 
-from ._spectra import blas_single_thread, warn_degenerate
+from ._spectra import BATCH_BYTES, blas_single_thread, gram_singular_values, warn_degenerate
 
 __all__ = ["row_block_spectra", "splits_over_rows"]
-
-_BATCH_BYTES = 16 << 20  # float64 working set per batch of matrices in a block task
 
 
 def splits_over_rows(data: dsa.Array) -> bool:
@@ -55,7 +53,7 @@ def _block_gram(block: np.ndarray, mean: np.ndarray | None, *, local: bool) -> n
     time, as in ``singular_values``."""
     s, a, m = block.shape
     out = np.empty((s, 1, m, m))
-    per = max(1, _BATCH_BYTES // (8 * max(1, a * m)))
+    per = max(1, BATCH_BYTES // (8 * max(1, a * m)))
     with blas_single_thread():
         for i in range(0, s, per):
             x = block[i : i + per].astype(np.float64)  # (b, a, m)
@@ -75,8 +73,7 @@ def _gram_spectra(gram: np.ndarray) -> np.ndarray:
     if bad.any():
         gram = np.where(bad[:, None, None], 0.0, gram)
     with blas_single_thread():
-        lam = np.linalg.eigvalsh(gram)[..., ::-1]  # (s, m) descending
-    s: np.ndarray = np.sqrt(np.maximum(lam, 0.0))
+        s = gram_singular_values(gram)  # (s, m)
     s[bad] = np.nan
     return s
 

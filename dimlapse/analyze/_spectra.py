@@ -21,7 +21,15 @@ from threadpoolctl import threadpool_limits
 
 from ._metrics import DegenerateSpectrumWarning
 
-__all__ = ["blas_single_thread", "singular_values", "spectra", "squeeze_leading"]
+__all__ = [
+    "BATCH_BYTES",
+    "blas_single_thread",
+    "gram_singular_values",
+    "singular_values",
+    "spectra",
+    "squeeze_leading",
+    "warn_degenerate",
+]
 
 _blas_lock = threading.Lock()
 _blas_users = 0
@@ -72,7 +80,7 @@ def warn_degenerate(bad: np.ndarray, *, stacklevel: int = 2) -> None:
         )
 
 
-_BATCH_BYTES = 16 << 20  # float64 working set per batch of matrices in ``singular_values``
+BATCH_BYTES = 16 << 20  # float64 working set per batch of matrices (also a row-block task)
 
 
 def singular_values(x: np.ndarray, *, center: bool) -> np.ndarray:
@@ -119,7 +127,7 @@ def singular_values(x: np.ndarray, *, center: bool) -> np.ndarray:
     # arithmetic (x4-5 CPU on a 64-step chunk of 1536 x 512 activations): a few MB of matrices
     # at a time, the same per-matrix arithmetic, so the same bits
     flat, flat_bad = x.reshape(-1, n, d), bad.reshape(-1)
-    per = max(1, _BATCH_BYTES // (8 * n * d))
+    per = max(1, BATCH_BYTES // (8 * n * d))
     s = np.concatenate(
         [
             _finite_spectra(flat[i : i + per], flat_bad[i : i + per], center)
@@ -143,6 +151,12 @@ def _finite_spectra(x: np.ndarray, bad: np.ndarray, center: bool) -> np.ndarray:
         x = x - x.mean(axis=-2, keepdims=True)
     xt = np.swapaxes(x, -1, -2)
     gram = x @ xt if n <= d else xt @ x  # (k, r, r), float64 accumulation
+    return gram_singular_values(gram)
+
+
+def gram_singular_values(gram: np.ndarray) -> np.ndarray:
+    """(k, r, r) float64 Gram matrices -> (k, r) descending singular values of their matrices
+    (rounding-negative eigenvalues become 0)."""
     lam = np.linalg.eigvalsh(gram)[..., ::-1]  # (k, r) descending
     return np.sqrt(np.maximum(lam, 0.0))
 
