@@ -114,6 +114,21 @@ def test_analyze_comparison_sums_the_first_pass_and_names_the_gap():
     assert "CPU time / " in text and "target <= 5 s: met (4.0 s)" in text
 
 
+def test_analyze_comparison_reads_jobs_and_rest_from_one_run():
+    from dimlapse.pipelines.bench._analyze_e2e import format_comparison
+
+    # three runs: the first one slow; the median run (50 s, 40 s of jobs) gives the rows
+    runs = [
+        _arm(70.0, 100.0, {"transitions": 60.0}),
+        _arm(50.0, 90.0, {"transitions": 40.0}),
+        _arm(48.0, 88.0, {"transitions": 45.0}),
+    ]
+    text = format_comparison({"default": {"new": runs, "base": []}}, {"default": Path("d.zarr")})
+    assert re.search(r"wall, s\s+-\s+50\.00", text)
+    assert re.search(r"  transitions\s+-\s+40\.00", text)
+    assert re.search(r"imports, save, figures\s+-\s+10\.00", text)
+
+
 @pytest.mark.slow
 def test_analyze_end_to_end_times_every_job_of_a_real_run(tiny_run_store):
     from dimlapse.pipelines.bench._analyze_e2e import compare

@@ -12,6 +12,7 @@ waiting.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -80,8 +81,10 @@ def compare(
     Results go under ``work`` (default: a temporary folder removed on return); each entry's
     ``"out"`` is its results folder."""
     out: dict[str, dict[str, list]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-analyze-") as tmp:
-        root = Path(tmp) if work is None else Path(work)
+    with contextlib.ExitStack() as stack:
+        if work is None:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-analyze-")))
+        root = Path(work)
         for label, store in stores.items():
             out[label] = {"new": [], "base": []}
             for rep in range(reps):
@@ -113,6 +116,11 @@ def _median(values: list[float]) -> float:
     return s[len(s) // 2] if len(s) % 2 else 0.5 * (s[len(s) // 2 - 1] + s[len(s) // 2])
 
 
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run at the median wall time (the lower middle one of an even count)."""
+    return sorted(runs, key=lambda r: r["wall"])[(len(runs) - 1) // 2]
+
+
 def format_comparison(results: dict[str, dict[str, list]], stores: dict[str, Path]) -> str:
     """The side-by-side table and each target as met or the gap with its largest causes."""
     lines = ["bench-analyze end to end (`dimlapse analyze`, every job at its defaults, figures)"]
@@ -135,15 +143,19 @@ def format_comparison(results: dict[str, dict[str, list]], stores: dict[str, Pat
         nc = _median([r["cpu"] for r in new])
         bc = _median([r["cpu"] for r in base]) if base else None
         lines.append(row("CPU (user+sys), s", bc, nc))
-        nj = _grouped(new[0]["jobs"])
-        bj = _grouped(base[0]["jobs"]) if base else {}
+        # per job: the run at the median wall time, its rest from its own wall (one run's
+        # jobs against another run's wall gave a negative rest)
+        mn = _median_run(new)
+        mb = _median_run(base) if base else None
+        nj = _grouped(mn["jobs"])
+        bj = _grouped(mb["jobs"]) if mb else {}
         for job, n in nj.items():
             lines.append(row(f"  {job}", bj.get(job), n))
-        if new[0].get("jobs_cpu"):  # the control per job: CPU seconds of this process
-            cpu = ", ".join(f"{k} {v:.1f}" for k, v in new[0]["jobs_cpu"].items())
+        if mn.get("jobs_cpu"):  # the control per job: CPU seconds of this process
+            cpu = ", ".join(f"{k} {v:.1f}" for k, v in mn["jobs_cpu"].items())
             lines.append(f"    this version's CPU s per job (transitions pool included): {cpu}")
-        rest_n = nw - sum(nj.values())
-        rest_b = (bw - sum(bj.values())) if bw is not None else None
+        rest_n = mn["wall"] - sum(nj.values())
+        rest_b = (mb["wall"] - sum(bj.values())) if mb else None
         lines.append(row("  imports, save, figures", rest_b, rest_n))
         target = TARGETS.get(label)
         if target is None:
