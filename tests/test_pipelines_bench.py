@@ -178,7 +178,7 @@ def test_analyze_gap_controls_run_on_a_real_result(tiny_run_store, tmp_path):
     # every PELT fit of the serial rerun is counted, and its C time is part of the job's CPU
     assert t["fits"] > 0 and 0 < t["ruptures_cpu"] <= t["cpu"] and t["bare_ms_per_fit"] > 0
     assert t["series"] == float(np.prod([n for d, n in _dims(res).items() if d != "step"]))
-    assert {"spectra + metrics", "TwoNN"} <= set(g["first_pass"])
+    assert {"spectra + metrics", "TwoNN + stable rank"} <= set(g["first_pass"])
     assert all(w > 0 and c > 0 for w, c in (g["imports"], g["figures"]))
 
 

@@ -60,7 +60,7 @@ def first_pass(store: Path) -> dict[str, tuple[float, float]]:
     run = open_run(str(store))
     parts: dict[str, Callable[[], Any]] = {
         "spectra + metrics": lambda: dimensionality(run, twonn_stride=0).compute(),
-        "TwoNN": lambda: dimensionality(run, metrics=["stable_rank"]).compute(),
+        "TwoNN + stable rank": lambda: dimensionality(run, metrics=["stable_rank"]).compute(),
     }
     if "targets" in run.probe:
         parts["formation"] = lambda: formation(run).compute()
@@ -174,7 +174,7 @@ def format_gap(label: str, g: dict[str, Any]) -> list[str]:
     c = g["cores"]
     lines = [f"    where the time goes ({label}; each part alone, CPU / {c} cores = its floor):"]
     for name, (wall, cpu) in g["first_pass"].items():
-        lines.append(f"      first pass, {name:<18} wall {wall:6.1f} s  CPU {cpu:6.1f} s")
+        lines.append(f"      first pass, {name:<19} wall {wall:6.1f} s  CPU {cpu:6.1f} s")
     t = g["transitions"]
     share = t["ruptures_cpu"] / t["cpu"] if t["cpu"] > 0 else float("nan")
     per_fit = 1e3 * t["ruptures_cpu"] / max(t["fits"], 1)
