@@ -324,3 +324,34 @@ def test_short_run_warning_accuracy_window_and_formation(tree, tmp_path):
     warned = report_markdown(short)
     assert warned.splitlines()[2].startswith("> **Warning:** this run has 17 snapshots; the jobs")
     assert warned.count("**inconclusive**") == 12 and "**reproduced**" not in warned
+
+
+@pytest.mark.parametrize(
+    ("last", "attrs", "flagged"),
+    [
+        (0.0, {"probe_examples": 512, "classes": 97}, True),  # p = (96/97)^512 = 0.005
+        (4 / 512, {"probe_examples": 512, "classes": 97}, False),  # 4 hits, 5.3 expected
+        (0.0, {}, False),  # an analysis from before the probe size was stored
+    ],
+)
+def test_formation_lines_flag_decoding_below_a_uniform_guess(last, attrs, flagged):
+    from dimlapse.analyze.report._context import formation_lines
+
+    steps = np.arange(0, 50, 5.0)
+    dec = np.stack([np.full(steps.size, 0.3), np.full(steps.size, last)], axis=1)
+    form = xr.Dataset(
+        {
+            "decodability": (("step", "layer"), dec),
+            "formation_step": (("layer", "fraction"), np.full((2, 2), np.nan)),
+            "chance": ((), 0.02, attrs),
+        },
+        coords={"step": steps, "layer": ["good", "lost"], "fraction": [0.5, 0.9]},
+    )
+    lines = formation_lines(xr.DataTree.from_dict({"/": xr.Dataset(), "formation": form}))
+    below = [line for line in lines if line.startswith("- Below a uniform guess")]
+    if not flagged:
+        assert below == []
+        return
+    [line] = below
+    assert "among the 97 classes (0.010) at the last step: lost (0.00, p = 0.005);" in line
+    assert "good" not in line and "512 probe examples against 1/97" in line

@@ -248,3 +248,35 @@ def test_formation_equals_the_reference_on_planted_layers_with_positions():
         x = ds[layer].values.reshape(ds.sizes["step"], y.size, -1)
         ref = [_reference_ridge_cv_accuracy(b, y, folds, alpha=0.1, relative=True) for b in x]
         np.testing.assert_allclose(out.decodability.sel(layer=layer), ref, rtol=0, atol=1e-12)
+
+
+def _modular_sum(p: int) -> tuple[xr.Dataset, np.ndarray]:
+    """Every pair (a, b) of Z_p, target (a + b) mod p: an additive layer (one-hot a beside
+    one-hot b) and a layer holding the sum itself, three identical steps."""
+    a, b = (g.ravel() for g in np.meshgrid(np.arange(p), np.arange(p), indexing="ij"))
+    y = (a + b) % p
+    additive = np.concatenate([np.eye(p)[a], np.eye(p)[b]], axis=1)  # (p^2, 2p)
+    joint = np.concatenate([np.eye(p)[y], np.zeros((p * p, p))], axis=1)
+    dims = ("step", "sample", "feature")
+    ds = xr.Dataset(
+        {
+            "additive": (dims, np.repeat(additive[None], 3, 0)),
+            "joint": (dims, np.repeat(joint[None], 3, 0)),
+        },
+        coords={"step": np.arange(3)},
+    )
+    return ds, y
+
+
+def test_an_additive_layer_of_a_modular_sum_is_decoded_below_a_uniform_guess():
+    from dimlapse.analyze.report._context import below_chance
+
+    ds, y = _modular_sum(11)
+    out = formation(ds, targets=y).compute()
+    assert out.chance.attrs["probe_examples"] == 121 and out.chance.attrs["classes"] == 11
+    # a held-out pair's neighbours in training (same a, or same b) all carry other sums
+    np.testing.assert_array_equal(out.decodability.sel(layer="additive"), 0.0)
+    np.testing.assert_array_equal(out.decodability.sel(layer="joint"), 1.0)
+    [(layer, acc, p)] = below_chance(out)
+    assert (layer, acc) == ("additive", 0.0)
+    assert p == pytest.approx((10 / 11) ** 121, rel=1e-9)  # P(no hit in 121 guesses at 1/11)

@@ -411,13 +411,15 @@ def analyze_run(
             clock.done(job)
         results["claims"] = _claims(results, trans, dim, detectors, every, total, alpha)
         clock.done("claims")
+        # inside the scheduler's context: outside it dask imports dask.distributed to look
+        # for a client (0.1 s of a small run)
+        health = {
+            "default_detector": _default_detector(detectors),
+            "nonfinite": nonfinite_record(run),
+            "excluded": excluded_steps(results["dimensionality"]["dimensionality"]),
+        }
     bar.close()
     results = {j: results[j] for j in names}  # the documented group order
-    health = {
-        "default_detector": _default_detector(detectors),
-        "nonfinite": nonfinite_record(run),
-        "excluded": excluded_steps(results["dimensionality"]["dimensionality"]),
-    }
     attrs = _root_attrs(run, str(run_path), params, names)
     timings = {"job_seconds": clock.wall, "job_cpu_seconds": clock.cpu}
     root = xr.Dataset(attrs={**attrs, **health, **timings})

@@ -421,5 +421,14 @@ def formation(
         {"decodability": dec, "formation_step": times.transpose("layer", "fraction")},
         attrs=params_attrs("formation", params),
     )
-    out["chance"] = xr.DataArray(chance, attrs={"long_name": "majority-class share", "units": "1"})
+    out["chance"] = xr.DataArray(
+        chance,
+        attrs={
+            "long_name": "majority-class share",
+            "units": "1",
+            # a uniform guess among the classes hits 1 / classes of the examples on average
+            "probe_examples": int(y.size),
+            "classes": int(np.unique(y).size),
+        },
+    )
     return out

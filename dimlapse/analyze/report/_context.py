@@ -190,6 +190,53 @@ def formation_lines(tree: xr.DataTree) -> list[str]:
         f"- Chance (majority-class share) {num(chance, '{:.2f}')}; a layer whose decodability "
         "gains too little has no formation step (n/a). Figure: `formation`."
     )
+    below = below_chance(form)
+    if below:
+        attrs = form["chance"].attrs
+        classes, n = int(attrs["classes"]), int(attrs["probe_examples"])
+        said = ", ".join(f"{layer} ({acc:.2f}, p = {p:.1g})" for layer, acc, p in below)
+        out.append(
+            f"- Below a uniform guess among the {classes} classes ({1 / classes:.3f}) at the "
+            f"last step: {said}; one-sided binomial test of the held-out hits among the {n} "
+            f"probe examples against 1/{classes}, p < {BELOW_CHANCE_ALPHA}. A readout of these "
+            "layers does worse than guessing on held-out examples: it generalises a pattern "
+            "that the held-out examples break (for example, the labels of training examples "
+            "that share an input with them)."
+        )
+    return out
+
+
+BELOW_CHANCE_ALPHA = 0.05
+
+
+def below_chance(form: xr.Dataset) -> list[tuple[str, float, float]]:
+    """(layer, last decodability, p) of layers decoded significantly below a uniform guess.
+
+    A uniform guess among the probe's ``classes`` hits ``1 / classes`` of the examples on
+    average, whatever the label shares. Every one of the ``n`` probe examples is held out once,
+    so a layer's last finite decodability (the mean of the folds' accuracies, folds within one
+    example of equal size) is about ``k / n`` held-out hits, ``k`` its rounding; ``p`` is the
+    one-sided binomial probability of at most ``k`` hits at the guess's rate. Empty for
+    analyses without the probe size and class count (older than this report).
+    """
+    from scipy.stats import binomtest
+
+    attrs = form["chance"].attrs if "chance" in form else {}
+    n, classes = attrs.get("probe_examples"), attrs.get("classes")
+    if not isinstance(n, int | np.integer) or not isinstance(classes, int | np.integer):
+        return []
+    if n < 1 or classes < 2:
+        return []
+    out = []
+    for layer in form["layer"].values:
+        dec = form["decodability"].sel(layer=layer).values
+        dec = dec[np.isfinite(dec)]
+        if dec.size == 0 or dec[-1] >= 1 / classes:
+            continue
+        k = round(float(dec[-1]) * int(n))
+        p = float(binomtest(k, int(n), 1 / classes, alternative="less").pvalue)
+        if p < BELOW_CHANCE_ALPHA:
+            out.append((str(layer), float(dec[-1]), p))
     return out
 
 
