@@ -29,6 +29,7 @@ from dimlapse.capture import CaptureOptions, Recorder
 
 STEPS, GLOBAL = int(os.environ.get("STEPS", 8)), 12
 MODEL = os.environ.get("MODEL", "mlp")
+KIND = os.environ.get("KIND", "fsdp")  # fsdp | hsdp (HSDP="RxS") | tp
 
 def data(step):
     g = torch.Generator().manual_seed(step)
@@ -43,14 +44,28 @@ def build():
         from dimlapse.pipelines.zoo import DataSpec, Transformer
         spec = DataSpec("modadd", "tokens", (3,), 11, vocab_size=12)
         return Transformer(spec, d=16, heads=2, depth=2, ff=24)
+    if MODEL == "tp":  # tensor parallelism's local outputs must divide evenly (DTensor's
+        # from_local assumes even shards of a row-wise layer's input)
+        return nn.Sequential(nn.Linear(8, 6), nn.Tanh(), nn.Linear(6, 3))
     # 5 and 3 rows: neither divides evenly over 2 or 4 ranks (short and empty shards)
     return nn.Sequential(nn.Linear(8, 5), nn.Tanh(), nn.Linear(5, 3))
 
-def shard(model):
+def shard(model, world):
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
+    if KIND == "tp":  # tensor parallelism: column-wise then row-wise (Megatron's MLP)
+        from torch.distributed.tensor.parallel import (
+            ColwiseParallel, RowwiseParallel, parallelize_module)
+        mesh = init_device_mesh("cpu", (world,), mesh_dim_names=("tp",))
+        parallelize_module(model, mesh, {"0": ColwiseParallel(), "2": RowwiseParallel()})
+        return
+    mesh = None
+    if KIND == "hsdp":  # replicate x shard
+        shape = tuple(int(k) for k in os.environ["HSDP"].split("x"))
+        mesh = init_device_mesh("cpu", shape, mesh_dim_names=("replicate", "shard"))
     for block in (model.blocks if MODEL == "transformer" else [model[0]]):
-        fully_shard(block)
-    fully_shard(model)
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
 
 def objective(out, y):
     if MODEL == "transformer":
@@ -69,17 +84,19 @@ def main(store, how):
     if how != "single":
         dist.init_process_group("gloo")
         rank, world = dist.get_rank(), dist.get_world_size()
-        shard(model)
+        shard(model, world)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     probe = the_probe()
-    per = GLOBAL // world
+    part, per = rank, GLOBAL // world
+    if KIND == "tp":  # every rank trains on (and probes with) the whole batch
+        part, per = 0, GLOBAL
     options = CaptureOptions(flush_every=2, average_scalars=how != "single")
     resume = how == "resume"
     with Recorder(model, store, every=2, probe=probe, options=options, resume=resume) as rec:
         start = rec.current_step  # resumed: the last snapshot every rank completed
         for step in range(1, STEPS + 1):
             x, y = data(step)
-            x, y = x[rank * per:(rank + 1) * per], y[rank * per:(rank + 1) * per]
+            x, y = x[part * per:(part + 1) * per], y[part * per:(part + 1) * per]
             loss = objective(model(x), y)
             opt.zero_grad()
             loss.backward()
@@ -91,7 +108,7 @@ def main(store, how):
                 # store: its snapshot of step 4, still in the writer's buffer, never is
                 import time, zarr
                 for _ in range(600):
-                    index = zarr.open_group(store, mode="r")["shards/r1/weights/step"][:]
+                    index = zarr.open_group(store, mode="r")["shards/r1/activations/step"][:]
                     if (index >= 0).sum() >= 2:
                         break
                     time.sleep(0.05)
@@ -148,6 +165,50 @@ def _assert_same_run(a, b):
         np.testing.assert_allclose(b.activations[name].values, a.activations[name].values,
                                    rtol=1e-5, atol=1e-6)  # fmt: skip
     np.testing.assert_allclose(b.scalars["loss"].values, a.scalars["loss"].values, rtol=1e-5)
+
+
+def _store_of(tmp_path, n, env):
+    """A sharded job of ``n`` gloo ranks (``env``: KIND, HSDP, MODEL), its store and root."""
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    out = _torchrun(script, tmp_path / "job.zarr", "run", n, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert all(f"rank {r} complete from 0" in out.stdout for r in range(n))
+    assert "unwaited collective" not in out.stderr
+    run = open_run(tmp_path / "job.zarr")
+    assert run.status == "complete"
+    return run, zarr.open_group(tmp_path / "job.zarr", mode="r")
+
+
+def test_tensor_parallel_two_ranks_equal_a_single_process_run(tmp_path):
+    env = {"KIND": "tp", "MODEL": "tp"}  # Linear(8, 6) column-wise, Tanh, Linear(6, 3) row-wise
+    run, root = _store_of(tmp_path, 2, env)
+    _assert_same_run(_single(tmp_path, env), run)
+    sharded = root.attrs["sharded"]
+    assert sharded["parallelism"] == "tp" and sharded["mesh_dim_names"] == ["tp"]
+    assert sharded["placements"]["0.weight"] == ["Shard(dim=0)"]
+    assert sharded["placements"]["2.weight"] == ["Shard(dim=1)"]
+    assert sharded["placements"]["2.bias"] == ["Replicate()"]
+    assert root["weights/0.weight"].chunks == (2, 3, 8)  # row blocks
+    assert root["weights/2.weight"].chunks == (2, 3, 3)  # column blocks
+    # the column-wise layer's local output: feature blocks; the row-wise one's: whole (rank 0)
+    assert root["activations/0"].chunks == (2, 8, 3)
+    assert root["activations/2"].chunks == (2, 8, 3) and root["activations/2"].shape[2] == 3
+    assert sharded["activation_blocks"] == {"0": {"dim": "feature", "size": 3}, "2": "whole"}
+    assert sharded["probe_examples_per_rank"] == 8  # every rank feeds the whole probe
+
+
+def test_hsdp_replica_zero_writes_the_weights_and_every_rank_its_probe_rows(tmp_path):
+    env = {"KIND": "hsdp", "HSDP": "2x1"}  # two replicas of one shard each
+    run, root = _store_of(tmp_path, 2, env)
+    _assert_same_run(_single(tmp_path, env), run)
+    sharded = root.attrs["sharded"]
+    assert sharded["parallelism"] == "hsdp" and sharded["mesh_shape"] == [2, 1]
+    assert sharded["mesh_dim_names"] == ["replicate", "shard"]
+    assert sharded["placements"]["0.weight"] == ["Replicate()", "Shard(dim=0)"]
+    assert root["weights/0.weight"].chunks == (2, 5, 8)  # one shard: the whole matrix
+    assert root["activations/0"].chunks == (2, 4, 5)  # 8 probe examples, 4 per rank
+    assert "weights" not in root["shards/r1"] and "activations" in root["shards/r1"]
 
 
 def test_fsdp2_two_ranks_equal_a_single_process_run_of_the_global_batch(tmp_path):
@@ -291,11 +352,13 @@ def test_fsdp1_is_refused_pointing_to_fully_shard(tmp_path):
 
 
 @pytest.mark.slow
-def test_fsdp2_a_killed_rank_leaves_a_crashed_run_that_every_rank_resumes(tmp_path):
+@pytest.mark.parametrize("kind", ["fsdp", "hsdp"])
+def test_fsdp2_a_killed_rank_leaves_a_crashed_run_that_every_rank_resumes(tmp_path, kind):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     store = tmp_path / "fsdp.zarr"
-    out = _torchrun(script, store, "crash", 2)
+    env = {"KIND": kind, "HSDP": "2x1"}  # HSDP: rank 1, which writes no weights, is killed
+    out = _torchrun(script, store, "crash", 2, env=env)
     assert out.returncode != 0  # rank 1 and its writer were killed at step 5
     run = open_run(store)
     assert run.status == "crashed"
@@ -303,21 +366,21 @@ def test_fsdp2_a_killed_rank_leaves_a_crashed_run_that_every_rank_resumes(tmp_pa
     n, last = last_complete(root)
     # rank 0 flushed snapshots 0, 2, 4 as it went down; rank 1 only the chunk of 0, 2
     assert list(root["weights/step"][:]) == [0, 2, 4]
-    assert list(root["shards/r1/weights/step"][:2]) == [0, 2]
+    assert list(root["shards/r1/activations/step"][:2]) == [0, 2]
     assert (n, last) == (2, 2)
     assert root["shards/r1"].attrs.get("status") != "complete"  # its writer was killed too
-    reference = _single(tmp_path)
+    reference = _single(tmp_path, env)
     assert run.weights.sizes["step"] == n
     for name in reference.weights.data_vars:  # every rank's blocks of the readable prefix
         np.testing.assert_allclose(
             run.weights[name].values, reference.weights[name].values[:n], rtol=1e-5, atol=1e-6
         )
-    out = _torchrun(script, store, "fsdp", 2)  # not resuming: refused on every rank
+    out = _torchrun(script, store, "fsdp", 2, env=env)  # not resuming: refused on every rank
     assert out.returncode != 0
     assert "RunExistsError" in out.stderr
     assert "rank 0 could not start the sharded run: RunExistsError" in out.stderr
     assert last_complete(zarr.open_group(store, mode="r")) == (n, last)  # untouched
-    out = _torchrun(script, store, "resume", 2)
+    out = _torchrun(script, store, "resume", 2, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"rank 0 complete from {last}" in out.stdout
     assert f"rank 1 complete from {last}" in out.stdout
@@ -341,3 +404,16 @@ def test_fsdp2_four_ranks_record_a_small_transformer_like_one_process(tmp_path):
     assert root.attrs["sharded"]["world_size"] == 4
     assert root["weights/pos"].chunks[1] == 1  # (1, 3, 16) over 4 ranks: ranks 1-3 hold none
     assert root["weights/embed.weight"].chunks[1] == 3  # 12 rows, 3 per rank
+
+
+@pytest.mark.slow
+def test_hsdp_two_by_two_records_a_small_transformer_like_one_process(tmp_path):
+    env = {"KIND": "hsdp", "HSDP": "2x2", "MODEL": "transformer", "STEPS": "6"}
+    run, root = _store_of(tmp_path, 4, env)
+    _assert_same_run(_single(tmp_path, env), run)
+    sharded = root.attrs["sharded"]
+    assert sharded["mesh_shape"] == [2, 2] and sharded["world_size"] == 4
+    assert root["weights/embed.weight"].chunks[1] == 6  # 12 rows over the 2 shards
+    assert root["activations/embed"].chunks[1] == 2 * 3  # 2 examples per rank, 3 tokens each
+    for r in (2, 3):  # replica 1 writes activations only
+        assert "weights" not in root[f"shards/r{r}"] and "activations" in root[f"shards/r{r}"]

@@ -1,14 +1,18 @@
-"""Sharded (FSDP2) capture: the same three lines on every rank, one logical run, no gather.
+"""Sharded capture (FSDP2, HSDP, tensor parallelism): the same three lines on every rank, one
+logical run, no gather.
 
-A model sharded with ``torch.distributed.fsdp.fully_shard`` holds DTensor parameters placed
-``Shard(0)`` on a 1-D mesh of all ranks. Every rank records: its writer process writes the
-rank's LOCAL shard (``p.to_local()``; the full parameter exists on no rank) into its own chunk
-column of the same logical arrays (``writer/_shards.py``). The probe is split by example across
-ranks (ceil-sized slices, as FSDP2 splits rows); at capture steps every rank runs its slice
-through the model under ``no_grad`` in eval mode, in lockstep (FSDP2's forward all-gathers),
-and the writer stores its rows of ``activations/<module>``. Scalars come from rank 0 (or their
-mean over ranks with ``average_scalars``). Buffers and unsharded parameters are written by
-rank 0.
+A model sharded with ``torch.distributed.fsdp.fully_shard`` (or parallelized with
+``parallelize_module``) holds DTensor parameters. Every rank records: its writer process writes
+the rank's LOCAL shard (``p.to_local()``; the full parameter exists on no rank) into its own
+blocks of the same logical arrays (``writer/_shards.py``); which rank writes which block of
+what is decided once, from the placements (``_placements.py``: FSDP2 ``Shard(0)``, HSDP's
+replica 0, tensor-parallel ``Shard(k)``/``Replicate()``). Under FSDP2 and HSDP the probe is
+split by example across ranks (ceil-sized slices, as FSDP2 splits rows); under tensor
+parallelism every rank feeds the whole probe. At capture steps every rank runs its probe
+through the model under ``no_grad`` in eval mode, in lockstep (the forward's collectives), and
+the writer stores its rows (or, for a tensor-parallel layer's local output, its feature
+columns) of ``activations/<module>``. Scalars come from rank 0 (or their mean over ranks with
+``average_scalars``). Buffers and unsharded parameters are written by rank 0.
 
 Order at start: rank 0 takes the lease, creates (or trims, to resume) the layout and writes the
 root attrs (mesh, placements, split); one broadcast tells every rank it may start (or why it
@@ -23,13 +27,13 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from . import _validate
+from . import _placements, _validate
 from . import store as run_store
 from ._handover import HandOver
 from ._probe import probe_batch_size
@@ -45,9 +49,9 @@ log = logging.getLogger("dimlapse.capture")
 
 try:  # torch builds without distributed have neither
     from torch.distributed.fsdp import FSDPModule
-    from torch.distributed.tensor import DTensor, Shard
+    from torch.distributed.tensor import DTensor
 except ImportError:  # pragma: no cover - such builds cannot shard a model either
-    FSDPModule = DTensor = Shard = None  # type: ignore[assignment,misc]
+    FSDPModule = DTensor = None  # type: ignore[assignment,misc]
 
 
 def is_sharded(model: nn.Module) -> bool:
@@ -69,43 +73,69 @@ class Plan:
 
     rank: int
     world: int
-    sharded: dict[str, Any]  # name -> the DTensor parameter (placed Shard(0))
+    layout: _placements.Layout
+    sharded: dict[str, Any]  # name -> every DTensor parameter
+    blocks: dict[str, Block | None]  # the DTensor parameters this rank writes (None: whole)
     whole: list[str]  # unsharded parameters and buffers: rank 0 writes them
     attrs: dict[str, Any]  # the root attrs' ``sharded`` entry
+    # the probe activations this rank writes: module -> (features, its block; None: whole)
+    acts: dict[str, tuple[int, Block | None]] = field(default_factory=dict)
+
+    def writes(self, name: str) -> bool:
+        """Whether this rank writes parameter or buffer ``name``."""
+        return name in self.blocks or (self.rank == 0 and name in self.whole)
 
 
 def plan(model: nn.Module, *, rank: int, world: int, stored: list[str]) -> Plan:
-    """Check the placements (``Shard(0)`` on a 1-D mesh of every rank) and split the params."""
-    sharded: dict[str, Any] = {}
-    placements: dict[str, list[str]] = {}
-    mesh_shape: list[int] = []
-    for name, p in model.named_parameters():
-        if not isinstance(p, DTensor):
-            continue
-        mesh = p.device_mesh
-        if mesh.ndim != 1 or tuple(p.placements) != (Shard(0),) or mesh.size() != world:
-            raise ValueError(
-                f"Expected sharded parameters placed (Shard(0),) on a 1-D mesh of all {world} "
-                f"ranks (FSDP2 fully_shard), got {name!r} placed {tuple(p.placements)} on a mesh "
-                f"of shape {tuple(mesh.shape)}; hybrid (HSDP) and tensor-parallel placements "
-                "are not recorded yet"
-            )
-        sharded[name] = p
-        placements[name] = [repr(x) for x in p.placements]
-        mesh_shape = list(mesh.shape)
+    """Check the placements (``_placements.py``) and split the params."""
+    lay, sharded = _placements.layout(model, world=world)
+    blocks = _placements.weight_blocks(lay, sharded, rank=rank)
     whole = [n for n, _ in model.named_parameters() if n not in sharded]
     whole += [n for n, _ in model.named_buffers()]
+    first = {n: _placements.block_of_rank0(lay, p) for n, p in sharded.items()}
     attrs = {
         "world_size": world,
-        "mesh_shape": mesh_shape,
-        "placements": placements,
-        "shard_rows": {
-            n: block_of(p.shape[0], rank=0, world=world).size for n, p in sharded.items()
+        "parallelism": lay.kind,
+        "mesh_shape": list(lay.mesh_shape),
+        "mesh_dim_names": list(lay.dim_names) if lay.dim_names else None,
+        "placements": _placements.placements(sharded),
+        "shard_rows": {n: b.size for n, b in first.items() if b is not None and b.axis == 0},
+        "shard_blocks": {
+            n: {"dim": b.axis, "size": b.size} for n, b in first.items() if b is not None
         },
-        "recorded_by": "every rank: its local shard (p.to_local()), no gather",
+        "recorded_by": "every rank: its local shard (p.to_local()), no gather"
+        + (" (replica 0's ranks write the weights)" if lay.kind == "hsdp" else ""),
         "stored": [n for n in stored if n in sharded],
     }
-    return Plan(rank=rank, world=world, sharded=sharded, whole=whole, attrs=attrs)
+    return Plan(rank=rank, world=world, layout=lay, sharded=sharded, blocks=blocks,
+                whole=whole, attrs=attrs)  # fmt: skip
+
+
+def plan_activations(
+    the_plan: Plan, model: nn.Module, taps: dict[str, Tap], rows: Block | None
+) -> None:
+    """The probe activations this rank writes (``the_plan.acts``), after the construction-time
+    forward: its rows of every module (probe split by example), or under tensor parallelism its
+    block of features of each module (a collective: every rank calls it)."""
+    if not taps:
+        return
+    if the_plan.layout.split_probe:
+        assert rows is not None  # a split probe gave this rank its rows
+        for n, tap in taps.items():
+            per = int((tap.meta or {}).get("rows_per_example", 1))
+            features = int(tap.value.shape[-1]) if tap.value is not None else 0
+            the_plan.acts[n] = (
+                features,
+                Block(length=rows.length * per, size=rows.size * per, index=the_plan.rank),
+            )
+        return
+    the_plan.acts = _placements.activation_blocks(
+        model, taps, rank=the_plan.rank, world=the_plan.world
+    )
+    the_plan.attrs["activation_blocks"] = {
+        n: {"dim": "feature", "size": b.size} if b is not None else "whole"
+        for n, (_, b) in the_plan.acts.items()
+    }
 
 
 def probe_slice(probe: Any, *, rank: int, world: int) -> tuple[Any, Block]:
@@ -142,12 +172,12 @@ class ShardedHandOver(HandOver):
 
     def sources(self) -> list[tuple[str, torch.Tensor]]:
         """(name, tensor) copied at a capture step: local shards, then (rank 0) the rest."""
-        named = [(n, p.to_local()) for n, p in self.plan.sharded.items()]
+        named = [(n, self.plan.sharded[n].to_local()) for n in self.plan.blocks]
         if self.plan.rank == 0:
             everything = {**dict(self.model.named_parameters()),
                           **dict(self.model.named_buffers())}  # fmt: skip
             named += [(n, everything[n]) for n in self.plan.whole]
-        named += [(f"activations/{n}", v) for n, v in self.acts.items()]
+        named += [(f"activations/{n}", v) for n, v in self.acts.items() if n in self.plan.acts]
         return named
 
     def bind(self, **kwargs: Any) -> None:
@@ -235,8 +265,8 @@ def construct(rec: Any, model: nn.Module, store: Any, *, opts: Any, every: Any, 
     if resume and probe is None and mode != "weights":
         probe, probe_targets = run_store.stored_probe(store)
     rows: Block | None = None
-    local_probe = local_targets = None
-    if probe is not None:
+    local_probe, local_targets = probe, probe_targets  # tensor parallelism: the whole probe
+    if probe is not None and the_plan.layout.split_probe:
         local_probe, rows = probe_slice(probe, rank=rank, world=world)
         if probe_targets is not None:
             local_targets = probe_targets[rows.start : rows.start + rows.local]
@@ -245,6 +275,7 @@ def construct(rec: Any, model: nn.Module, store: Any, *, opts: Any, every: Any, 
         tokens=opts.tokens, mode=mode,
     )  # fmt: skip
     reshard(model)
+    plan_activations(the_plan, model, taps, rows)
     n_probe = probe_batch_size(probe) if probe is not None else 0
     if mode == "full" and not taps:
         mode = "weights"
@@ -264,9 +295,10 @@ def construct(rec: Any, model: nn.Module, store: Any, *, opts: Any, every: Any, 
             timeout=opts.writer_timeout)  # fmt: skip
     named = list(zip(ho.names, ho.tensors, strict=True))
     layout = SlotLayout.of(named, scalar_capacity=4 * per_message + 16)
-    kept = [n for n in stored if n in the_plan.sharded or rank == 0]
+    kept = [n for n in stored if the_plan.writes(n)]
+    written = {n: taps[n] for n in the_plan.acts}
     projected = projection(
-        layout, stored=kept, taps=taps, schedule=schedule, mode=mode, codec=codec,
+        layout, stored=kept, taps=written, schedule=schedule, mode=mode, codec=codec,
         full_every=0, total_steps=opts.total_steps, store=store,
     )  # fmt: skip
     ho.closed = False
