@@ -57,7 +57,10 @@ def shard(model, world):
         from torch.distributed.tensor.parallel import (
             ColwiseParallel, RowwiseParallel, parallelize_module)
         mesh = init_device_mesh("cpu", (world,), mesh_dim_names=("tp",))
-        parallelize_module(model, mesh, {"0": ColwiseParallel(), "2": RowwiseParallel()})
+        # LOCAL=0: the column-wise layer returns a DTensor (placed Shard(-1)), not its local part
+        local = os.environ.get("LOCAL", "1") == "1"
+        parallelize_module(model, mesh, {"0": ColwiseParallel(use_local_output=local),
+                                         "2": RowwiseParallel()})
         return
     mesh = None
     if KIND == "hsdp":  # replicate x shard
@@ -180,8 +183,10 @@ def _store_of(tmp_path, n, env):
     return run, zarr.open_group(tmp_path / "job.zarr", mode="r")
 
 
-def test_tensor_parallel_two_ranks_equal_a_single_process_run(tmp_path):
-    env = {"KIND": "tp", "MODEL": "tp"}  # Linear(8, 6) column-wise, Tanh, Linear(6, 3) row-wise
+@pytest.mark.parametrize("local", ["1", pytest.param("0", marks=pytest.mark.slow)])
+def test_tensor_parallel_two_ranks_equal_a_single_process_run(tmp_path, local):
+    # Linear(8, 6) column-wise, Tanh, Linear(6, 3) row-wise; LOCAL=0: a DTensor output
+    env = {"KIND": "tp", "MODEL": "tp", "LOCAL": local}
     run, root = _store_of(tmp_path, 2, env)
     _assert_same_run(_single(tmp_path, env), run)
     sharded = root.attrs["sharded"]
@@ -265,16 +270,29 @@ from dimlapse.capture import CaptureOptions, Recorder
 out = sys.argv[1]
 dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
 
-def mlp(sharded):
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor.parallel import (
+    ColwiseParallel, RowwiseParallel, parallelize_module)
+
+def mlp(how):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
-    if sharded:
+    plan = {"0": ColwiseParallel(), "2": RowwiseParallel()}
+    if how in ("sharded", True):
         fully_shard(model)
+    elif how == "hsdp":
+        fully_shard(model, mesh=init_device_mesh("cpu", (1, 1), mesh_dim_names=("r", "s")))
+    elif how == "tp":
+        parallelize_module(model, init_device_mesh("cpu", (1,)), plan)
+    elif how == "fsdp+tp":  # 2-D: tensor parallel inside, FSDP2 over it
+        mesh = init_device_mesh("cpu", (1, 1), mesh_dim_names=("dp", "tp"))
+        parallelize_module(model, mesh["tp"], plan)
+        fully_shard(model, mesh=mesh["dp"])
     return model
 
 probe = torch.linspace(-1, 1, 24).reshape(6, 4)
-for name in ("plain", "sharded"):
-    model = mlp(name == "sharded")
+for name in ("plain", "sharded", "hsdp", "tp"):
+    model = mlp(name)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with Recorder(model, f"{out}/{name}.zarr", every=2, probe=probe,
                   options=CaptureOptions(flush_every=2)) as rec:
@@ -291,12 +309,14 @@ cases = {
     "bitround": dict(options=CaptureOptions(codec="bitround-10")),
     "mask": dict(probe={"input": torch.zeros(4, 4), "attention_mask": torch.ones(4, 4)}),
     "memory": dict(store="memory://sharded.zarr"),
+    "fsdp+tp": dict(model="fsdp+tp"),
+    "tp-tanh": dict(model="tp", probe=probe, options=CaptureOptions(modules=["1"])),
 }
 refused = {}
 for key, kwargs in cases.items():
     store = kwargs.pop("store", f"{out}/refused-{key}.zarr")
     try:
-        Recorder(mlp(True), store, **kwargs)
+        Recorder(mlp(kwargs.pop("model", True)), store, **kwargs)
         refused[key] = None
     except Exception as exc:
         refused[key] = [type(exc).__name__, str(exc)]
@@ -315,10 +335,13 @@ def group_of_one(tmp_path_factory):
     return out
 
 
-def test_a_sharded_model_records_like_a_plain_one_in_a_group_of_one(group_of_one):
-    sharded = open_run(group_of_one / "sharded.zarr")
+@pytest.mark.parametrize("how", ["sharded", "hsdp", "tp"])
+def test_a_sharded_model_records_like_a_plain_one_in_a_group_of_one(group_of_one, how):
+    sharded = open_run(group_of_one / f"{how}.zarr")
     _assert_same_run(open_run(group_of_one / "plain.zarr"), sharded)
     assert sharded.attrs["sharded"]["world_size"] == 1
+    kind = {"sharded": "fsdp"}.get(how, how)
+    assert sharded.attrs["sharded"]["parallelism"] == kind
 
 
 @pytest.mark.parametrize(
@@ -331,6 +354,12 @@ def test_a_sharded_model_records_like_a_plain_one_in_a_group_of_one(group_of_one
          "Expected a codec without filters for a sharded model, got 'bitround-10'"),
         ("mask", "ProbeError", "Expected a probe without `attention_mask` for a sharded model"),
         ("memory", "ValueError", "Expected a store path or URL every rank can open"),
+        ("fsdp+tp", "ValueError", "placed (Shard(dim=0), Shard(dim=0)) on a mesh of shape "
+         "(1, 1) (FSDP2 with tensor parallelism, world size 1); record the model sharded one of "
+         "those ways"),
+        ("tp-tanh", "ValueError", "got '1' (Tanh, [5] output features on the ranks); select those "
+         "layers with CaptureOptions(modules=[...]), or record weights only with "
+         "CaptureOptions(mode='weights')"),
     ],
 )  # fmt: skip
 def test_sharded_models_refuse_what_cannot_stay_aligned(group_of_one, case, error, match):
@@ -352,12 +381,13 @@ def test_fsdp1_is_refused_pointing_to_fully_shard(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["fsdp", "hsdp"])
-def test_fsdp2_a_killed_rank_leaves_a_crashed_run_that_every_rank_resumes(tmp_path, kind):
+@pytest.mark.parametrize("kind", ["fsdp", "hsdp", "tp"])
+def test_a_killed_rank_leaves_a_crashed_run_that_every_rank_resumes(tmp_path, kind):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     store = tmp_path / "fsdp.zarr"
-    env = {"KIND": kind, "HSDP": "2x1"}  # HSDP: rank 1, which writes no weights, is killed
+    # HSDP: rank 1, which writes no weights, is killed; TP: column blocks are reloaded
+    env = {"KIND": kind, "HSDP": "2x1", **({"MODEL": "tp"} if kind == "tp" else {})}
     out = _torchrun(script, store, "crash", 2, env=env)
     assert out.returncode != 0  # rank 1 and its writer were killed at step 5
     run = open_run(store)

@@ -82,7 +82,7 @@ def layout(model: nn.Module, *, world: int) -> tuple[Layout, dict[str, Any]]:
             raise ValueError(
                 f"Expected placements dimlapse can keep aligned across ranks ({WORKS}), got "
                 f"{name!r} placed {tuple(p.placements)} on a mesh of shape {shape} "
-                f"({what}, {world} ranks); record the model sharded one of those ways"
+                f"({what}, world size {world}); record the model sharded one of those ways"
             )
     if mesh.mesh.flatten().tolist() != list(range(world)):
         raise ValueError(
