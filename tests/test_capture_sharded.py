@@ -213,6 +213,7 @@ def test_hsdp_replica_zero_writes_the_weights_and_every_rank_its_probe_rows(tmp_
     assert sharded["placements"]["0.weight"] == ["Replicate()", "Shard(dim=0)"]
     assert root["weights/0.weight"].chunks == (2, 5, 8)  # one shard: the whole matrix
     assert root["activations/0"].chunks == (2, 4, 5)  # 8 probe examples, 4 per rank
+    assert sharded["activation_blocks"]["0"] == {"dim": "sample", "size": 4}
     assert "weights" not in root["shards/r1"] and "activations" in root["shards/r1"]
 
 

@@ -54,7 +54,7 @@ class ShardedSession(RunSession):
                       flush_every: int, scalar_chunk: int, resume: bool,
                       start_step: int | None, user_attrs: dict[str, Any],
                       max_buffer_bytes: int, writer: str, projected: dict[str, Any],
-                      cuda: bool, acts: dict[str, torch.Tensor]) -> Started:  # fmt: skip
+                      cuda: bool) -> Started:  # fmt: skip
         """Rank 0 lays the run out; a broadcast releases every rank; each starts its writer."""
         plan = self.plan
         error: str | None = None

@@ -128,12 +128,13 @@ def plan_activations(
                 features,
                 Block(length=rows.length * per, size=rows.size * per, index=the_plan.rank),
             )
-        return
-    the_plan.acts = _placements.activation_blocks(
-        model, taps, rank=the_plan.rank, world=the_plan.world
-    )
-    the_plan.attrs["activation_blocks"] = {
-        n: {"dim": "feature", "size": b.size} if b is not None else "whole"
+    else:
+        the_plan.acts = _placements.activation_blocks(
+            model, taps, rank=the_plan.rank, world=the_plan.world
+        )
+    dim = "sample" if the_plan.layout.split_probe else "feature"
+    the_plan.attrs["activation_blocks"] = {  # rank 0's: it writes every module
+        n: {"dim": dim, "size": b.size} if b is not None else "whole"
         for n, (_, b) in the_plan.acts.items()
     }
 
@@ -316,7 +317,7 @@ def construct(rec: Any, model: nn.Module, store: Any, *, opts: Any, every: Any, 
             probe=probe, targets=probe_targets, n_probe=n_probe, rows=rows, codec=codec,
             flush_every=flush_every, scalar_chunk=scalar_chunk, resume=resume,
             start_step=start_step, user_attrs=user_attrs, max_buffer_bytes=opts.max_buffer_bytes,
-            writer=opts.writer, projected=projected, cuda=ho.cuda, acts=ho.acts,
+            writer=opts.writer, projected=projected, cuda=ho.cuda,
         )  # fmt: skip
     except Exception:
         ho.closed = True
