@@ -137,18 +137,6 @@ def placements(dtensors: dict[str, Any]) -> dict[str, list[str]]:
     return {n: [repr(x) for x in p.placements] for n, p in dtensors.items()}
 
 
-def _tp_out_features(module: nn.Module) -> int | None:
-    """The full output features of a tensor-parallel layer (None: not such a layer)."""
-    weight = getattr(module, "weight", None)
-    if not isinstance(weight, DTensor):
-        return None
-    if isinstance(module, nn.Linear):
-        return int(weight.shape[0])
-    if isinstance(module, nn.Embedding):
-        return int(weight.shape[1])
-    return None
-
-
 def activation_blocks(
     model: nn.Module, taps: dict[str, Tap], *, rank: int, world: int
 ) -> dict[str, tuple[int, Block | None]]:

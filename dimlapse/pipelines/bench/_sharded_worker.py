@@ -71,7 +71,9 @@ def _shard(model: nn.Sequential, kind: str, world: int) -> None:
                   range(len(model))}  # fmt: skip
         parallelize_module(model, init_device_mesh("cpu", (world,)), styles)
         return
-    mesh = init_device_mesh("cpu", (world // 2, 2)) if kind == "hsdp" else None
+    mesh = None
+    if kind == "hsdp":
+        mesh = init_device_mesh("cpu", (world // 2, 2), mesh_dim_names=("replicate", "shard"))
     for layer in model:
         fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
