@@ -93,7 +93,8 @@ def main(store, how):
     part, per = rank, GLOBAL // world
     if KIND == "tp":  # every rank trains on (and probes with) the whole batch
         part, per = 0, GLOBAL
-    options = CaptureOptions(flush_every=2, average_scalars=how != "single")
+    options = CaptureOptions(flush_every=2, average_scalars=how != "single",
+                             mode=os.environ.get("MODE", "full"))
     resume = how == "resume"
     with Recorder(model, store, every=2, probe=probe, options=options, resume=resume) as rec:
         start = rec.current_step  # resumed: the last snapshot every rank completed
@@ -215,6 +216,18 @@ def test_hsdp_replica_zero_writes_the_weights_and_every_rank_its_probe_rows(tmp_
     assert root["activations/0"].chunks == (2, 4, 5)  # 8 probe examples, 4 per rank
     assert sharded["activation_blocks"]["0"] == {"dim": "sample", "size": 4}
     assert "weights" not in root["shards/r1"] and "activations" in root["shards/r1"]
+
+
+def test_hsdp_weights_only_a_rank_that_copies_nothing_closes_cleanly(tmp_path):
+    env = {"KIND": "hsdp", "HSDP": "2x1", "MODE": "weights"}  # rank 1 writes nothing at all
+    run, root = _store_of(tmp_path, 2, env)
+    reference = _single(tmp_path, env)
+    assert set(run.weights.data_vars) == set(reference.weights.data_vars) != set()
+    for name in reference.weights.data_vars:
+        np.testing.assert_allclose(run.weights[name].values, reference.weights[name].values,
+                                   rtol=1e-5, atol=1e-6)  # fmt: skip
+    assert list(root["shards/r1"].group_keys()) == []  # no step index holds the readers back
+    assert root["shards/r1"].attrs["status"] == "complete"
 
 
 def test_fsdp2_two_ranks_equal_a_single_process_run_of_the_global_batch(tmp_path):

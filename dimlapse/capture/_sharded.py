@@ -320,15 +320,25 @@ def construct(rec: Any, model: nn.Module, store: Any, *, opts: Any, every: Any, 
             writer=opts.writer, projected=projected, cuda=ho.cuda,
         )  # fmt: skip
     except Exception:
-        ho.closed = True
-        if session.handle is not None:
-            session.handle.close({"status": "crashed"})
-        session.release()
+        _abandon(ho, session)
         raise
     ho.handle, ho.t0 = session.handle, started.t0
-    if ho.cuda:
-        ho.stream = torch.cuda.Stream(ho.tensors[0].device)
+    if ho.cuda:  # a rank may copy nothing (an HSDP replica other than 0 recording weights)
+        device = ho.tensors[0].device if ho.tensors else torch.cuda.current_device()
+        ho.stream = torch.cuda.Stream(device)
     ho.current_step = (start_step or 0) if started.resume_at is None else started.resume_at
     ho.active = True
     if started.recapture:
-        ho.capture(ho.current_step)  # the construction-time forward's rows are this step's
+        try:
+            ho.capture(ho.current_step)  # the construction-time forward's rows are this step's
+        except Exception:
+            _abandon(ho, session)  # else the writer, waiting for more, holds the exit forever
+            raise
+
+
+def _abandon(ho: ShardedHandOver, session: ShardedSession) -> None:
+    """A constructor that fails after the writer started: close it (``crashed``) and release."""
+    ho.closed = True
+    if session.handle is not None:
+        session.handle.close({"status": "crashed"})
+    session.release()

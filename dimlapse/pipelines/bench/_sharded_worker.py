@@ -62,13 +62,15 @@ def _shard(model: nn.Sequential, kind: str, world: int) -> None:
     from torch.distributed.fsdp import fully_shard
     from torch.distributed.tensor.parallel import (
         ColwiseParallel,
+        ParallelStyle,
         RowwiseParallel,
         parallelize_module,
     )
 
     if kind == "tp":  # column-wise then row-wise pairs (Megatron's MLP)
-        styles = {str(i): ColwiseParallel() if i % 2 == 0 else RowwiseParallel() for i in
-                  range(len(model))}  # fmt: skip
+        styles: dict[str, ParallelStyle] = {
+            str(i): RowwiseParallel() if i % 2 else ColwiseParallel() for i in range(len(model))
+        }
         parallelize_module(model, init_device_mesh("cpu", (world,)), styles)
         return
     mesh = None
