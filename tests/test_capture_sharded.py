@@ -118,7 +118,8 @@ def main(store, how):
                     time.sleep(0.05)
                 os.kill(rec._session.handle.process.pid, signal.SIGKILL)
                 os.kill(os.getpid(), signal.SIGKILL)
-    print("rank", rank, rec.status, "from", start, flush=True)
+    # one write: torchrun's children run unbuffered (-u), and print's pieces would interleave
+    print(f"rank {rank} {rec.status} from {start}", flush=True)
     if how != "single":
         dist.destroy_process_group()
 
@@ -177,7 +178,7 @@ def _store_of(tmp_path, n, env):
     script.write_text(SCRIPT)
     out = _torchrun(script, tmp_path / "job.zarr", "run", n, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert all(f"rank {r} complete from 0" in out.stdout for r in range(n))
+    assert all(f"rank {r} complete from 0" in out.stdout for r in range(n)), out.stdout
     assert "unwaited collective" not in out.stderr
     run = open_run(tmp_path / "job.zarr")
     assert run.status == "complete"
@@ -486,6 +487,12 @@ def test_a_killed_rank_leaves_a_crashed_run_that_every_rank_resumes(tmp_path, ki
     assert out.returncode != 0
     assert "RunExistsError" in out.stderr
     assert "rank 0 could not start the sharded run: RunExistsError" in out.stderr
+    assert last_complete(zarr.open_group(store, mode="r")) == (n, last)  # untouched
+    other = {"fsdp": "hsdp", "hsdp": "fsdp", "tp": "fsdp"}[kind]
+    out = _torchrun(script, store, "resume", 2, env={**env, "KIND": other})  # another layout
+    assert out.returncode != 0
+    assert (f"Expected the job to have the parallelism of the run being resumed ({kind}), got "
+            f"{other}") in out.stderr  # fmt: skip
     assert last_complete(zarr.open_group(store, mode="r")) == (n, last)  # untouched
     out = _torchrun(script, store, "resume", 2, env=env)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -61,11 +61,8 @@ class ShardedSession(RunSession):
         if plan.rank == 0:
             try:
                 prior: dict[str, Any] = dict(self.root.attrs) if resume else {}
-                if resume and prior.get("sharded", {}).get("world_size") != plan.world:
-                    raise ValueError(
-                        f"Expected the job to have the world size of the run being resumed "
-                        f"({prior.get('sharded', {}).get('world_size')}), got {plan.world}"
-                    )
+                if resume:
+                    self._check_resumed(dict(prior.get("sharded") or {}))
                 self._layout(model=model, taps=taps, stored=stored, n_probe=n_probe,
                              flush_every=flush_every, codec=codec)  # fmt: skip
             except Exception as exc:
@@ -134,6 +131,21 @@ class ShardedSession(RunSession):
         if proc is not None and proc.pid is not None and self.lease is not None:
             run_store.add_pid(self.store, self.lease, proc.pid)
         return Started(mode=mode, taps=taps, resume_at=resume_at, recapture=recapture, t0=t0)
+
+    def _check_resumed(self, was: dict[str, Any]) -> None:
+        """A resumed run keeps its arrays, so its chunk grid: the job must be sharded alike."""
+        plan = self.plan
+        now = {"world_size": plan.world, "parallelism": plan.layout.kind,
+               "mesh_shape": list(plan.layout.mesh_shape)}  # fmt: skip
+        # runs recorded before HSDP and tensor parallelism were FSDP2 on a 1-D mesh
+        was = {"parallelism": "fsdp", "mesh_shape": [was.get("world_size")], **was}
+        for key, value in now.items():
+            if was.get(key) != value:
+                raise ValueError(
+                    f"Expected the job to have the {key} of the run being resumed "
+                    f"({was.get(key)}), got {value}; resume with the sharding it was recorded "
+                    "with, or start a new run"
+                )
 
     def _spec(self, *, stored: list[str]) -> ShardSpec:
         """This rank's blocks; a rank other than 0 leaves out a group it writes nothing of
