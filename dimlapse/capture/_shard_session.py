@@ -31,7 +31,7 @@ from .writer import (
 )
 
 if TYPE_CHECKING:
-    from ._sharded import Plan
+    from ._placements import Plan
 
 log = logging.getLogger("dimlapse.capture")
 

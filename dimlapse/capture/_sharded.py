@@ -27,15 +27,15 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from . import _placements, _validate
+from . import _validate
 from . import store as run_store
 from ._handover import HandOver
+from ._placements import Plan, plan, plan_activations
 from ._probe import probe_batch_size
 from ._shard_session import ShardedSession
 from ._taps import Tap, probe_forward
@@ -65,78 +65,6 @@ def reshard(model: nn.Module) -> None:
     for m in model.modules():
         if FSDPModule is not None and isinstance(m, FSDPModule):
             m.reshard()
-
-
-@dataclass
-class Plan:
-    """What this rank records of a sharded model."""
-
-    rank: int
-    world: int
-    layout: _placements.Layout
-    sharded: dict[str, Any]  # name -> every DTensor parameter
-    blocks: dict[str, Block | None]  # the DTensor parameters this rank writes (None: whole)
-    whole: list[str]  # unsharded parameters and buffers: rank 0 writes them
-    attrs: dict[str, Any]  # the root attrs' ``sharded`` entry
-    # the probe activations this rank writes: module -> (features, its block; None: whole)
-    acts: dict[str, tuple[int, Block | None]] = field(default_factory=dict)
-
-    def writes(self, name: str) -> bool:
-        """Whether this rank writes parameter or buffer ``name``."""
-        return name in self.blocks or (self.rank == 0 and name in self.whole)
-
-
-def plan(model: nn.Module, *, rank: int, world: int, stored: list[str]) -> Plan:
-    """Check the placements (``_placements.py``) and split the params."""
-    lay, sharded = _placements.layout(model, world=world)
-    blocks = _placements.weight_blocks(lay, sharded, rank=rank)
-    whole = [n for n, _ in model.named_parameters() if n not in sharded]
-    whole += [n for n, _ in model.named_buffers()]
-    first = {n: _placements.block_of_rank0(lay, p) for n, p in sharded.items()}
-    attrs = {
-        "world_size": world,
-        "parallelism": lay.kind,
-        "mesh_shape": list(lay.mesh_shape),
-        "mesh_dim_names": list(lay.dim_names) if lay.dim_names else None,
-        "placements": _placements.placements(sharded),
-        "shard_rows": {n: b.size for n, b in first.items() if b is not None and b.axis == 0},
-        "shard_blocks": {
-            n: {"dim": b.axis, "size": b.size} for n, b in first.items() if b is not None
-        },
-        "recorded_by": "every rank: its local shard (p.to_local()), no gather"
-        + (" (replica 0's ranks write the weights)" if lay.kind == "hsdp" else ""),
-        "stored": [n for n in stored if n in sharded],
-    }
-    return Plan(rank=rank, world=world, layout=lay, sharded=sharded, blocks=blocks,
-                whole=whole, attrs=attrs)  # fmt: skip
-
-
-def plan_activations(
-    the_plan: Plan, model: nn.Module, taps: dict[str, Tap], rows: Block | None
-) -> None:
-    """The probe activations this rank writes (``the_plan.acts``), after the construction-time
-    forward: its rows of every module (probe split by example), or under tensor parallelism its
-    block of features of each module (a collective: every rank calls it)."""
-    if not taps:
-        return
-    if the_plan.layout.split_probe:
-        assert rows is not None  # a split probe gave this rank its rows
-        for n, tap in taps.items():
-            per = int((tap.meta or {}).get("rows_per_example", 1))
-            features = int(tap.value.shape[-1]) if tap.value is not None else 0
-            the_plan.acts[n] = (
-                features,
-                Block(length=rows.length * per, size=rows.size * per, index=the_plan.rank),
-            )
-    else:
-        the_plan.acts = _placements.activation_blocks(
-            model, taps, rank=the_plan.rank, world=the_plan.world
-        )
-    dim = "sample" if the_plan.layout.split_probe else "feature"
-    the_plan.attrs["activation_blocks"] = {  # rank 0's: it writes every module
-        n: {"dim": dim, "size": b.size} if b is not None else "whole"
-        for n, (_, b) in the_plan.acts.items()
-    }
 
 
 def probe_slice(probe: Any, *, rank: int, world: int) -> tuple[Any, Block]:
