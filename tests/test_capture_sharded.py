@@ -17,7 +17,7 @@ import torch
 import zarr
 from torch import nn
 
-from dimlapse.analyze import StoreIntegrityError, open_run
+from dimlapse.analyze import StoreIntegrityError, dimensionality, open_run
 from dimlapse.capture import Recorder, last_complete
 from dimlapse.capture.writer import ShardSpec, SnapshotSink, block_of, declare_sharded
 
@@ -172,6 +172,15 @@ def _assert_same_run(a, b):
     np.testing.assert_allclose(b.scalars["loss"].values, a.scalars["loss"].values, rtol=1e-5)
 
 
+def _assert_same_analysis(a, b):
+    """The analysis reads a sharded run like any other: the same spectral dimensionality of
+    every weight and activation (the column- and feature-blocked arrays included)."""
+    da, db = (dimensionality(r, twonn_stride=0).compute() for r in (a, b))
+    assert int(np.isfinite(da["dimensionality"]).sum()) > 0
+    np.testing.assert_allclose(db["dimensionality"].values, da["dimensionality"].values,
+                               rtol=1e-4, atol=1e-6)  # fmt: skip
+
+
 def _store_of(tmp_path, n, env):
     """A sharded job of ``n`` gloo ranks (``env``: KIND, HSDP, MODEL), its store and root."""
     script = tmp_path / "train.py"
@@ -190,7 +199,9 @@ def test_tensor_parallel_two_ranks_equal_a_single_process_run(tmp_path, local):
     # Linear(8, 6) column-wise, Tanh, Linear(6, 3) row-wise; LOCAL=0: a DTensor output
     env = {"KIND": "tp", "MODEL": "tp", "LOCAL": local}
     run, root = _store_of(tmp_path, 2, env)
-    _assert_same_run(_single(tmp_path, env), run)
+    reference = _single(tmp_path, env)
+    _assert_same_run(reference, run)
+    _assert_same_analysis(reference, run)
     sharded = root.attrs["sharded"]
     assert sharded["parallelism"] == "tp" and sharded["mesh_dim_names"] == ["tp"]
     assert sharded["placements"]["0.weight"] == ["Shard(dim=0)"]
@@ -208,7 +219,9 @@ def test_tensor_parallel_two_ranks_equal_a_single_process_run(tmp_path, local):
 def test_hsdp_replica_zero_writes_the_weights_and_every_rank_its_probe_rows(tmp_path):
     env = {"KIND": "hsdp", "HSDP": "2x1"}  # two replicas of one shard each
     run, root = _store_of(tmp_path, 2, env)
-    _assert_same_run(_single(tmp_path, env), run)
+    reference = _single(tmp_path, env)
+    _assert_same_run(reference, run)
+    _assert_same_analysis(reference, run)
     sharded = root.attrs["sharded"]
     assert sharded["parallelism"] == "hsdp" and sharded["mesh_shape"] == [2, 1]
     assert sharded["mesh_dim_names"] == ["replicate", "shard"]
@@ -524,7 +537,9 @@ def test_fsdp2_four_ranks_record_a_small_transformer_like_one_process(tmp_path):
 def test_hsdp_two_by_two_records_a_small_transformer_like_one_process(tmp_path):
     env = {"KIND": "hsdp", "HSDP": "2x2", "MODEL": "transformer", "STEPS": "6"}
     run, root = _store_of(tmp_path, 4, env)
-    _assert_same_run(_single(tmp_path, env), run)
+    reference = _single(tmp_path, env)
+    _assert_same_run(reference, run)
+    _assert_same_analysis(reference, run)
     sharded = root.attrs["sharded"]
     assert sharded["mesh_shape"] == [2, 2] and sharded["world_size"] == 4
     assert root["weights/embed.weight"].chunks[1] == 6  # 12 rows over the 2 shards
