@@ -218,7 +218,7 @@ class HandOver:
             if self.cuda:
                 self._copy_cuda(slot, step, rows, snapshot)
             else:
-                if snapshot:
+                if snapshot and self.tensors:  # a sharded rank may hold nothing it writes
                     with torch.no_grad():
                         torch._foreach_copy_(handle.ring.views[slot], self.tensors)
                 if not handle.send(("s", slot, step, rows, snapshot)):
@@ -244,7 +244,7 @@ class HandOver:
         keep: Any = None
         stream.wait_stream(main)
         with torch.cuda.stream(stream), torch.no_grad():
-            if snapshot:
+            if snapshot and self.tensors:
                 torch._foreach_copy_(handle.ring.views[slot], self.tensors, non_blocking=True)
             if values:
                 keep = torch.stack([v.reshape(()).to(torch.float64) for _, _, v in values])

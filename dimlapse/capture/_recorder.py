@@ -76,9 +76,10 @@ class Recorder:
     ----------
     model : torch.nn.Module
         The model being trained (DDP wrappers are unwrapped). A model sharded with FSDP2
-        (``fully_shard``) is recorded by every rank of the job, each writing its local shards
-        and its slice of the probe into one run (``_sharded.py``); pass the full probe on
-        every rank.
+        (``fully_shard``, also HSDP on a 2-D mesh) or parallelized with tensor parallelism
+        (``parallelize_module`` on a 1-D mesh) is recorded by every rank of the job, each
+        writing its local shards and its share of the probe's activations into one run
+        (``_sharded.py``); pass the full probe on every rank.
     store : str, os.PathLike or zarr store
         Where the run goes: a local path or any fsspec URL. In-memory stores
         (``memory://``, store objects) are written from a thread instead of a process.
@@ -134,7 +135,7 @@ class Recorder:
             raise ValueError(f"Expected `model` to be a torch.nn.Module, got {model!r}")
         store = run_store.check_location(store)  # before anything is touched
         model = _distributed.unwrap(model)
-        if _sharded.is_sharded(model):  # FSDP2: every rank records its shards
+        if _sharded.is_sharded(model):  # DTensor parameters: every rank records its shards
             _sharded.construct(
                 self, model, store, opts=opts, every=every, probe=probe,
                 probe_targets=probe_targets, attrs=attrs, overwrite=overwrite, resume=resume,

@@ -1,6 +1,7 @@
-"""The run session of one rank of a sharded (FSDP2) job: rank 0 lays the run out, one
-broadcast releases every rank, each starts its own writer; at close a barrier, then rank 0
-marks the run ``complete`` when every rank's record says so (``_sharded.py`` says why).
+"""The run session of one rank of a sharded (FSDP2, HSDP, tensor-parallel) job: rank 0 lays
+the run out, one broadcast releases every rank, each starts its own writer; at close a barrier,
+then rank 0 marks the run ``complete`` when every rank's record says so (``_sharded.py`` says
+why).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from .writer import (
     SlotLayout,
     SnapshotSink,
     WorkSpec,
-    block_of,
     declare_sharded,
     owner,
     slot_count,
@@ -31,7 +31,7 @@ from .writer import (
 )
 
 if TYPE_CHECKING:
-    from ._sharded import Plan
+    from ._placements import Plan
 
 log = logging.getLogger("dimlapse.capture")
 
@@ -54,28 +54,24 @@ class ShardedSession(RunSession):
                       flush_every: int, scalar_chunk: int, resume: bool,
                       start_step: int | None, user_attrs: dict[str, Any],
                       max_buffer_bytes: int, writer: str, projected: dict[str, Any],
-                      cuda: bool, acts: dict[str, torch.Tensor]) -> Started:  # fmt: skip
+                      cuda: bool) -> Started:  # fmt: skip
         """Rank 0 lays the run out; a broadcast releases every rank; each starts its writer."""
         plan = self.plan
         error: str | None = None
         if plan.rank == 0:
             try:
                 prior: dict[str, Any] = dict(self.root.attrs) if resume else {}
-                if resume and prior.get("sharded", {}).get("world_size") != plan.world:
-                    raise ValueError(
-                        f"Expected the job to have the world size of the run being resumed "
-                        f"({prior.get('sharded', {}).get('world_size')}), got {plan.world}"
-                    )
-                self._layout(model=model, taps=taps, stored=stored, rows=rows, n_probe=n_probe,
-                             flush_every=flush_every, codec=codec,
-                             features={n: int(t.shape[-1]) for n, t in acts.items()})  # fmt: skip
+                if resume:
+                    self._check_resumed(dict(prior.get("sharded") or {}))
+                self._layout(model=model, taps=taps, stored=stored, n_probe=n_probe,
+                             flush_every=flush_every, codec=codec)  # fmt: skip
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 self._broadcast(error)
                 raise
         # full or weights mode (spectra is refused): no spectra/ groups
         groups = ("scalars", "weights", "state") + (("activations",) if taps else ())
-        spec = self._spec(stored=stored, taps=taps, rows=rows)
+        spec = self._spec(stored=stored)
         sink_kwargs: dict[str, Any] = {
             "chunk": flush_every,
             "scalar_chunk": scalar_chunk,
@@ -96,7 +92,8 @@ class ShardedSession(RunSession):
                 modules=list(taps), params=stored, user_attrs=user_attrs, prior=prior,
                 created=created, mode=mode, full_every=0, projected=projected, groups=groups,
             )  # fmt: skip
-            attrs["sharded"] = {**plan.attrs, "probe_examples_per_rank": rows.size if rows else 0}
+            per_rank = rows.size if rows else (n_probe if plan.acts else 0)
+            attrs["sharded"] = {**plan.attrs, "probe_examples_per_rank": per_rank}
             if resume:
                 attrs["resumed"] = [*prior.get("resumed", []), {"at_step": resume_at}]
             self.prior_dropped = int(prior.get("dropped_snapshots", 0))
@@ -119,12 +116,12 @@ class ShardedSession(RunSession):
         if cuda:
             ring.pin()
         work = WorkSpec(
-            stored=[n for n in stored if n in plan.sharded or plan.rank == 0],
+            stored=[n for n in stored if plan.writes(n)],
             state=[n for n in plan.whole if n not in stored] if plan.rank == 0 else [],
             mode=mode,
             full_every=0,
-            taps=taps,
-            slot_activations=list(taps),
+            taps={n: taps[n] for n in plan.acts},
+            slot_activations=list(plan.acts),
         )
         self.handle = start_writer(
             store=self.store, root=self.root, ring=ring, spec=work, sink_kwargs=sink_kwargs,
@@ -135,31 +132,40 @@ class ShardedSession(RunSession):
             run_store.add_pid(self.store, self.lease, proc.pid)
         return Started(mode=mode, taps=taps, resume_at=resume_at, recapture=recapture, t0=t0)
 
-    def _spec(self, *, stored: list[str], taps: dict[str, Tap], rows: Block | None) -> ShardSpec:
+    def _check_resumed(self, was: dict[str, Any]) -> None:
+        """A resumed run keeps its arrays, so its chunk grid: the job must be sharded alike."""
         plan = self.plan
-        weights: dict[str, Block | None] = {
-            n: block_of(plan.sharded[n].shape[0], rank=plan.rank, world=plan.world)
-            for n in stored
-            if n in plan.sharded
-        }
+        now = {"world_size": plan.world, "parallelism": plan.layout.kind,
+               "mesh_shape": list(plan.layout.mesh_shape)}  # fmt: skip
+        # runs recorded before HSDP and tensor parallelism were FSDP2 on a 1-D mesh
+        was = {"parallelism": "fsdp", "mesh_shape": [was.get("world_size")], **was}
+        for key, value in now.items():
+            if was.get(key) != value:
+                raise ValueError(
+                    f"Expected the job to have the {key} of the run being resumed "
+                    f"({was.get(key)}), got {value}; resume with the sharding it was recorded "
+                    "with, or start a new run"
+                )
+
+    def _spec(self, *, stored: list[str]) -> ShardSpec:
+        """This rank's blocks; a rank other than 0 leaves out a group it writes nothing of
+        (its step index would only hold back the readers)."""
+        plan = self.plan
+        weights: dict[str, Block | None] = {n: plan.blocks[n] for n in stored if n in plan.blocks}
         if plan.rank == 0:
             weights.update({n: None for n in stored if n not in plan.sharded})
-        blocks: dict[str, dict[str, Block | None]] = {"weights": weights}
-        if taps and rows is not None:
-            blocks["activations"] = {n: self._act_block(t, rows) for n, t in taps.items()}
+        acts = {n: b for n, (_, b) in plan.acts.items()}
+        blocks = {g: v for g, v in (("weights", weights), ("activations", acts)) if v}
+        if plan.rank == 0:
+            blocks.setdefault("weights", {})
         return ShardSpec(rank=plan.rank, world=plan.world, blocks=blocks)
 
-    def _act_block(self, tap: Tap, rows: Block) -> Block:
-        per = int((tap.meta or {}).get("rows_per_example", 1))
-        n = rows.length
-        return Block(length=n * per, size=rows.size * per, index=self.plan.rank)
-
     def _layout(self, *, model: nn.Module, taps: dict[str, Tap], stored: list[str],
-                rows: Block | None, n_probe: int, flush_every: int, codec: str,
-                features: dict[str, int]) -> None:  # fmt: skip
-        """Rank 0: every array any rank writes, with its logical shape and block grid."""
+                n_probe: int, flush_every: int, codec: str) -> None:  # fmt: skip
+        """Rank 0 (which holds the first block of everything): every array any rank writes,
+        with its logical shape and block grid."""
         root = self.root
-        spec = self._spec(stored=stored, taps=taps, rows=rows)
+        spec = self._spec(stored=stored)
         weights = {}
         for n in stored:
             p = self.plan.sharded.get(n)
@@ -180,7 +186,7 @@ class ShardedSession(RunSession):
             acts: dict[str, tuple[tuple[int, ...], Block | None]] = {}
             for n, tap in taps.items():
                 per = int((tap.meta or {}).get("rows_per_example", 1))
-                acts[n] = ((n_probe * per, features[n]), spec.blocks["activations"][n])
+                acts[n] = ((n_probe * per, self.plan.acts[n][0]), spec.blocks["activations"][n])
             declare_sharded(
                 root.require_group("activations"),
                 acts,

@@ -1,14 +1,18 @@
-"""Sharded (FSDP2) capture: the same three lines on every rank, one logical run, no gather.
+"""Sharded capture (FSDP2, HSDP, tensor parallelism): the same three lines on every rank, one
+logical run, no gather.
 
-A model sharded with ``torch.distributed.fsdp.fully_shard`` holds DTensor parameters placed
-``Shard(0)`` on a 1-D mesh of all ranks. Every rank records: its writer process writes the
-rank's LOCAL shard (``p.to_local()``; the full parameter exists on no rank) into its own chunk
-column of the same logical arrays (``writer/_shards.py``). The probe is split by example across
-ranks (ceil-sized slices, as FSDP2 splits rows); at capture steps every rank runs its slice
-through the model under ``no_grad`` in eval mode, in lockstep (FSDP2's forward all-gathers),
-and the writer stores its rows of ``activations/<module>``. Scalars come from rank 0 (or their
-mean over ranks with ``average_scalars``). Buffers and unsharded parameters are written by
-rank 0.
+A model sharded with ``torch.distributed.fsdp.fully_shard`` (or parallelized with
+``parallelize_module``) holds DTensor parameters. Every rank records: its writer process writes
+the rank's LOCAL shard (``p.to_local()``; the full parameter exists on no rank) into its own
+blocks of the same logical arrays (``writer/_shards.py``); which rank writes which block of
+what is decided once, from the placements (``_placements.py``: FSDP2 ``Shard(0)``, HSDP's
+replica 0, tensor-parallel ``Shard(k)``/``Replicate()``). Under FSDP2 and HSDP the probe is
+split by example across ranks (ceil-sized slices, as FSDP2 splits rows); under tensor
+parallelism every rank feeds the whole probe. At capture steps every rank runs its probe
+through the model under ``no_grad`` in eval mode, in lockstep (the forward's collectives), and
+the writer stores its rows (or, for a tensor-parallel layer's local output, its feature
+columns) of ``activations/<module>``. Scalars come from rank 0 (or their mean over ranks with
+``average_scalars``). Buffers and unsharded parameters are written by rank 0.
 
 Order at start: rank 0 takes the lease, creates (or trims, to resume) the layout and writes the
 root attrs (mesh, placements, split); one broadcast tells every rank it may start (or why it
@@ -23,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -32,6 +35,7 @@ from torch import nn
 from . import _validate
 from . import store as run_store
 from ._handover import HandOver
+from ._placements import Plan, plan, plan_activations
 from ._probe import probe_batch_size
 from ._shard_session import ShardedSession
 from ._taps import Tap, probe_forward
@@ -45,9 +49,9 @@ log = logging.getLogger("dimlapse.capture")
 
 try:  # torch builds without distributed have neither
     from torch.distributed.fsdp import FSDPModule
-    from torch.distributed.tensor import DTensor, Shard
+    from torch.distributed.tensor import DTensor
 except ImportError:  # pragma: no cover - such builds cannot shard a model either
-    FSDPModule = DTensor = Shard = None  # type: ignore[assignment,misc]
+    FSDPModule = DTensor = None  # type: ignore[assignment,misc]
 
 
 def is_sharded(model: nn.Module) -> bool:
@@ -61,51 +65,6 @@ def reshard(model: nn.Module) -> None:
     for m in model.modules():
         if FSDPModule is not None and isinstance(m, FSDPModule):
             m.reshard()
-
-
-@dataclass
-class Plan:
-    """What this rank records of a sharded model."""
-
-    rank: int
-    world: int
-    sharded: dict[str, Any]  # name -> the DTensor parameter (placed Shard(0))
-    whole: list[str]  # unsharded parameters and buffers: rank 0 writes them
-    attrs: dict[str, Any]  # the root attrs' ``sharded`` entry
-
-
-def plan(model: nn.Module, *, rank: int, world: int, stored: list[str]) -> Plan:
-    """Check the placements (``Shard(0)`` on a 1-D mesh of every rank) and split the params."""
-    sharded: dict[str, Any] = {}
-    placements: dict[str, list[str]] = {}
-    mesh_shape: list[int] = []
-    for name, p in model.named_parameters():
-        if not isinstance(p, DTensor):
-            continue
-        mesh = p.device_mesh
-        if mesh.ndim != 1 or tuple(p.placements) != (Shard(0),) or mesh.size() != world:
-            raise ValueError(
-                f"Expected sharded parameters placed (Shard(0),) on a 1-D mesh of all {world} "
-                f"ranks (FSDP2 fully_shard), got {name!r} placed {tuple(p.placements)} on a mesh "
-                f"of shape {tuple(mesh.shape)}; hybrid (HSDP) and tensor-parallel placements "
-                "are not recorded yet"
-            )
-        sharded[name] = p
-        placements[name] = [repr(x) for x in p.placements]
-        mesh_shape = list(mesh.shape)
-    whole = [n for n, _ in model.named_parameters() if n not in sharded]
-    whole += [n for n, _ in model.named_buffers()]
-    attrs = {
-        "world_size": world,
-        "mesh_shape": mesh_shape,
-        "placements": placements,
-        "shard_rows": {
-            n: block_of(p.shape[0], rank=0, world=world).size for n, p in sharded.items()
-        },
-        "recorded_by": "every rank: its local shard (p.to_local()), no gather",
-        "stored": [n for n in stored if n in sharded],
-    }
-    return Plan(rank=rank, world=world, sharded=sharded, whole=whole, attrs=attrs)
 
 
 def probe_slice(probe: Any, *, rank: int, world: int) -> tuple[Any, Block]:
@@ -142,12 +101,12 @@ class ShardedHandOver(HandOver):
 
     def sources(self) -> list[tuple[str, torch.Tensor]]:
         """(name, tensor) copied at a capture step: local shards, then (rank 0) the rest."""
-        named = [(n, p.to_local()) for n, p in self.plan.sharded.items()]
+        named = [(n, self.plan.sharded[n].to_local()) for n in self.plan.blocks]
         if self.plan.rank == 0:
             everything = {**dict(self.model.named_parameters()),
                           **dict(self.model.named_buffers())}  # fmt: skip
             named += [(n, everything[n]) for n in self.plan.whole]
-        named += [(f"activations/{n}", v) for n, v in self.acts.items()]
+        named += [(f"activations/{n}", v) for n, v in self.acts.items() if n in self.plan.acts]
         return named
 
     def bind(self, **kwargs: Any) -> None:
@@ -235,8 +194,8 @@ def construct(rec: Any, model: nn.Module, store: Any, *, opts: Any, every: Any, 
     if resume and probe is None and mode != "weights":
         probe, probe_targets = run_store.stored_probe(store)
     rows: Block | None = None
-    local_probe = local_targets = None
-    if probe is not None:
+    local_probe, local_targets = probe, probe_targets  # tensor parallelism: the whole probe
+    if probe is not None and the_plan.layout.split_probe:
         local_probe, rows = probe_slice(probe, rank=rank, world=world)
         if probe_targets is not None:
             local_targets = probe_targets[rows.start : rows.start + rows.local]
@@ -245,6 +204,7 @@ def construct(rec: Any, model: nn.Module, store: Any, *, opts: Any, every: Any, 
         tokens=opts.tokens, mode=mode,
     )  # fmt: skip
     reshard(model)
+    plan_activations(the_plan, model, taps, rows)
     n_probe = probe_batch_size(probe) if probe is not None else 0
     if mode == "full" and not taps:
         mode = "weights"
@@ -264,9 +224,10 @@ def construct(rec: Any, model: nn.Module, store: Any, *, opts: Any, every: Any, 
             timeout=opts.writer_timeout)  # fmt: skip
     named = list(zip(ho.names, ho.tensors, strict=True))
     layout = SlotLayout.of(named, scalar_capacity=4 * per_message + 16)
-    kept = [n for n in stored if n in the_plan.sharded or rank == 0]
+    kept = [n for n in stored if the_plan.writes(n)]
+    written = {n: taps[n] for n in the_plan.acts}
     projected = projection(
-        layout, stored=kept, taps=taps, schedule=schedule, mode=mode, codec=codec,
+        layout, stored=kept, taps=written, schedule=schedule, mode=mode, codec=codec,
         full_every=0, total_steps=opts.total_steps, store=store,
     )  # fmt: skip
     ho.closed = False
@@ -284,18 +245,28 @@ def construct(rec: Any, model: nn.Module, store: Any, *, opts: Any, every: Any, 
             probe=probe, targets=probe_targets, n_probe=n_probe, rows=rows, codec=codec,
             flush_every=flush_every, scalar_chunk=scalar_chunk, resume=resume,
             start_step=start_step, user_attrs=user_attrs, max_buffer_bytes=opts.max_buffer_bytes,
-            writer=opts.writer, projected=projected, cuda=ho.cuda, acts=ho.acts,
+            writer=opts.writer, projected=projected, cuda=ho.cuda,
         )  # fmt: skip
     except Exception:
-        ho.closed = True
-        if session.handle is not None:
-            session.handle.close({"status": "crashed"})
-        session.release()
+        _abandon(ho, session)
         raise
     ho.handle, ho.t0 = session.handle, started.t0
-    if ho.cuda:
-        ho.stream = torch.cuda.Stream(ho.tensors[0].device)
+    if ho.cuda:  # a rank may copy nothing (an HSDP replica other than 0 recording weights)
+        device = ho.tensors[0].device if ho.tensors else torch.cuda.current_device()
+        ho.stream = torch.cuda.Stream(device)
     ho.current_step = (start_step or 0) if started.resume_at is None else started.resume_at
     ho.active = True
     if started.recapture:
-        ho.capture(ho.current_step)  # the construction-time forward's rows are this step's
+        try:
+            ho.capture(ho.current_step)  # the construction-time forward's rows are this step's
+        except Exception:
+            _abandon(ho, session)  # else the writer, waiting for more, holds the exit forever
+            raise
+
+
+def _abandon(ho: ShardedHandOver, session: ShardedSession) -> None:
+    """A constructor that fails after the writer started: close it (``crashed``) and release."""
+    ho.closed = True
+    if session.handle is not None:
+        session.handle.close({"status": "crashed"})
+    session.release()

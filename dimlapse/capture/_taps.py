@@ -36,6 +36,12 @@ from torch import nn
 
 from ._probe import Probe, probe_batch_size, probe_call, probe_mask
 
+try:  # torch builds without distributed have neither
+    from torch.distributed._functional_collectives import AsyncCollectiveTensor
+    from torch.distributed.tensor import DTensor
+except ImportError:  # pragma: no cover
+    AsyncCollectiveTensor = DTensor = None  # type: ignore[assignment,misc]
+
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _HIDDEN_KEY = "last_hidden_state"
 
@@ -109,6 +115,7 @@ class Tap:
         self.examples: int | None = None
         self.mask: torch.Tensor | None = None
         self._index: torch.Tensor | None = None
+        self.placed: tuple[tuple[Any, ...], int] | None = None
 
     def reset(self) -> None:
         self.value = None
@@ -119,6 +126,13 @@ class Tap:
         tensor = output_tensor(output)
         if tensor is None:
             return
+        if DTensor is not None and isinstance(tensor, DTensor):  # tensor parallelism's output
+            self.placed = (tuple(tensor.placements), tensor.ndim)  # (placements, ndim)
+            tensor = tensor.to_local()  # this rank's part: never gathered
+        if AsyncCollectiveTensor is not None and isinstance(tensor, AsyncCollectiveTensor):
+            # a tensor-parallel layer's output still being reduced: a rank that does not
+            # record it would leave the collective unwaited (views of it stay asynchronous)
+            tensor = tensor.wait()
         self.value = self.reduce(tensor.detach())
 
     def reduce(self, x: torch.Tensor) -> torch.Tensor:

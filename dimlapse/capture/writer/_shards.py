@@ -1,12 +1,15 @@
 """Sharded runs: every rank writes its own blocks of the same logical arrays.
 
-A parameter sharded along its first dimension (FSDP2 ``Shard(0)``) is stored as one array
-``(step, d0, ...)`` whose chunk grid along ``d0`` is the shard size ``ceil(d0 / world)``, so
-rank ``r`` owns exactly chunk column ``r`` (rows ``r * size`` to ``min((r + 1) * size, d0)``; a
-trailing rank's block may be short or empty, as FSDP2's own shards are). Probe activations
-``(step, sample, feature)`` are split the same way along ``sample``. No two ranks ever write one
-chunk: every rank writes whole chunks of its own column straight from its chunk buffer (the
-rows past a short block, or past the last step of a partial chunk, hold the fill value).
+A parameter sharded along one dimension ``k`` (``Shard(k)``: FSDP2's and a column-wise
+layer's ``Shard(0)``, a row-wise layer's ``Shard(1)``) is stored as one array ``(step, d0, ...)``
+whose chunk grid along ``dk`` is the shard size ``ceil(dk / n)`` for ``n`` shards (and whole
+along every other dimension), so the rank holding shard ``i`` owns exactly block ``i`` (indices
+``i * size`` to ``min((i + 1) * size, dk)``; a trailing block may be short or empty, as DTensor's
+own shards are). Probe activations ``(step, sample, feature)`` are split the same way along
+``sample`` (the probe split by example) or ``feature`` (a tensor-parallel layer's local output
+features). No two ranks ever write one chunk: every rank writes whole chunks of its own blocks
+straight from its chunk buffer (the entries past a short block, or past the last step of a
+partial chunk, hold the fill value).
 
 Rank 0 creates the arrays before any rank writes (:func:`declare_sharded`), owns their metadata
 (it alone resizes them) and writes the group's ``step`` index, as in a single-process run.
@@ -33,11 +36,26 @@ SHARDS_GROUP = "shards"
 
 @dataclass(frozen=True)
 class Block:
-    """One rank's slice of an array's second dimension (the first after ``step``)."""
+    """One rank's slice of an array along one dimension after ``step`` (``axis`` 0: the
+    first after ``step``)."""
 
-    length: int  # the whole dimension (d0 of a parameter, sample rows of activations)
-    size: int  # chunk length along it: rows per rank, ceil(length / world)
-    index: int  # this rank's chunk column
+    length: int  # the whole dimension (dk of a parameter, sample rows or features)
+    size: int  # chunk length along it: ceil(length / shards)
+    index: int  # this rank's chunk index along it
+    axis: int = 0  # which dimension of a row (the array without ``step``) is split
+
+    def chunks(self, row: tuple[int, ...]) -> tuple[int, ...]:
+        """The chunk shape of a row (the whole row but ``size`` along ``axis``)."""
+        return tuple(self.size if i == self.axis else d for i, d in enumerate(row))
+
+    def coords(self, ndim: int) -> tuple[int, ...]:
+        """This block's chunk coordinates in a row of ``ndim`` dimensions."""
+        return tuple(self.index if i == self.axis else 0 for i in range(ndim))
+
+    def within(self, ndim: int) -> tuple[slice, ...]:
+        """Index of the first ``local`` entries along ``axis`` of a row of ``ndim`` dims."""
+        rest = (slice(None),) * (ndim - self.axis - 1)
+        return (slice(None),) * self.axis + (slice(0, self.local),) + rest
 
     @property
     def start(self) -> int:
@@ -68,10 +86,11 @@ class ShardSpec:
         return f"{SHARDS_GROUP}/r{self.rank}"
 
 
-def block_of(length: int, *, rank: int, world: int) -> Block:
-    """FSDP2's split of ``length`` rows over ``world`` ranks (``torch.chunk``: ceil-sized
-    shards, trailing ones short or empty)."""
-    return Block(length=length, size=max(1, math.ceil(length / world)), index=rank)
+def block_of(length: int, *, rank: int, world: int, axis: int = 0) -> Block:
+    """DTensor's (and FSDP2's) split of ``length`` entries over ``world`` shards
+    (``torch.chunk``: ceil-sized shards, trailing ones short or empty); ``rank`` is the
+    shard's index."""
+    return Block(length=length, size=max(1, math.ceil(length / world)), index=rank, axis=axis)
 
 
 def declare_sharded(
@@ -84,13 +103,11 @@ def declare_sharded(
     dims: dict[str, tuple[str, ...]],
 ) -> None:
     """Create (rank 0, before any rank writes) the data arrays of one group: ``arrays[name]``
-    is the logical row shape and the block split of its first dimension (None: unsplit)."""
+    is the logical row shape and its block split (None: unsplit)."""
     for name, (shape, block) in arrays.items():
         if name in group:
             continue  # a resumed run keeps its arrays
-        chunks = (chunk, *shape)
-        if block is not None:
-            chunks = (chunk, block.size, *shape[1:])
+        chunks = (chunk, *(shape if block is None else block.chunks(shape)))
         with quiet_numcodecs():
             group.create_array(
                 name,
@@ -140,10 +157,10 @@ class ShardGroup(ChunkedGroup):
                 continue  # past the end: this rank holds none of it
             row = tuple(arr.shape[1:])
             if block is not None:
-                row = (block.size, *row[1:])
+                row = block.chunks(row)
             self.arrays[name] = arr
             self.buffers[name] = self._new_buffer(row, arr.dtype)
-            self.coords[name] = (block.index if block is not None else 0,) + (0,) * (len(row) - 1)
+            self.coords[name] = block.coords(len(row)) if block is not None else (0,) * len(row)
             if ChunkEncoder.of(arr) is None:
                 raise ValueError(
                     f"Expected a codec without filters for a sharded run, got {codec!r} "
@@ -159,7 +176,12 @@ class ShardGroup(ChunkedGroup):
             buf = self.buffers.get(name)
             if buf is None:
                 continue  # an empty block
-            buf[self.count, : value.shape[0]] = value
+            block = self.blocks[name]
+            if block is None:
+                buf[self.count] = value
+            else:  # a short block fills the start of the chunk along its axis
+                index: tuple[int | slice, ...] = (self.count, *block.within(value.ndim))
+                buf[index] = value
             self.bytes_raw += value.nbytes
         self.step_buffer[self.count] = step
         self.count += 1
@@ -214,8 +236,9 @@ class ShardGroup(ChunkedGroup):
                 if block is None:
                     buf[: self.count] = arr[self.base : n]
                 else:
-                    buf[: self.count, : block.local] = arr[
-                        self.base : n, block.start : block.start + block.local
-                    ]
+                    mine = block.within(arr.ndim - 1)
+                    taken = list(mine)
+                    taken[block.axis] = slice(block.start, block.start + block.local)
+                    buf[(slice(0, self.count), *mine)] = arr[(slice(self.base, n), *taken)]
         self.step_buffer[:] = -1
         self.step_buffer[: self.count] = self.step_array[self.base : n]

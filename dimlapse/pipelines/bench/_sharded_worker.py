@@ -1,7 +1,10 @@
 """One rank of ``dimlapse bench sharded`` (run under ``torch.distributed.run``).
 
-An MLP of ``layers`` square ``width x width`` Linear layers, each sharded with FSDP2
-``fully_shard``, trains ``steps`` SGD steps on random data, in one of three arms:
+An MLP of ``layers`` square ``width x width`` Linear layers, sharded one of three ways
+(``kind``: ``fsdp``, each layer ``fully_shard``-ed on a 1-D mesh; ``hsdp``, the same on a
+``(world / 2, 2)`` replicate x shard mesh; ``tp``, the layers alternately ``ColwiseParallel``
+and ``RowwiseParallel`` on a 1-D mesh), trains ``steps`` SGD steps on random data, in one of
+three arms:
 
 - ``plain``: no capture (the baseline);
 - ``recorded``: a Recorder capturing weights every ``every`` steps (two ring slots, one
@@ -54,18 +57,40 @@ def _writer_mb(field: str) -> float:
     return int(line.split()[1]) * 1024 / MB
 
 
-def main(arm: str, width: int, layers: int, steps: int, every: int, out_dir: str) -> None:
+def _shard(model: nn.Sequential, kind: str, world: int) -> None:
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        ParallelStyle,
+        RowwiseParallel,
+        parallelize_module,
+    )
 
+    if kind == "tp":  # column-wise then row-wise pairs (Megatron's MLP)
+        styles: dict[str, ParallelStyle] = {
+            str(i): RowwiseParallel() if i % 2 else ColwiseParallel() for i in range(len(model))
+        }
+        parallelize_module(model, init_device_mesh("cpu", (world,)), styles)
+        return
+    mesh = None
+    if kind == "hsdp":
+        mesh = init_device_mesh("cpu", (world // 2, 2), mesh_dim_names=("replicate", "shard"))
+    for layer in model:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def main(
+    arm: str, width: int, layers: int, steps: int, every: int, out_dir: str, kind: str = "fsdp"
+) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
     model = nn.Sequential(*[nn.Linear(width, width) for _ in range(layers)])
     full = sum(p.numel() * 4 for p in model.parameters()) / MB
-    for layer in model:
-        fully_shard(layer)
-    fully_shard(model)
+    _shard(model, kind, world)
     shard = sum(_dt(p).to_local().numel() * 4 for p in model.parameters()) / MB
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     x = torch.randn(8, width)
@@ -96,10 +121,11 @@ def main(arm: str, width: int, layers: int, steps: int, every: int, out_dir: str
         "arm": arm, "world": world, "rank": rank, "full_mb": full, "shard_mb": shard,
         "peak_mb": _peak(), "writer_growth_mb": writer,
     }  # fmt: skip
-    (Path(out_dir) / f"{arm}-{world}-{rank}.json").write_text(json.dumps(row))
+    (Path(out_dir) / f"{kind}-{arm}-{world}-{rank}.json").write_text(json.dumps(row))
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
     w, n, s, e = (int(v) for v in sys.argv[2:6])
-    main(sys.argv[1], w, n, s, e, sys.argv[6] if len(sys.argv) > 6 else tempfile.mkdtemp())
+    out = sys.argv[6] if len(sys.argv) > 6 else tempfile.mkdtemp()
+    main(sys.argv[1], w, n, s, e, out, sys.argv[7] if len(sys.argv) > 7 else "fsdp")
