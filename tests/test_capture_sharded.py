@@ -170,6 +170,13 @@ def _assert_same_run(a, b):
         np.testing.assert_allclose(b.activations[name].values, a.activations[name].values,
                                    rtol=1e-5, atol=1e-6)  # fmt: skip
     np.testing.assert_allclose(b.scalars["loss"].values, a.scalars["loss"].values, rtol=1e-5)
+    # biases and the rest: state/ as in a single-process run (sharded ones written as blocks)
+    assert set(a.state.data_vars) == set(b.state.data_vars) != set()
+    for name in a.state.data_vars:
+        assert a.state[name].shape == b.state[name].shape, name
+        assert a.state[name].dtype == b.state[name].dtype, name
+        np.testing.assert_allclose(b.state[name].values, a.state[name].values, rtol=1e-5,
+                                   atol=1e-6)  # fmt: skip
 
 
 def _assert_same_analysis(a, b):
@@ -368,8 +375,10 @@ from torch.distributed.tensor.parallel import (
 def mlp(how):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+    if how in ("plain-bn", "sharded-bn"):  # buffers, an integer one among them
+        model = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 3))
     plan = {"0": ColwiseParallel(), "2": RowwiseParallel()}
-    if how in ("sharded", True):
+    if how in ("sharded", "sharded-bn", True):
         fully_shard(model)
     elif how == "hsdp":
         fully_shard(model, mesh=init_device_mesh("cpu", (1, 1), mesh_dim_names=("r", "s")))
@@ -382,7 +391,7 @@ def mlp(how):
     return model
 
 probe = torch.linspace(-1, 1, 24).reshape(6, 4)
-for name in ("plain", "sharded", "hsdp", "tp"):
+for name in ("plain", "sharded", "hsdp", "tp", "plain-bn", "sharded-bn"):
     model = mlp(name)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with Recorder(model, f"{out}/{name}.zarr", every=2, probe=probe,
@@ -433,6 +442,18 @@ def test_a_sharded_model_records_like_a_plain_one_in_a_group_of_one(group_of_one
     assert sharded.attrs["sharded"]["world_size"] == 1
     kind = {"sharded": "fsdp"}.get(how, how)
     assert sharded.attrs["sharded"]["parallelism"] == kind
+
+
+def test_state_holds_sharded_biases_as_blocks_and_buffers_whole_like_a_plain_run(group_of_one):
+    plain, sharded = (open_run(group_of_one / f"{k}-bn.zarr") for k in ("plain", "sharded"))
+    _assert_same_run(plain, sharded)  # state/ included
+    assert {"0.bias", "1.weight", "1.running_var", "1.num_batches_tracked"} <= set(
+        sharded.state.data_vars
+    )
+    counts = sharded.state["1.num_batches_tracked"].values
+    assert counts.dtype == np.int64 and counts.tolist() == [0, 2, 4]  # every 2 of 5 steps
+    root = zarr.open_group(group_of_one / "sharded-bn.zarr", mode="r")
+    assert root.attrs["sharded"]["placements"]["0.bias"] == ["Shard(dim=0)"]
 
 
 @pytest.mark.parametrize(

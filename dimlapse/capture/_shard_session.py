@@ -117,7 +117,7 @@ class ShardedSession(RunSession):
             ring.pin()
         work = WorkSpec(
             stored=[n for n in stored if plan.writes(n)],
-            state=[n for n in plan.whole if n not in stored] if plan.rank == 0 else [],
+            state=list(spec.blocks.get("state", {})),
             mode=mode,
             full_every=0,
             taps={n: taps[n] for n in plan.acts},
@@ -154,10 +154,17 @@ class ShardedSession(RunSession):
         weights: dict[str, Block | None] = {n: plan.blocks[n] for n in stored if n in plan.blocks}
         if plan.rank == 0:
             weights.update({n: None for n in stored if n not in plan.sharded})
+        # the rest (biases, norms, buffers) in state/, as in a single-process run: sharded
+        # ones as blocks by the ranks holding them, unsharded ones whole by rank 0
+        state = {n: b for n, b in plan.blocks.items() if n not in stored}
+        if plan.rank == 0:
+            state.update({n: None for n in plan.whole if n not in stored})
         acts = {n: b for n, (_, b) in plan.acts.items()}
-        blocks = {g: v for g, v in (("weights", weights), ("activations", acts)) if v}
+        groups = (("weights", weights), ("state", state), ("activations", acts))
+        blocks = {g: v for g, v in groups if v}
         if plan.rank == 0:
             blocks.setdefault("weights", {})
+            blocks.setdefault("state", {})
         return ShardSpec(rank=plan.rank, world=plan.world, blocks=blocks)
 
     def _layout(self, *, model: nn.Module, taps: dict[str, Tap], stored: list[str],
@@ -203,6 +210,26 @@ class ShardedSession(RunSession):
                 },
                 dims={n: ("step", f"{n}.sample", f"{n}.feature") for n in acts},
             )
+        named = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+        state = {}
+        for n, block in spec.blocks["state"].items():
+            p = self.plan.sharded.get(n)
+            state[n] = (tuple((named[n] if p is None else p).shape), block)
+        declare_sharded(
+            root.require_group("state"),
+            state,
+            chunk=flush_every,
+            codec=codec,
+            attrs={n: {"layer": owner(n), "kind": "state"} for n in state},
+            dims={
+                n: ("step", *(f"{n}.d{i}" for i in range(len(s)))) for n, (s, _) in state.items()
+            },
+            dtypes={  # integer buffers (a batch norm's count) as they are; floats as weights
+                n: torch.empty(0, dtype=named[n].dtype).numpy().dtype
+                for n in state
+                if not named[n].dtype.is_floating_point
+            },
+        )
         for r in range(self.plan.world):
             root.require_group(f"shards/r{r}")
 

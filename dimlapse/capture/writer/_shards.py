@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ._chunks import WRITE_CONFIG, ChunkedGroup, codec_kwargs, quiet_numcodecs
+from ._chunks import WRITE_CONFIG, ChunkedGroup, codec_kwargs, compressors, quiet_numcodecs
 from ._encode import ChunkEncoder, write_chunk
 
 SHARDS_GROUP = "shards"
@@ -101,23 +101,33 @@ def declare_sharded(
     codec: str,
     attrs: dict[str, dict[str, Any]],
     dims: dict[str, tuple[str, ...]],
+    dtypes: dict[str, Any] | None = None,
 ) -> None:
     """Create (rank 0, before any rank writes) the data arrays of one group: ``arrays[name]``
-    is the logical row shape and its block split (None: unsplit)."""
+    is the logical row shape and its block split (None: unsplit). ``dtypes[name]`` (a numpy
+    dtype; default float) stores a non-float array (an integer buffer) as it is, zstd
+    compressed with fill -1, as :meth:`ChunkedGroup.declare` does in a single-process run."""
     for name, (shape, block) in arrays.items():
         if name in group:
             continue  # a resumed run keeps its arrays
         chunks = (chunk, *(shape if block is None else block.chunks(shape)))
+        dtype = np.dtype((dtypes or {}).get(name, np.float32))
+        floating = np.issubdtype(dtype, np.floating)
+        kwargs = (
+            codec_kwargs(codec)
+            if floating
+            else {"dtype": dtype, "compressors": compressors("zstd")}
+        )
         with quiet_numcodecs():
             group.create_array(
                 name,
                 shape=(0, *shape),
                 chunks=chunks,
-                fill_value=np.nan,
+                fill_value=np.nan if floating else -1,
                 dimension_names=dims[name],
                 attributes=attrs.get(name, {}),
                 config=WRITE_CONFIG,
-                **codec_kwargs(codec),
+                **kwargs,
             )
 
 
@@ -230,7 +240,7 @@ class ShardGroup(ChunkedGroup):
                     arr.store_path.store, path=arr.path, mode="r+"
                 ).with_config(WRITE_CONFIG)
             buf = self.buffers[name]
-            buf[:] = np.nan
+            buf[:] = np.nan if buf.dtype.kind == "f" else -1  # the array's fill value
             block = self.blocks[name]
             if self.count:
                 if block is None:
