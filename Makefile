@@ -83,7 +83,7 @@ bench-analyze:  ## the analysis jobs against a naive SVD loop
 bench-transitions:  ## detectors' false alarms and power: SEEDS
 	$(DIMLAPSE) bench transitions $(call opt,SEEDS,--seeds)
 
-bench-sharded:  ## per-rank memory of sharded (FSDP2) capture against the shard and a gather
+bench-sharded:  ## per-rank memory of sharded (FSDP2, HSDP, TP) capture against the shard and a gather
 	$(DIMLAPSE) bench sharded
 
 readme-tables:  ## README's measured tables regenerated from the benchmark outputs in docs/

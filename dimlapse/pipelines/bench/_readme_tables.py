@@ -32,6 +32,7 @@ CAPTURE_RUNS = (
     ("run 3", "bench-capture-run3.txt"),
     ("run 4", "bench-capture-run4.txt"),
     ("run 5", "bench-capture-run5.txt"),
+    ("run 6", "bench-capture-run6.txt"),
 )
 CODEC_RUN = "bench-capture.txt"  # run 2: the last codec table whose writer CPU includes the probe
 LARGE_RUN = "bench-capture.txt"  # run 2 (run 4 agrees within 5 MB; run 5 skipped it)
