@@ -51,6 +51,9 @@ def main(store, distributed):
             rec.step(loss, shard_rank=float(rank))
     print("rank", rank, rec.status, flush=True)
     if distributed:
+        # DDP's reducer before its process group: freed after it (when main returns), gloo's
+        # teardown hung now and then (1 run in 11, traced with faulthandler to that point)
+        del model, opt
         dist.destroy_process_group()
 
 if __name__ == "__main__":
