@@ -173,22 +173,13 @@ class ShardedSession(RunSession):
         with its logical shape and block grid."""
         root = self.root
         spec = self._spec(stored=stored)
-        weights = {}
-        for n in stored:
-            p = self.plan.sharded.get(n)
-            if p is None:
-                p = dict(model.named_parameters())[n]
-            weights[n] = (tuple(p.shape), spec.blocks["weights"].get(n))
-        declare_sharded(
-            root.require_group("weights"),
-            weights,
-            chunk=flush_every,
-            codec=codec,
-            attrs={n: {"layer": owner(n), "kind": "weight"} for n in weights},
-            dims={
-                n: ("step", *(f"{n}.d{i}" for i in range(len(s)))) for n, (s, _) in weights.items()
-            },
-        )
+        named = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+        for group, kind in (("weights", "weight"), ("state", "state")):
+            shapes = {
+                n: tuple(self.plan.sharded.get(n, named[n]).shape) for n in spec.blocks[group]
+            }
+            _declare_params(root.require_group(group), spec.blocks[group], shapes, named,
+                            kind=kind, chunk=flush_every, codec=codec)  # fmt: skip
         if "activations" in spec.blocks:
             acts: dict[str, tuple[tuple[int, ...], Block | None]] = {}
             for n, tap in taps.items():
@@ -210,26 +201,6 @@ class ShardedSession(RunSession):
                 },
                 dims={n: ("step", f"{n}.sample", f"{n}.feature") for n in acts},
             )
-        named = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-        state = {}
-        for n, block in spec.blocks["state"].items():
-            p = self.plan.sharded.get(n)
-            state[n] = (tuple((named[n] if p is None else p).shape), block)
-        declare_sharded(
-            root.require_group("state"),
-            state,
-            chunk=flush_every,
-            codec=codec,
-            attrs={n: {"layer": owner(n), "kind": "state"} for n in state},
-            dims={
-                n: ("step", *(f"{n}.d{i}" for i in range(len(s)))) for n, (s, _) in state.items()
-            },
-            dtypes={  # integer buffers (a batch norm's count) as they are; floats as weights
-                n: torch.empty(0, dtype=named[n].dtype).numpy().dtype
-                for n in state
-                if not named[n].dtype.is_floating_point
-            },
-        )
         for r in range(self.plan.world):
             root.require_group(f"shards/r{r}")
 
@@ -321,3 +292,23 @@ class ShardedSession(RunSession):
         )
         if status == "complete":
             run_store.consolidate(root)
+
+
+def _declare_params(group: Any, blocks: dict[str, Block | None], shapes: dict[str, tuple[int, ...]],
+                    named: dict[str, torch.Tensor], *, kind: str, chunk: int,
+                    codec: str) -> None:  # fmt: skip
+    """Declare the parameter (and buffer) arrays of ``weights/`` or ``state/``: each name's
+    logical shape and block grid; integer buffers (a batch norm's count) stay integers."""
+    declare_sharded(
+        group,
+        {n: (shapes[n], b) for n, b in blocks.items()},
+        chunk=chunk,
+        codec=codec,
+        attrs={n: {"layer": owner(n), "kind": kind} for n in blocks},
+        dims={n: ("step", *(f"{n}.d{i}" for i in range(len(shapes[n])))) for n in blocks},
+        dtypes={
+            n: torch.empty(0, dtype=named[n].dtype).numpy().dtype
+            for n in blocks
+            if not named[n].dtype.is_floating_point
+        },
+    )
