@@ -65,6 +65,23 @@ def compressors(codec: str) -> list[Any]:
     return [BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"), Crc32cCodec()]
 
 
+def fill_value(dtype: Any) -> float:
+    """The fill of a data array (and of its chunk buffer's rows without a value): NaN for
+    floats, -1 for integers."""
+    return np.nan if np.issubdtype(dtype, np.floating) else -1
+
+
+def value_kwargs(codec: str, value_dtype: Any) -> dict[str, Any]:
+    """``create_array`` keyword arguments for values of ``value_dtype``: float values take the
+    run's codec (:func:`codec_kwargs`), integer ones (a batch norm's count) stay as they are,
+    zstd compressed; the fill is :func:`fill_value`."""
+    if np.issubdtype(value_dtype, np.floating):
+        kwargs = codec_kwargs(codec)
+    else:
+        kwargs = {"dtype": value_dtype, "compressors": compressors("zstd")}
+    return {**kwargs, "fill_value": fill_value(value_dtype)}
+
+
 def codec_kwargs(codec: str) -> dict[str, Any]:
     """``create_array`` keyword arguments (dtype, filters, compressors) for a data array."""
     if codec == "float16":
@@ -172,8 +189,7 @@ class ChunkedGroup:
         return np.concatenate([written, self.step_buffer[: self.count]])
 
     def _new_buffer(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        fill = np.nan if np.issubdtype(dtype, np.floating) else -1
-        return np.full((self.chunk, *shape), fill, dtype=dtype)
+        return np.full((self.chunk, *shape), fill_value(dtype), dtype=dtype)
 
     def _ensure(
         self, name: str, value: np.ndarray, attrs: dict[str, Any], dims: Any, dtype: Any
@@ -195,12 +211,7 @@ class ChunkedGroup:
         pins the stored dtype). ``buffered=False`` (one-row chunks only) allocates no chunk
         buffer: :meth:`stream_row` writes rows straight from the values, so a row is never
         held whole (``ingest``)."""
-        floating = np.issubdtype(value_dtype, np.floating)
-        kwargs: dict[str, Any] = (
-            codec_kwargs(self.codec)
-            if floating
-            else {"dtype": value_dtype, "compressors": compressors("zstd")}
-        )
+        kwargs = value_kwargs(self.codec, value_dtype)
         if dtype is not None:  # caller pins the dtype (e.g. float64 wall_time)
             kwargs["dtype"] = dtype
         with quiet_numcodecs():
@@ -208,7 +219,6 @@ class ChunkedGroup:
                 name,
                 shape=(self.rows, *shape),
                 chunks=(self.chunk, *shape),
-                fill_value=np.nan if floating else -1,
                 dimension_names=dims,
                 attributes=attrs,
                 config=WRITE_CONFIG,
@@ -276,7 +286,7 @@ class ChunkedGroup:
         if len(values) < len(self.buffers):  # rows without a value hold the fill value
             for name, buf in self.buffers.items():
                 if name not in values:
-                    buf[self.count] = np.nan if buf.dtype.kind == "f" else -1
+                    buf[self.count] = fill_value(buf.dtype)
         self.step_buffer[self.count] = step
         self.count += 1
         if self.count == self.chunk:
@@ -293,7 +303,7 @@ class ChunkedGroup:
             for name, buf in self.buffers.items():
                 col = columns.get(name)
                 if col is None:
-                    buf[rows] = np.nan if buf.dtype.kind == "f" else -1
+                    buf[rows] = fill_value(buf.dtype)
                 else:
                     buf[rows] = col[done : done + take]
                     self.bytes_raw += take * buf.itemsize

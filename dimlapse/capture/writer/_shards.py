@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ._chunks import WRITE_CONFIG, ChunkedGroup, codec_kwargs, compressors, quiet_numcodecs
+from ._chunks import WRITE_CONFIG, ChunkedGroup, fill_value, quiet_numcodecs, value_kwargs
 from ._encode import ChunkEncoder, write_chunk
 
 SHARDS_GROUP = "shards"
@@ -105,29 +105,22 @@ def declare_sharded(
 ) -> None:
     """Create (rank 0, before any rank writes) the data arrays of one group: ``arrays[name]``
     is the logical row shape and its block split (None: unsplit). ``dtypes[name]`` (a numpy
-    dtype; default float) stores a non-float array (an integer buffer) as it is, zstd
-    compressed with fill -1, as :meth:`ChunkedGroup.declare` does in a single-process run."""
+    dtype; default float) stores a non-float array (an integer buffer) as
+    :meth:`ChunkedGroup.declare` does in a single-process run (:func:`value_kwargs`)."""
     for name, (shape, block) in arrays.items():
         if name in group:
             continue  # a resumed run keeps its arrays
         chunks = (chunk, *(shape if block is None else block.chunks(shape)))
         dtype = np.dtype((dtypes or {}).get(name, np.float32))
-        floating = np.issubdtype(dtype, np.floating)
-        kwargs = (
-            codec_kwargs(codec)
-            if floating
-            else {"dtype": dtype, "compressors": compressors("zstd")}
-        )
         with quiet_numcodecs():
             group.create_array(
                 name,
                 shape=(0, *shape),
                 chunks=chunks,
-                fill_value=np.nan if floating else -1,
                 dimension_names=dims[name],
                 attributes=attrs.get(name, {}),
                 config=WRITE_CONFIG,
-                **kwargs,
+                **value_kwargs(codec, dtype),
             )
 
 
@@ -240,7 +233,7 @@ class ShardGroup(ChunkedGroup):
                     arr.store_path.store, path=arr.path, mode="r+"
                 ).with_config(WRITE_CONFIG)
             buf = self.buffers[name]
-            buf[:] = np.nan if buf.dtype.kind == "f" else -1  # the array's fill value
+            buf[:] = fill_value(buf.dtype)
             block = self.blocks[name]
             if self.count:
                 if block is None:
